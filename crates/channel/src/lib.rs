@@ -1,0 +1,224 @@
+//! What a channel is: its inputs, which input feeds each pipeline, its ABR ladder, its segment
+//! grid and its windows. Defined in TOML (`steadycast serve --config`) or JSON (the REST API),
+//! checked by [`ChannelSpec::validate`] before anything runs.
+
+mod input;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use timeline::{Feed, FrameRate, SegmentGrid};
+
+pub use input::InputSpec;
+
+/// A channel definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSpec {
+    /// Appears in every URL: `[a-z0-9_-]`, 1 to 64 characters.
+    pub id: String,
+    /// Inputs by name. One input feeds both pipelines; with two, see `pipelines`.
+    pub inputs: BTreeMap<String, InputSpec>,
+    /// Which input each pipeline encodes; by default the only input, or inputs named `a`/`b`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipelines: Option<PipelineInputs>,
+    #[serde(default = "default_frame_rate")]
+    pub frame_rate: FrameRate,
+    /// Target segment duration; rounded to a whole number of frames.
+    #[serde(default = "default_segment_seconds")]
+    pub segment_seconds: f64,
+    #[serde(default = "default_ladder")]
+    pub ladder: Vec<RenditionSpec>,
+    #[serde(default)]
+    pub audio: AudioSpec,
+    /// x264 preset of every rendition.
+    #[serde(default = "default_preset")]
+    pub preset: String,
+    /// How many seconds a live playlist or MPD lists.
+    #[serde(default = "default_live_window")]
+    pub live_window_seconds: u32,
+    /// The secret pipelines present when they PUT segments to the packager. Generated when
+    /// absent; never shown in listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_credential: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineInputs {
+    pub a: String,
+    pub b: String,
+}
+
+/// One video rendition of the ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenditionSpec {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub bitrate_kbps: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSpec {
+    #[serde(default = "default_audio_bitrate")]
+    pub bitrate_kbps: u32,
+    #[serde(default = "default_audio_channels")]
+    pub channels: u16,
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
+}
+
+impl Default for AudioSpec {
+    fn default() -> Self {
+        Self {
+            bitrate_kbps: default_audio_bitrate(),
+            channels: default_audio_channels(),
+            sample_rate: default_sample_rate(),
+        }
+    }
+}
+
+/// The audio rendition's name in URLs.
+pub const AUDIO_RENDITION: &str = "audio";
+
+impl ChannelSpec {
+    /// The epoch grid: `segment_seconds` rounded to whole frames.
+    pub fn grid(&self) -> Result<SegmentGrid, String> {
+        SegmentGrid::nearest(self.frame_rate, self.segment_seconds).map_err(|e| e.to_string())
+    }
+
+    /// The input that pipeline `feed` encodes.
+    pub fn input_of(&self, feed: Feed) -> Option<&str> {
+        if let Some(p) = &self.pipelines {
+            return Some(match feed {
+                Feed::A => p.a.as_str(),
+                Feed::B => p.b.as_str(),
+            });
+        }
+        let mut names = self.inputs.keys();
+        match (names.next(), names.next()) {
+            (Some(only), None) => Some(only.as_str()),
+            _ => self.inputs.get_key_value(feed.as_str()).map(|(k, _)| k.as_str()),
+        }
+    }
+
+    /// Every problem with the definition, each as a sentence naming the field.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        if !is_name(&self.id) {
+            errors.push(format!("id `{}`: use 1-64 of a-z, 0-9, `-`, `_`", self.id));
+        }
+        if let Err(e) = self.grid() {
+            errors.push(format!("segment_seconds: {e}"));
+        }
+        if self.inputs.is_empty() || self.inputs.len() > 2 {
+            errors.push(format!("inputs: give one or two inputs, not {}", self.inputs.len()));
+        }
+        for name in self.inputs.keys() {
+            if !is_name(name) {
+                errors.push(format!("inputs.{name}: input names use 1-64 of a-z, 0-9, `-`, `_`"));
+            }
+        }
+        for feed in Feed::BOTH {
+            match self.input_of(feed) {
+                Some(name) if self.inputs.contains_key(name) => {}
+                Some(name) => errors.push(format!("pipelines.{feed}: no input named `{name}`")),
+                None => errors.push(format!(
+                    "pipelines.{feed}: with two inputs not named `a` and `b`, say which input \
+                     each pipeline encodes"
+                )),
+            }
+        }
+        self.validate_ladder(&mut errors);
+        if !(6..=86_400).contains(&self.live_window_seconds) {
+            errors.push("live_window_seconds: give 6 to 86400".to_string());
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    fn validate_ladder(&self, errors: &mut Vec<String>) {
+        if self.ladder.is_empty() {
+            errors.push("ladder: give at least one rendition".to_string());
+        }
+        for (i, r) in self.ladder.iter().enumerate() {
+            if !is_name(&r.name) || r.name == AUDIO_RENDITION {
+                errors.push(format!("ladder[{i}].name `{}`: use a-z, 0-9, `-`, `_`, not `audio`", r.name));
+            }
+            if self.ladder[..i].iter().any(|o| o.name == r.name) {
+                errors.push(format!("ladder[{i}].name `{}` is used twice", r.name));
+            }
+            let even = |v: u32| v >= 16 && v <= 7680 && v % 2 == 0;
+            if !even(r.width) || !even(r.height) {
+                errors.push(format!("ladder[{i}]: {}x{} must be even, 16..7680", r.width, r.height));
+            }
+            if !(16..=100_000).contains(&r.bitrate_kbps) {
+                errors.push(format!("ladder[{i}].bitrate_kbps: give 16 to 100000"));
+            }
+        }
+        if ![32_000, 44_100, 48_000].contains(&self.audio.sample_rate) {
+            errors.push("audio.sample_rate: give 32000, 44100 or 48000".to_string());
+        }
+        if !(1..=2).contains(&self.audio.channels) {
+            errors.push("audio.channels: give 1 or 2".to_string());
+        }
+        if !X264_PRESETS.contains(&self.preset.as_str()) {
+            errors.push(format!("preset `{}`: give one of {}", self.preset, X264_PRESETS.join(", ")));
+        }
+    }
+}
+
+const X264_PRESETS: [&str; 9] = [
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+];
+
+fn is_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn default_frame_rate() -> FrameRate {
+    FrameRate::new(30, 1).unwrap_or_else(|_| unreachable!("30/1 is a valid rate"))
+}
+
+fn default_segment_seconds() -> f64 {
+    2.0
+}
+
+fn default_preset() -> String {
+    "veryfast".to_string()
+}
+
+fn default_live_window() -> u32 {
+    60
+}
+
+fn default_audio_bitrate() -> u32 {
+    128
+}
+
+fn default_audio_channels() -> u16 {
+    2
+}
+
+fn default_sample_rate() -> u32 {
+    48_000
+}
+
+/// The default ladder of `serve`: 720p, 480p and 360p.
+pub fn default_ladder() -> Vec<RenditionSpec> {
+    [("720p", 1280, 720, 3000), ("480p", 854, 480, 1500), ("360p", 640, 360, 800)]
+        .into_iter()
+        .map(|(name, width, height, bitrate_kbps)| RenditionSpec {
+            name: name.to_string(),
+            width,
+            height,
+            bitrate_kbps,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+use super::*;
+
+fn parse(toml_text: &str) -> ChannelSpec {
+    toml::from_str(toml_text).unwrap()
+}
+
+#[test]
+fn minimal_channel_gets_defaults() {
+    let spec = parse(
+        r#"
+        id = "news"
+        [inputs.main]
+        type = "rtmp"
+        stream_key = "k1"
+        "#,
+    );
+    assert_eq!(spec.validate(), Ok(()));
+    assert_eq!(spec.ladder.len(), 3);
+    assert_eq!(spec.grid().unwrap().frames(), 60);
+    assert_eq!(spec.input_of(Feed::A), Some("main"));
+    assert_eq!(spec.input_of(Feed::B), Some("main"));
+}
+
+#[test]
+fn two_inputs_named_a_and_b_map_to_pipelines() {
+    let spec = parse(
+        r#"
+        id = "news"
+        frame_rate = "30000/1001"
+        [inputs.a]
+        type = "srt"
+        [inputs.b]
+        type = "udp"
+        bind = "127.0.0.1:5000"
+        "#,
+    );
+    assert_eq!(spec.validate(), Ok(()));
+    assert_eq!(spec.input_of(Feed::A), Some("a"));
+    assert_eq!(spec.input_of(Feed::B), Some("b"));
+    assert!((spec.grid().unwrap().duration_secs() - 2.002).abs() < 1e-9);
+}
+
+#[test]
+fn every_problem_is_named() {
+    let spec = parse(
+        r#"
+        id = "Bad Id"
+        segment_seconds = 0.01
+        preset = "warp"
+        live_window_seconds = 1
+        [inputs.x]
+        type = "tcp"
+        bind = "127.0.0.1:5000"
+        [inputs.y]
+        type = "tcp"
+        bind = "127.0.0.1:5001"
+        [[ladder]]
+        name = "audio"
+        width = 641
+        height = 360
+        bitrate_kbps = 5
+        "#,
+    );
+    let errors = spec.validate().unwrap_err();
+    let joined = errors.join("\n");
+    for needle in ["id `Bad Id`", "segment_seconds", "pipelines.a", "pipelines.b", "ladder[0].name",
+        "641x360", "bitrate_kbps", "preset `warp`", "live_window_seconds"]
+    {
+        assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
+    }
+}
+
+#[test]
+fn unknown_fields_and_input_types_are_refused() {
+    let err = toml::from_str::<ChannelSpec>("id = \"a\"\nladdr = []\n[inputs.m]\ntype = \"rtmp\"\nstream_key = \"k\"")
+        .unwrap_err();
+    assert!(err.to_string().contains("laddr"), "{err}");
+    let err = toml::from_str::<ChannelSpec>("id = \"a\"\n[inputs.m]\ntype = \"webrtc\"").unwrap_err();
+    assert!(err.to_string().contains("webrtc"), "{err}");
+}
+
+#[test]
+fn json_round_trip() {
+    let spec = parse(
+        r#"
+        id = "demo"
+        [inputs.pattern]
+        type = "test-pattern"
+        "#,
+    );
+    let json = serde_json::to_string(&spec).unwrap();
+    assert_eq!(serde_json::from_str::<ChannelSpec>(&json).unwrap(), spec);
+}

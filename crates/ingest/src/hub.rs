@@ -1,0 +1,184 @@
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+/// How many chunks a subscriber may fall behind before it is told it lagged. Chunks are at most
+/// 64 KiB, so a port holds at most 64 MiB however slow its pipelines are.
+const PORT_CAPACITY: usize = 1024;
+
+/// The container a publisher's bytes are in; the pipeline's decoder is told which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    MpegTs,
+    Flv,
+}
+
+impl Container {
+    /// ffmpeg's name for the demuxer.
+    pub fn ffmpeg_format(self) -> &'static str {
+        match self {
+            Container::MpegTs => "mpegts",
+            Container::Flv => "flv",
+        }
+    }
+}
+
+/// A channel's input, by name (`a`, `b`, or any name the channel's config gives).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InputId {
+    pub channel: String,
+    pub input: String,
+}
+
+impl fmt::Display for InputId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.channel, self.input)
+    }
+}
+
+/// What a subscriber of an input sees. `session` numbers one publisher's connection: a new
+/// session restarts the container (a new FLV header, a new TS program).
+#[derive(Debug, Clone)]
+pub enum InputEvent {
+    Started {
+        session: u64,
+        container: Container,
+    },
+    /// Whole TS packets or whole FLV tags (the FLV file header comes first), never a torn unit,
+    /// so a subscriber that lagged can drop whole chunks and resynchronise.
+    Data { session: u64, bytes: Bytes },
+    Ended { session: u64, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("input {input} is already being published by {peer}")]
+pub struct Busy {
+    pub input: InputId,
+    pub peer: String,
+}
+
+/// One input of one channel: at most one publisher at a time, any number of subscribers.
+pub struct InputPort {
+    id: InputId,
+    events: broadcast::Sender<InputEvent>,
+    publisher: Mutex<Option<String>>,
+    sessions: AtomicU64,
+}
+
+impl InputPort {
+    pub fn new(id: InputId) -> Arc<Self> {
+        let (events, _) = broadcast::channel(PORT_CAPACITY);
+        Arc::new(Self { id, events, publisher: Mutex::new(None), sessions: AtomicU64::new(0) })
+    }
+
+    pub fn id(&self) -> &InputId {
+        &self.id
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<InputEvent> {
+        self.events.subscribe()
+    }
+
+    /// The peer currently publishing, if any.
+    pub fn publisher(&self) -> Option<String> {
+        self.publisher.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Claims the input for `peer`. A second publisher is refused; the first keeps the input.
+    pub fn publish(self: &Arc<Self>, peer: &str, container: Container) -> Result<Publisher, Busy> {
+        let mut slot = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(current) = slot.as_ref() {
+            return Err(Busy { input: self.id.clone(), peer: current.clone() });
+        }
+        *slot = Some(peer.to_string());
+        drop(slot);
+        let session = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let labels = self.labels();
+        metrics::gauge!("steadycast_input_connected", &labels).set(1.0);
+        metrics::counter!("steadycast_input_sessions_total", &labels).increment(1);
+        tracing::info!(input = %self.id, peer, session, ?container, "input started");
+        let _ = self.events.send(InputEvent::Started { session, container });
+        Ok(Publisher { port: self.clone(), session, reason: None })
+    }
+
+    fn labels(&self) -> [(&'static str, String); 2] {
+        [("channel", self.id.channel.clone()), ("input", self.id.input.clone())]
+    }
+}
+
+/// The right to publish on an input, held for the duration of one connection. Dropping it ends
+/// the session and frees the input for the next publisher.
+pub struct Publisher {
+    port: Arc<InputPort>,
+    session: u64,
+    reason: Option<String>,
+}
+
+impl Publisher {
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    pub fn send(&self, bytes: Bytes) {
+        let labels = self.port.labels();
+        metrics::counter!("steadycast_input_bytes_total", &labels).increment(bytes.len() as u64);
+        // No subscriber is not an error: the input is live, nobody encodes it right now.
+        let _ = self.port.events.send(InputEvent::Data { session: self.session, bytes });
+    }
+
+    /// Records why the session ends (reported when the publisher is dropped).
+    pub fn end_because(&mut self, reason: impl Into<String>) {
+        self.reason = Some(reason.into());
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let reason = self.reason.take().unwrap_or_else(|| "publisher left".to_string());
+        tracing::info!(input = %self.port.id, session = self.session, %reason, "input ended");
+        metrics::gauge!("steadycast_input_connected", &self.port.labels()).set(0.0);
+        let _ = self.port.events.send(InputEvent::Ended { session: self.session, reason });
+        if let Ok(mut slot) = self.port.publisher.lock() {
+            *slot = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port() -> Arc<InputPort> {
+        InputPort::new(InputId { channel: "demo".into(), input: "a".into() })
+    }
+
+    #[tokio::test]
+    async fn second_publisher_is_refused_and_first_keeps_publishing() {
+        let port = port();
+        let mut rx = port.subscribe();
+        let first = port.publish("10.0.0.1:5000", Container::Flv).unwrap();
+        let busy = port.publish("10.0.0.2:5000", Container::Flv).err().unwrap();
+        assert_eq!(busy.peer, "10.0.0.1:5000");
+        first.send(Bytes::from_static(b"FLV"));
+        assert!(matches!(rx.recv().await, Ok(InputEvent::Started { session: 1, .. })));
+        assert!(matches!(rx.recv().await, Ok(InputEvent::Data { session: 1, .. })));
+        drop(first);
+        assert!(matches!(rx.recv().await, Ok(InputEvent::Ended { session: 1, .. })));
+        let second = port.publish("10.0.0.2:5000", Container::Flv).unwrap();
+        assert_eq!(second.session(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_is_told_and_never_blocks_the_publisher() {
+        let port = port();
+        let mut rx = port.subscribe();
+        let publisher = port.publish("peer", Container::MpegTs).unwrap();
+        for _ in 0..PORT_CAPACITY * 2 {
+            publisher.send(Bytes::from_static(&[0x47; 188]));
+        }
+        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(_))));
+    }
+}

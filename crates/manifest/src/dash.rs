@@ -1,0 +1,263 @@
+//! DASH (ISO/IEC 23009-1, live profile) MPD for epoch-locked fMP4 renditions.
+//!
+//! One dynamic Period anchored at the Unix epoch: `availabilityStartTime` is
+//! 1970-01-01T00:00:00Z, the Period starts at 0 and `presentationTimeOffset` is 0, so a media
+//! timestamp in seconds *is* the Unix time of that sample and segment `N` is addressed by its
+//! epoch number (`$Number$` = `N`). Every Representation carries an explicit `SegmentTimeline`
+//! because audio cuts land within one AAC frame of `N·D` (DESIGN.md §2): only a timeline states
+//! them exactly.
+//!
+//! A missing segment number is a gap: the next `S` states its time (`@t`) and its number (`@n`,
+//! ISO/IEC 23009-1 5.3.9.6), since numbering inside a timeline is otherwise consecutive and the
+//! following segments would be requested under the wrong `N`.
+
+use crate::text::{
+    Iso8601, TemplateLiteral, XmlAttr, XsdDuration, scale_ceil, secs_to_millis,
+};
+use crate::{Rendition, RenditionKind, SegmentRef};
+
+/// What an MPD needs besides the renditions and their segments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MpdParams<'a> {
+    /// `@publishTime`: when this MPD was generated.
+    pub now_unix_millis: u64,
+    /// The channel's segment duration D; also `@minimumUpdatePeriod`, since the MPD changes once
+    /// per new segment.
+    pub segment_duration_secs: f64,
+    /// `@timeShiftBufferDepth`: the DVR window.
+    pub time_shift_buffer_depth_secs: f64,
+    /// `@suggestedPresentationDelay`: how far behind the live edge players sit.
+    pub suggested_presentation_delay_secs: f64,
+    /// `@minBufferTime`.
+    pub min_buffer_time_secs: f64,
+    /// Where players fetch the time (`urn:mpeg:dash:utc:http-iso:2014`), e.g. `/time`.
+    pub utc_timing_url: &'a str,
+    /// Appended to every segment URL template (`?token=…`), or empty; escaped here.
+    pub query: &'a str,
+}
+
+/// An `xs:duration` in its shortest form, rounded to the millisecond: `PT2.002S`, `PT1M`,
+/// `PT1H30M`, `PT0S`. Negative or NaN inputs give `PT0S`.
+pub fn xsd_duration(secs: f64) -> String {
+    XsdDuration(secs_to_millis(secs)).to_string()
+}
+
+/// The live MPD (`manifest.mpd`) of a channel. `segments[i]` lists the segments of
+/// `renditions[i]`, sorted by `n` without duplicates.
+///
+/// A Representation with no segment yet is left out (a `SegmentTimeline` needs at least one
+/// `S`), and so is an AdaptationSet left with none: players retry at `minimumUpdatePeriod`.
+/// Audio renditions are grouped into one AdaptationSet per language, as one AdaptationSet
+/// holds one language.
+pub fn live_mpd(renditions: &[Rendition], segments: &[&[SegmentRef]], p: &MpdParams) -> String {
+    debug_assert_eq!(renditions.len(), segments.len(), "one segment list per rendition");
+    let reps: Vec<(&Rendition, &[SegmentRef])> = renditions
+        .iter()
+        .zip(segments.iter().copied())
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+
+    let entries: usize = reps.iter().map(|(_, s)| s.len()).sum();
+    let mut out = String::with_capacity(1500 + reps.len() * (600 + p.query.len()) + entries * 48);
+
+    let d_ms = secs_to_millis(p.segment_duration_secs);
+    // The longest segment any Representation lists (audio runs up to one frame over D),
+    // rounded up since players size their buffers on it.
+    let max_ms = reps
+        .iter()
+        .flat_map(|(r, s)| s.iter().map(|s| scale_ceil(s.duration, r.timescale, 1000)))
+        .fold(d_ms, u64::max);
+
+    out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    out.push_str(
+        "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" \
+         profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" type=\"dynamic\" \
+         availabilityStartTime=\"1970-01-01T00:00:00Z\"",
+    );
+    w!(&mut out, " publishTime=\"{}\"", Iso8601(p.now_unix_millis));
+    w!(&mut out, " minimumUpdatePeriod=\"{}\"", XsdDuration(d_ms));
+    w!(
+        &mut out,
+        " timeShiftBufferDepth=\"{}\"",
+        XsdDuration(secs_to_millis(p.time_shift_buffer_depth_secs))
+    );
+    w!(
+        &mut out,
+        " suggestedPresentationDelay=\"{}\"",
+        XsdDuration(secs_to_millis(p.suggested_presentation_delay_secs))
+    );
+    w!(&mut out, " minBufferTime=\"{}\"", XsdDuration(secs_to_millis(p.min_buffer_time_secs)));
+    w!(&mut out, " maxSegmentDuration=\"{}\">\n", XsdDuration(max_ms));
+    out.push_str("  <Period id=\"0\" start=\"PT0S\">\n");
+
+    let mut set_id = 0;
+    let video: Vec<_> = reps.iter().filter(|(r, _)| r.is_video()).copied().collect();
+    if !video.is_empty() {
+        video_set(&mut out, set_id, &video, p.query);
+        set_id += 1;
+    }
+
+    // One AdaptationSet per language, in the order the languages first appear.
+    let audio: Vec<_> = reps.iter().filter(|(r, _)| !r.is_video()).copied().collect();
+    let mut languages: Vec<Option<&str>> = Vec::new();
+    for (r, _) in &audio {
+        let lang = language(r);
+        if !languages.contains(&lang) {
+            languages.push(lang);
+        }
+    }
+    for lang in languages {
+        let members: Vec<_> = audio.iter().filter(|(r, _)| language(r) == lang).copied().collect();
+        audio_set(&mut out, set_id, lang, &members, p.query);
+        set_id += 1;
+    }
+
+    out.push_str("  </Period>\n");
+    w!(
+        &mut out,
+        "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{}\"/>\n",
+        XmlAttr(p.utc_timing_url)
+    );
+    out.push_str("</MPD>\n");
+    out
+}
+
+fn language(r: &Rendition) -> Option<&str> {
+    match &r.kind {
+        RenditionKind::Audio { language, .. } => language.as_deref(),
+        RenditionKind::Video { .. } => None,
+    }
+}
+
+fn video_set(out: &mut String, id: u32, reps: &[(&Rendition, &[SegmentRef])], query: &str) {
+    let (mut max_w, mut max_h, mut max_rate) = (0, 0, None);
+    for (r, _) in reps {
+        if let RenditionKind::Video { width, height, frame_rate } = r.kind {
+            max_w = max_w.max(width);
+            max_h = max_h.max(height);
+            // Compare fractions exactly: a/b > c/d ⇔ a·d > c·b.
+            let faster = |m: timeline::FrameRate| {
+                u64::from(frame_rate.num()) * u64::from(m.den())
+                    > u64::from(m.num()) * u64::from(frame_rate.den())
+            };
+            if max_rate.is_none_or(faster) {
+                max_rate = Some(frame_rate);
+            }
+        }
+    }
+    w!(
+        out,
+        "    <AdaptationSet id=\"{id}\" contentType=\"video\" mimeType=\"video/mp4\" \
+         segmentAlignment=\"true\" startWithSAP=\"1\" maxWidth=\"{max_w}\" maxHeight=\"{max_h}\""
+    );
+    if let Some(rate) = max_rate {
+        w!(out, " maxFrameRate=\"{rate}\"");
+    }
+    out.push_str(">\n");
+    for (r, segments) in reps {
+        let RenditionKind::Video { width, height, frame_rate } = r.kind else {
+            continue;
+        };
+        w!(
+            out,
+            "      <Representation id=\"{}\" bandwidth=\"{}\" codecs=\"{}\" width=\"{width}\" \
+             height=\"{height}\" frameRate=\"{frame_rate}\" sar=\"1:1\">\n",
+            XmlAttr(&r.name),
+            r.bandwidth,
+            XmlAttr(&r.codecs)
+        );
+        segment_template(out, r, segments, query);
+        out.push_str("      </Representation>\n");
+    }
+    out.push_str("    </AdaptationSet>\n");
+}
+
+fn audio_set(
+    out: &mut String,
+    id: u32,
+    lang: Option<&str>,
+    reps: &[(&Rendition, &[SegmentRef])],
+    query: &str,
+) {
+    w!(out, "    <AdaptationSet id=\"{id}\" contentType=\"audio\" mimeType=\"audio/mp4\"");
+    if let Some(lang) = lang {
+        w!(out, " lang=\"{}\"", XmlAttr(lang));
+    }
+    out.push_str(" segmentAlignment=\"true\" startWithSAP=\"1\">\n");
+    for (r, segments) in reps {
+        let RenditionKind::Audio { sample_rate, channels, .. } = r.kind else {
+            continue;
+        };
+        w!(
+            out,
+            "      <Representation id=\"{}\" bandwidth=\"{}\" codecs=\"{}\" \
+             audioSamplingRate=\"{sample_rate}\">\n",
+            XmlAttr(&r.name),
+            r.bandwidth,
+            XmlAttr(&r.codecs)
+        );
+        w!(
+            out,
+            "        <AudioChannelConfiguration \
+             schemeIdUri=\"urn:mpeg:dash:23003:3:audio_channel_configuration:2011\" \
+             value=\"{channels}\"/>\n"
+        );
+        segment_template(out, r, segments, query);
+        out.push_str("      </Representation>\n");
+    }
+    out.push_str("    </AdaptationSet>\n");
+}
+
+fn segment_template(out: &mut String, r: &Rendition, segments: &[SegmentRef], query: &str) {
+    let Some(first) = segments.first() else {
+        return;
+    };
+    let q = TemplateLiteral(query);
+    w!(
+        out,
+        "        <SegmentTemplate timescale=\"{}\" presentationTimeOffset=\"0\" \
+         initialization=\"$RepresentationID$/init.mp4{q}\" \
+         media=\"$RepresentationID$/$Number$.m4s{q}\" startNumber=\"{}\">\n",
+        r.timescale,
+        first.n
+    );
+    out.push_str("          <SegmentTimeline>\n");
+    timeline(out, segments);
+    out.push_str("          </SegmentTimeline>\n        </SegmentTemplate>\n");
+}
+
+/// `S` entries: a run of consecutive numbers, each starting where the previous ended, with one
+/// duration becomes one `S` with `@r`. `@t` is written on the first entry and wherever the time
+/// jumps, `@n` wherever the number jumps.
+fn timeline(out: &mut String, segments: &[SegmentRef]) {
+    let follows = |a: &SegmentRef, b: &SegmentRef| b.n == a.n + 1 && b.start == a.end();
+    let mut prev: Option<&SegmentRef> = None;
+    let mut i = 0;
+    while let Some(s) = segments.get(i) {
+        let mut repeat = 0;
+        while let (Some(a), Some(b)) = (segments.get(i + repeat), segments.get(i + repeat + 1)) {
+            if !follows(a, b) || b.duration != s.duration {
+                break;
+            }
+            repeat += 1;
+        }
+        out.push_str("            <S");
+        if prev.is_none_or(|p| s.start != p.end()) {
+            w!(out, " t=\"{}\"", s.start);
+        }
+        if prev.is_some_and(|p| s.n != p.n + 1) {
+            w!(out, " n=\"{}\"", s.n);
+        }
+        w!(out, " d=\"{}\"", s.duration);
+        if repeat > 0 {
+            w!(out, " r=\"{repeat}\"");
+        }
+        out.push_str("/>\n");
+        i += repeat + 1;
+        prev = segments.get(i - 1);
+    }
+}
+
+#[cfg(test)]
+#[path = "dash_tests.rs"]
+mod tests;

@@ -1,0 +1,219 @@
+use super::*;
+use crate::fixture::{self, N0, VIDEO_D, seg};
+
+fn params(query: &str) -> MpdParams<'_> {
+    MpdParams {
+        now_unix_millis: 1_795_616_158_000,
+        segment_duration_secs: 2.002,
+        time_shift_buffer_depth_secs: 60.0,
+        suggested_presentation_delay_secs: 6.0,
+        min_buffer_time_secs: 4.0,
+        utc_timing_url: "/time",
+        query,
+    }
+}
+
+/// Expands every Representation's SegmentTimeline back into (id, [(t, d, N)]) following
+/// ISO/IEC 23009-1 5.3.9.6: `@t` and `@n` restart time and number, else both run on.
+fn expand(mpd: &str) -> Vec<(String, Vec<(u64, u64, u64)>)> {
+    let doc = roxmltree::Document::parse(mpd).unwrap_or_else(|e| panic!("{e}\n{mpd}"));
+    let num = |n: roxmltree::Node, a: &str| n.attribute(a).map(|v| v.parse::<u64>().unwrap());
+    let mut reps = Vec::new();
+    for rep in doc.descendants().filter(|n| n.has_tag_name("Representation")) {
+        let template = rep.children().find(|n| n.has_tag_name("SegmentTemplate")).unwrap();
+        let timeline = template.children().find(|n| n.has_tag_name("SegmentTimeline")).unwrap();
+        let (mut t, mut number) = (0, num(template, "startNumber").unwrap_or(1));
+        let mut out = Vec::new();
+        for s in timeline.children().filter(|n| n.has_tag_name("S")) {
+            t = num(s, "t").unwrap_or(t);
+            number = num(s, "n").unwrap_or(number);
+            let d = num(s, "d").unwrap();
+            for _ in 0..=num(s, "r").unwrap_or(0) {
+                out.push((t, d, number));
+                t += d;
+                number += 1;
+            }
+        }
+        reps.push((rep.attribute("id").unwrap().to_string(), out));
+    }
+    reps
+}
+
+fn triples(segments: &[SegmentRef]) -> Vec<(u64, u64, u64)> {
+    segments.iter().map(|s| (s.start, s.duration, s.n)).collect()
+}
+
+#[test]
+fn mpd_expected_text() {
+    let (video, audio) = (fixture::video_segments(), fixture::audio_segments());
+    let text = live_mpd(
+        &fixture::renditions(),
+        &[&video, &video, &audio],
+        &params("?token=a&b=1"),
+    );
+    let want = r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="dynamic" availabilityStartTime="1970-01-01T00:00:00Z" publishTime="2026-11-25T14:15:58.000Z" minimumUpdatePeriod="PT2.002S" timeShiftBufferDepth="PT1M" suggestedPresentationDelay="PT6S" minBufferTime="PT4S" maxSegmentDuration="PT2.006S">
+  <Period id="0" start="PT0S">
+    <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" maxWidth="320" maxHeight="180" maxFrameRate="30000/1001">
+      <Representation id="v160" bandwidth="150000" codecs="avc1.42C00C" width="160" height="90" frameRate="30000/1001" sar="1:1">
+        <SegmentTemplate timescale="90000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/$Number$.m4s?token=a&amp;b=1" startNumber="896911164">
+          <SegmentTimeline>
+            <S t="161605453529520" d="180180" r="1"/>
+            <S t="161605454070060" n="896911167" d="180180"/>
+          </SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+      <Representation id="v320" bandwidth="400000" codecs="avc1.42C01E" width="320" height="180" frameRate="30000/1001" sar="1:1">
+        <SegmentTemplate timescale="90000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/$Number$.m4s?token=a&amp;b=1" startNumber="896911164">
+          <SegmentTimeline>
+            <S t="161605453529520" d="180180" r="1"/>
+            <S t="161605454070060" n="896911167" d="180180"/>
+          </SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="1" contentType="audio" mimeType="audio/mp4" lang="en" segmentAlignment="true" startWithSAP="1">
+      <Representation id="audio" bandwidth="69000" codecs="mp4a.40.2" audioSamplingRate="48000">
+        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>
+        <SegmentTemplate timescale="48000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/$Number$.m4s?token=a&amp;b=1" startNumber="896911164">
+          <SegmentTimeline>
+            <S t="86189575216128" d="96256" r="1"/>
+            <S t="86189575504896" n="896911167" d="95232"/>
+          </SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+  <UTCTiming schemeIdUri="urn:mpeg:dash:utc:http-iso:2014" value="/time"/>
+</MPD>
+"#;
+    assert_eq!(text, want);
+}
+
+#[test]
+fn timeline_expands_back_across_gaps_and_runs() {
+    // An hour of video with two holes, and the matching audio with its uneven durations.
+    let ns: Vec<u64> = (N0..N0 + 1800).filter(|n| *n != N0 + 10 && !(N0 + 500..N0 + 503).contains(n)).collect();
+    let video: Vec<_> = ns.iter().map(|&n| seg(n, n * VIDEO_D, VIDEO_D)).collect();
+    let audio = fixture::audio_segments_of(&ns);
+    let text = live_mpd(&fixture::renditions(), &[&video, &video, &audio], &params(""));
+    let reps = expand(&text);
+    let ids: Vec<_> = reps.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["v160", "v320", "audio"]);
+    assert_eq!(reps[0].1, triples(&video));
+    assert_eq!(reps[1].1, triples(&video));
+    assert_eq!(reps[2].1, triples(&audio));
+    // Video compresses to one S per contiguous run: three runs.
+    let v160 = text.split("</Representation>").next().unwrap();
+    assert_eq!(v160.matches("<S ").count(), 3, "{v160}");
+}
+
+#[test]
+fn unequal_durations_are_never_merged() {
+    let mut segs = Vec::new();
+    let mut t = fixture::audio_start(N0);
+    for (i, n) in (N0..N0 + 6).enumerate() {
+        let d = if i % 2 == 0 { 96_256 } else { 95_232 };
+        segs.push(seg(n, t, d));
+        t += d;
+    }
+    let a = [fixture::audio()];
+    let text = live_mpd(&a, &[&segs], &params(""));
+    assert!(!text.contains(" r=\""), "{text}");
+    assert_eq!(text.matches(" t=\"").count(), 1, "only the first S needs @t");
+    assert_eq!(text.matches("<S ").count(), 6);
+    assert_eq!(expand(&text)[0].1, triples(&segs));
+}
+
+#[test]
+fn time_jump_without_number_jump_states_t_only() {
+    let mut segs: Vec<_> = (N0..N0 + 4).map(|n| seg(n, n * VIDEO_D, VIDEO_D)).collect();
+    for s in &mut segs[2..] {
+        s.start += 3000;
+    }
+    segs[2].discontinuity = true;
+    let rs = &fixture::renditions()[..1];
+    let text = live_mpd(rs, &[&segs], &params(""));
+    assert!(text.contains(&format!("<S t=\"{}\" d=\"180180\" r=\"1\"/>", segs[2].start)), "{text}");
+    assert!(!text.contains(" n=\""), "{text}");
+    assert_eq!(expand(&text)[0].1, triples(&segs));
+}
+
+#[test]
+fn query_is_xml_escaped_and_dollar_doubled() {
+    let segs = fixture::video_segments();
+    let rs = &fixture::renditions()[..1];
+    let text = live_mpd(rs, &[&segs], &params("?token=x$y&exp=1<2"));
+    assert!(
+        text.contains(r#"media="$RepresentationID$/$Number$.m4s?token=x$$y&amp;exp=1&lt;2""#),
+        "{text}"
+    );
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let t = doc.descendants().find(|n| n.has_tag_name("SegmentTemplate")).unwrap();
+    assert_eq!(t.attribute("initialization"), Some("$RepresentationID$/init.mp4?token=x$$y&exp=1<2"));
+}
+
+#[test]
+fn empty_representations_are_left_out() {
+    let (video, audio) = (fixture::video_segments(), fixture::audio_segments());
+    let rs = fixture::renditions();
+    let text = live_mpd(&rs, &[&[], &video, &audio], &params(""));
+    let ids: Vec<_> = expand(&text).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["v320", "audio"]);
+
+    let text = live_mpd(&rs, &[&[], &[], &[]], &params(""));
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    assert!(doc.descendants().any(|n| n.has_tag_name("Period")));
+    assert!(!doc.descendants().any(|n| n.has_tag_name("AdaptationSet")));
+    assert!(text.contains(r#"maxSegmentDuration="PT2.002S""#), "{text}");
+}
+
+#[test]
+fn one_segment() {
+    let segs = [seg(N0, N0 * VIDEO_D, VIDEO_D)];
+    let rs = &fixture::renditions()[1..2];
+    let text = live_mpd(rs, &[&segs], &params(""));
+    assert!(text.contains(&format!("startNumber=\"{N0}\">\n          <SegmentTimeline>\n            <S t=\"{}\" d=\"180180\"/>\n", N0 * VIDEO_D)), "{text}");
+    assert_eq!(expand(&text)[0].1, triples(&segs));
+}
+
+#[test]
+fn audio_languages_get_their_own_adaptation_sets() {
+    let mut rs = vec![fixture::audio(), fixture::audio(), fixture::audio()];
+    rs[1].name = "audio_lo".into();
+    rs[2].name = "audio_fr".into();
+    if let RenditionKind::Audio { language, .. } = &mut rs[2].kind {
+        *language = Some("fr".into());
+    }
+    let segs = fixture::audio_segments();
+    let text = live_mpd(&rs, &[&segs, &segs, &segs], &params(""));
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let sets: Vec<(Option<&str>, usize)> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("AdaptationSet"))
+        .map(|n| (n.attribute("lang"), n.children().filter(|c| c.has_tag_name("Representation")).count()))
+        .collect();
+    assert_eq!(sets, [(Some("en"), 2), (Some("fr"), 1)]);
+}
+
+#[test]
+fn max_frame_rate_is_the_fastest_fraction() {
+    let mut rs = fixture::renditions();
+    if let RenditionKind::Video { frame_rate, .. } = &mut rs[0].kind {
+        *frame_rate = "30".parse().unwrap();
+    }
+    let segs = fixture::video_segments();
+    let text = live_mpd(&rs[..2], &[&segs, &segs], &params(""));
+    assert!(text.contains(r#"maxFrameRate="30">"#), "{text}");
+    assert!(text.contains(r#"frameRate="30" sar"#), "{text}");
+}
+
+#[test]
+fn xsd_duration_public_form() {
+    assert_eq!(xsd_duration(2.002), "PT2.002S");
+    assert_eq!(xsd_duration(60.0), "PT1M");
+    assert_eq!(xsd_duration(5400.0), "PT1H30M");
+    assert_eq!(xsd_duration(0.0), "PT0S");
+    assert_eq!(xsd_duration(-1.0), "PT0S");
+    assert_eq!(xsd_duration(2.0020000000000002), "PT2.002S");
+}

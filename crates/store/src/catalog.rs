@@ -1,0 +1,294 @@
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::Row;
+use timeline::Feed;
+
+use crate::Result;
+
+/// The index of a node's durable state: channels, CMAF headers and kept segments.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pool: SqlitePool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRow {
+    pub id: String,
+    /// The channel's spec as JSON, owned by the layer that defines channels.
+    pub spec: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitRow {
+    pub channel: String,
+    pub rendition: String,
+    pub feed: Feed,
+    pub blob_key: String,
+    /// The track description as JSON (codec, size, timescale), for manifests after a restart.
+    pub track: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRow {
+    pub channel: String,
+    pub rendition: String,
+    pub n: u64,
+    pub feed: Feed,
+    /// tfdt, in `timescale` ticks since the epoch.
+    pub start: u64,
+    pub duration: u64,
+    pub timescale: u32,
+    pub byte_len: u64,
+    pub blob_key: String,
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the SQLite catalog at `path` and brings its schema up to date.
+    pub async fn open_sqlite(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn put_channel(&self, id: &str, spec: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO channels (id, spec, created_at) VALUES (?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET spec = excluded.spec",
+        )
+        .bind(id)
+        .bind(spec)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a channel definition; its segments stay until retention removes them.
+    pub async fn delete_channel(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM channels WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn channels(&self) -> Result<Vec<ChannelRow>> {
+        let rows = sqlx::query("SELECT id, spec FROM channels ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(channel_row).collect()
+    }
+
+    pub async fn channel(&self, id: &str) -> Result<Option<ChannelRow>> {
+        let row = sqlx::query("SELECT id, spec FROM channels WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(channel_row).transpose()
+    }
+
+    /// Records a feed's CMAF header for a rendition; the first one per feed is kept.
+    pub async fn put_init(&self, init: &InitRow) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO inits (channel, rendition, feed, blob_key, track, stored_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&init.channel)
+        .bind(&init.rendition)
+        .bind(init.feed.as_str())
+        .bind(&init.blob_key)
+        .bind(&init.track)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn inits(&self, channel: &str) -> Result<Vec<InitRow>> {
+        let rows = sqlx::query(
+            "SELECT channel, rendition, feed, blob_key, track FROM inits
+             WHERE channel = ? ORDER BY rendition, stored_at",
+        )
+        .bind(channel)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InitRow {
+                    channel: r.try_get("channel")?,
+                    rendition: r.try_get("rendition")?,
+                    feed: feed(r)?,
+                    blob_key: r.try_get("blob_key")?,
+                    track: r.try_get("track")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Lists a stored segment. Returns false when a copy of (channel, rendition, n) is already
+    /// listed: the first complete copy wins and listed bytes never change.
+    pub async fn insert_segment(&self, s: &SegmentRow) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO segments
+             (channel, rendition, n, feed, start, duration, timescale, byte_len, blob_key, stored_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&s.channel)
+        .bind(&s.rendition)
+        .bind(s.n as i64)
+        .bind(s.feed.as_str())
+        .bind(s.start as i64)
+        .bind(s.duration as i64)
+        .bind(s.timescale as i64)
+        .bind(s.byte_len as i64)
+        .bind(&s.blob_key)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn segment(&self, channel: &str, rendition: &str, n: u64) -> Result<Option<SegmentRow>> {
+        let row = sqlx::query(&format!("{SEGMENT_COLUMNS} WHERE channel = ? AND rendition = ? AND n = ?"))
+            .bind(channel)
+            .bind(rendition)
+            .bind(n as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(segment_row).transpose()
+    }
+
+    /// The newest `limit` segments of a rendition at or before `last_n`, oldest first. Served by
+    /// the primary key, never a scan.
+    pub async fn recent_segments(
+        &self,
+        channel: &str,
+        rendition: &str,
+        last_n: u64,
+        limit: u32,
+    ) -> Result<Vec<SegmentRow>> {
+        let rows = sqlx::query(&format!(
+            "{SEGMENT_COLUMNS} WHERE channel = ? AND rendition = ? AND n <= ? ORDER BY n DESC LIMIT ?"
+        ))
+        .bind(channel)
+        .bind(rendition)
+        .bind(last_n.min(i64::MAX as u64) as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut segments = rows.iter().map(segment_row).collect::<Result<Vec<_>>>()?;
+        segments.reverse();
+        Ok(segments)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+const SEGMENT_COLUMNS: &str = "SELECT channel, rendition, n, feed, start, duration, timescale, \
+                               byte_len, blob_key FROM segments";
+
+fn channel_row(r: &SqliteRow) -> Result<ChannelRow> {
+    Ok(ChannelRow { id: r.try_get("id")?, spec: r.try_get("spec")? })
+}
+
+fn segment_row(r: &SqliteRow) -> Result<SegmentRow> {
+    Ok(SegmentRow {
+        channel: r.try_get("channel")?,
+        rendition: r.try_get("rendition")?,
+        n: r.try_get::<i64, _>("n")? as u64,
+        feed: feed(r)?,
+        start: r.try_get::<i64, _>("start")? as u64,
+        duration: r.try_get::<i64, _>("duration")? as u64,
+        timescale: r.try_get::<i64, _>("timescale")? as u32,
+        byte_len: r.try_get::<i64, _>("byte_len")? as u64,
+        blob_key: r.try_get("blob_key")?,
+    })
+}
+
+fn feed(r: &SqliteRow) -> Result<Feed> {
+    let s: String = r.try_get("feed")?;
+    Feed::from_str(&s).map_err(|e| sqlx::Error::Decode(e.into()).into())
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn catalog() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open_sqlite(&dir.path().join("catalog.db")).await.unwrap();
+        (dir, catalog)
+    }
+
+    fn segment(n: u64, feed: Feed) -> SegmentRow {
+        SegmentRow {
+            channel: "demo".into(),
+            rendition: "360p".into(),
+            n,
+            feed,
+            start: n * 180_000,
+            duration: 180_000,
+            timescale: 90_000,
+            byte_len: 1000 + n,
+            blob_key: format!("live/demo/360p/{n}.m4s"),
+        }
+    }
+
+    #[tokio::test]
+    async fn first_copy_of_a_segment_wins() {
+        let (_dir, catalog) = catalog().await;
+        assert!(catalog.insert_segment(&segment(897_808_074, Feed::B)).await.unwrap());
+        assert!(!catalog.insert_segment(&segment(897_808_074, Feed::A)).await.unwrap());
+        let kept = catalog.segment("demo", "360p", 897_808_074).await.unwrap().unwrap();
+        assert_eq!(kept, segment(897_808_074, Feed::B));
+    }
+
+    #[tokio::test]
+    async fn recent_segments_are_oldest_first_and_bounded() {
+        let (_dir, catalog) = catalog().await;
+        for n in 100..110 {
+            catalog.insert_segment(&segment(n, Feed::A)).await.unwrap();
+        }
+        let recent = catalog.recent_segments("demo", "360p", u64::MAX, 3).await.unwrap();
+        assert_eq!(recent.iter().map(|s| s.n).collect::<Vec<_>>(), [107, 108, 109]);
+        let before = catalog.recent_segments("demo", "360p", 104, 2).await.unwrap();
+        assert_eq!(before.iter().map(|s| s.n).collect::<Vec<_>>(), [103, 104]);
+    }
+
+    #[tokio::test]
+    async fn channels_and_inits_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        {
+            let catalog = Catalog::open_sqlite(&path).await.unwrap();
+            catalog.put_channel("demo", r#"{"id":"demo"}"#).await.unwrap();
+            catalog.put_channel("news", "{}").await.unwrap();
+            assert!(catalog.delete_channel("news").await.unwrap());
+            let init = InitRow {
+                channel: "demo".into(),
+                rendition: "360p".into(),
+                feed: Feed::A,
+                blob_key: "live/demo/360p/init.mp4".into(),
+                track: "{}".into(),
+            };
+            assert!(catalog.put_init(&init).await.unwrap());
+            assert!(!catalog.put_init(&init).await.unwrap());
+            catalog.close().await;
+        }
+        let catalog = Catalog::open_sqlite(&path).await.unwrap();
+        let channels = catalog.channels().await.unwrap();
+        assert_eq!(channels, [ChannelRow { id: "demo".into(), spec: r#"{"id":"demo"}"#.into() }]);
+        assert_eq!(catalog.inits("demo").await.unwrap().len(), 1);
+        assert!(catalog.channel("news").await.unwrap().is_none());
+    }
+}
