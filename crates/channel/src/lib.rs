@@ -101,7 +101,10 @@ impl ChannelSpec {
         let mut names = self.inputs.keys();
         match (names.next(), names.next()) {
             (Some(only), None) => Some(only.as_str()),
-            _ => self.inputs.get_key_value(feed.as_str()).map(|(k, _)| k.as_str()),
+            _ => self
+                .inputs
+                .get_key_value(feed.as_str())
+                .map(|(k, _)| k.as_str()),
         }
     }
 
@@ -115,11 +118,16 @@ impl ChannelSpec {
             errors.push(format!("segment_seconds: {e}"));
         }
         if self.inputs.is_empty() || self.inputs.len() > 2 {
-            errors.push(format!("inputs: give one or two inputs, not {}", self.inputs.len()));
+            errors.push(format!(
+                "inputs: give one or two inputs, not {}",
+                self.inputs.len()
+            ));
         }
         for name in self.inputs.keys() {
             if !is_name(name) {
-                errors.push(format!("inputs.{name}: input names use 1-64 of a-z, 0-9, `-`, `_`"));
+                errors.push(format!(
+                    "inputs.{name}: input names use 1-64 of a-z, 0-9, `-`, `_`"
+                ));
             }
         }
         for feed in Feed::BOTH {
@@ -136,7 +144,11 @@ impl ChannelSpec {
         if !(6..=86_400).contains(&self.live_window_seconds) {
             errors.push("live_window_seconds: give 6 to 86400".to_string());
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     fn validate_ladder(&self, errors: &mut Vec<String>) {
@@ -145,14 +157,20 @@ impl ChannelSpec {
         }
         for (i, r) in self.ladder.iter().enumerate() {
             if !is_name(&r.name) || r.name == AUDIO_RENDITION {
-                errors.push(format!("ladder[{i}].name `{}`: use a-z, 0-9, `-`, `_`, not `audio`", r.name));
+                errors.push(format!(
+                    "ladder[{i}].name `{}`: use a-z, 0-9, `-`, `_`, not `audio`",
+                    r.name
+                ));
             }
             if self.ladder[..i].iter().any(|o| o.name == r.name) {
                 errors.push(format!("ladder[{i}].name `{}` is used twice", r.name));
             }
-            let even = |v: u32| v >= 16 && v <= 7680 && v % 2 == 0;
+            let even = |v: u32| (16..=7680).contains(&v) && v.is_multiple_of(2);
             if !even(r.width) || !even(r.height) {
-                errors.push(format!("ladder[{i}]: {}x{} must be even, 16..7680", r.width, r.height));
+                errors.push(format!(
+                    "ladder[{i}]: {}x{} must be even, 16..7680",
+                    r.width, r.height
+                ));
             }
             if !(16..=100_000).contains(&r.bitrate_kbps) {
                 errors.push(format!("ladder[{i}].bitrate_kbps: give 16 to 100000"));
@@ -165,18 +183,31 @@ impl ChannelSpec {
             errors.push("audio.channels: give 1 or 2".to_string());
         }
         if !X264_PRESETS.contains(&self.preset.as_str()) {
-            errors.push(format!("preset `{}`: give one of {}", self.preset, X264_PRESETS.join(", ")));
+            errors.push(format!(
+                "preset `{}`: give one of {}",
+                self.preset,
+                X264_PRESETS.join(", ")
+            ));
         }
     }
 }
 
 const X264_PRESETS: [&str; 9] = [
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
 ];
 
 fn is_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn default_frame_rate() -> FrameRate {
@@ -209,15 +240,19 @@ fn default_sample_rate() -> u32 {
 
 /// The default ladder of `serve`: 720p, 480p and 360p.
 pub fn default_ladder() -> Vec<RenditionSpec> {
-    [("720p", 1280, 720, 3000), ("480p", 854, 480, 1500), ("360p", 640, 360, 800)]
-        .into_iter()
-        .map(|(name, width, height, bitrate_kbps)| RenditionSpec {
-            name: name.to_string(),
-            width,
-            height,
-            bitrate_kbps,
-        })
-        .collect()
+    [
+        ("720p", 1280, 720, 3000),
+        ("480p", 854, 480, 1500),
+        ("360p", 640, 360, 800),
+    ]
+    .into_iter()
+    .map(|(name, width, height, bitrate_kbps)| RenditionSpec {
+        name: name.to_string(),
+        width,
+        height,
+        bitrate_kbps,
+    })
+    .collect()
 }
 
 #[cfg(test)]

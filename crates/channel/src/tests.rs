@@ -63,19 +63,30 @@ fn every_problem_is_named() {
     );
     let errors = spec.validate().unwrap_err();
     let joined = errors.join("\n");
-    for needle in ["id `Bad Id`", "segment_seconds", "pipelines.a", "pipelines.b", "ladder[0].name",
-        "641x360", "bitrate_kbps", "preset `warp`", "live_window_seconds"]
-    {
+    for needle in [
+        "id `Bad Id`",
+        "segment_seconds",
+        "pipelines.a",
+        "pipelines.b",
+        "ladder[0].name",
+        "641x360",
+        "bitrate_kbps",
+        "preset `warp`",
+        "live_window_seconds",
+    ] {
         assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
     }
 }
 
 #[test]
 fn unknown_fields_and_input_types_are_refused() {
-    let err = toml::from_str::<ChannelSpec>("id = \"a\"\nladdr = []\n[inputs.m]\ntype = \"rtmp\"\nstream_key = \"k\"")
-        .unwrap_err();
+    let err = toml::from_str::<ChannelSpec>(
+        "id = \"a\"\nladdr = []\n[inputs.m]\ntype = \"rtmp\"\nstream_key = \"k\"",
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("laddr"), "{err}");
-    let err = toml::from_str::<ChannelSpec>("id = \"a\"\n[inputs.m]\ntype = \"webrtc\"").unwrap_err();
+    let err =
+        toml::from_str::<ChannelSpec>("id = \"a\"\n[inputs.m]\ntype = \"webrtc\"").unwrap_err();
     assert!(err.to_string().contains("webrtc"), "{err}");
 }
 

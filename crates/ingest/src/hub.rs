@@ -64,14 +64,28 @@ pub struct Busy {
 pub struct InputPort {
     id: InputId,
     events: broadcast::Sender<InputEvent>,
-    publisher: Mutex<Option<String>>,
+    live: Mutex<Option<LiveSession>>,
     sessions: AtomicU64,
 }
+
+/// The session in progress, for a subscriber that joins (or restarts) in the middle of it.
+#[derive(Debug, Clone)]
+pub struct LiveSession {
+    pub peer: String,
+    pub session: u64,
+    pub container: Container,
+    /// What a decoder needs before the live bytes: the FLV file header, metadata and codec
+    /// sequence headers. Empty for MPEG-TS, which repeats its tables.
+    pub prologue: Vec<Bytes>,
+}
+
+/// The most prologue a publisher may keep; codec headers are a few hundred bytes.
+const MAX_PROLOGUE: usize = 1 << 20;
 
 impl InputPort {
     pub fn new(id: InputId) -> Arc<Self> {
         let (events, _) = broadcast::channel(PORT_CAPACITY);
-        Arc::new(Self { id, events, publisher: Mutex::new(None), sessions: AtomicU64::new(0) })
+        Arc::new(Self { id, events, live: Mutex::new(None), sessions: AtomicU64::new(0) })
     }
 
     pub fn id(&self) -> &InputId {
@@ -82,20 +96,30 @@ impl InputPort {
         self.events.subscribe()
     }
 
-    /// The peer currently publishing, if any.
-    pub fn publisher(&self) -> Option<String> {
-        self.publisher.lock().ok().and_then(|p| p.clone())
+    /// The session in progress, if any. Subscribe first, then ask, so that nothing is missed.
+    pub fn live(&self) -> Option<LiveSession> {
+        self.slot().clone()
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<LiveSession>> {
+        // The guarded value is always consistent, so a poisoned lock is still usable.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Claims the input for `peer`. A second publisher is refused; the first keeps the input.
     pub fn publish(self: &Arc<Self>, peer: &str, container: Container) -> Result<Publisher, Busy> {
-        let mut slot = self.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.slot();
         if let Some(current) = slot.as_ref() {
-            return Err(Busy { input: self.id.clone(), peer: current.clone() });
+            return Err(Busy { input: self.id.clone(), peer: current.peer.clone() });
         }
-        *slot = Some(peer.to_string());
-        drop(slot);
         let session = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        *slot = Some(LiveSession {
+            peer: peer.to_string(),
+            session,
+            container,
+            prologue: Vec::new(),
+        });
+        drop(slot);
         let labels = self.labels();
         metrics::gauge!("steadycast_input_connected", &labels).set(1.0);
         metrics::counter!("steadycast_input_sessions_total", &labels).increment(1);
@@ -129,6 +153,17 @@ impl Publisher {
         let _ = self.port.events.send(InputEvent::Data { session: self.session, bytes });
     }
 
+    /// Sends bytes that a decoder joining later also needs (see [`LiveSession::prologue`]).
+    pub fn send_prologue(&self, bytes: Bytes) {
+        if let Some(live) = self.port.slot().as_mut() {
+            let kept: usize = live.prologue.iter().map(Bytes::len).sum();
+            if kept + bytes.len() <= MAX_PROLOGUE {
+                live.prologue.push(bytes.clone());
+            }
+        }
+        self.send(bytes);
+    }
+
     /// Records why the session ends (reported when the publisher is dropped).
     pub fn end_because(&mut self, reason: impl Into<String>) {
         self.reason = Some(reason.into());
@@ -141,9 +176,7 @@ impl Drop for Publisher {
         tracing::info!(input = %self.port.id, session = self.session, %reason, "input ended");
         metrics::gauge!("steadycast_input_connected", &self.port.labels()).set(0.0);
         let _ = self.port.events.send(InputEvent::Ended { session: self.session, reason });
-        if let Ok(mut slot) = self.port.publisher.lock() {
-            *slot = None;
-        }
+        *self.port.slot() = None;
     }
 }
 
@@ -169,6 +202,13 @@ mod tests {
         assert!(matches!(rx.recv().await, Ok(InputEvent::Ended { session: 1, .. })));
         let second = port.publish("10.0.0.2:5000", Container::Flv).unwrap();
         assert_eq!(second.session(), 2);
+        second.send_prologue(Bytes::from_static(b"FLV\x01"));
+        second.send(Bytes::from_static(b"tag"));
+        let live = port.live().unwrap();
+        assert_eq!((live.session, live.peer.as_str()), (2, "10.0.0.2:5000"));
+        assert_eq!(live.prologue, [Bytes::from_static(b"FLV\x01")]);
+        drop(second);
+        assert!(port.live().is_none());
     }
 
     #[tokio::test]

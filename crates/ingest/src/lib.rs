@@ -2,8 +2,15 @@
 //! bytes (MPEG-TS or FLV) on an [`InputPort`]; pipelines subscribe to the port. A slow pipeline
 //! never stalls a publisher: the port is a bounded broadcast and a lagging subscriber is told so.
 
+pub mod flv;
 mod hub;
+mod registry;
+pub mod rtmp;
+pub mod srt;
+mod tcp;
 pub mod testsrc;
+mod udp;
 
-pub use hub::{Container, InputEvent, InputId, InputPort, Publisher, Busy};
+pub use hub::{Busy, Container, InputEvent, InputId, InputPort, LiveSession, Publisher};
 pub use channel::InputSpec;
+pub use registry::{InputRegistry, RegistryError};

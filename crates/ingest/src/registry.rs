@@ -372,14 +372,14 @@ mod tests {
             reg.add("demo", "a", InputSpec::Srt { passphrase: None }),
             Err(RegistryError::DuplicateInput(_))
         ));
-        let err = reg.add("other", "a", InputSpec::Rtmp { stream_key: "k1".into() }).unwrap_err();
+        let err = reg.add("other", "a", InputSpec::Rtmp { stream_key: "k1".into() }).err().unwrap();
         assert!(matches!(err, RegistryError::DuplicateStreamKey { .. }), "{err}");
         assert!(err.to_string().contains("demo/a"));
 
         reg.add("demo", "u", udp("127.0.0.1:0")).unwrap();
         let bound = reg.local_addr("demo", "u").unwrap();
         assert_ne!(bound.port(), 0);
-        let err = reg.add("demo", "u2", udp(&bound.to_string())).unwrap_err();
+        let err = reg.add("demo", "u2", udp(&bound.to_string())).err().unwrap();
         assert!(matches!(err, RegistryError::DuplicateBind { .. }), "{err}");
 
         reg.add("demo", "t", InputSpec::Tcp { bind: "127.0.0.1:0".parse().unwrap() }).unwrap();
@@ -397,7 +397,7 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
         let reg = InputRegistry::new();
-        let err = reg.add("demo", "t", InputSpec::Tcp { bind: addr }).unwrap_err();
+        let err = reg.add("demo", "t", InputSpec::Tcp { bind: addr }).err().unwrap();
         assert!(matches!(err, RegistryError::Bind { .. }), "{err}");
         assert!(reg.port("demo", "t").is_none());
     }

@@ -129,3 +129,94 @@ fn accept_datagram(data: &[u8], from: &SocketAddr, malformed: &mut Malformed) ->
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::tcp::TS_PACKET;
+    use crate::tcp::test_support::*;
+    use crate::{InputEvent, InputRegistry, InputSpec};
+
+    /// Runs ffmpeg to `url` against the input, sends a garbage datagram once the session is up,
+    /// and checks the session: whole packets, not ended by the garbage, ended by the silence.
+    async fn publish_and_check(registry: &InputRegistry, channel: &str, url: &str) {
+        let port = registry.port(channel, "a").unwrap();
+        let addr = registry.local_addr(channel, "a").unwrap();
+        let mut rx = port.subscribe();
+        let child = ffmpeg("mpegts", url);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let collecting = async {
+            let first = tokio::time::timeout_at(deadline, rx.recv()).await.unwrap().unwrap();
+            let InputEvent::Started { session, container } = first else {
+                panic!("expected Started, got {first:?}")
+            };
+            assert_eq!(container, Container::MpegTs);
+            let garbage = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let target = SocketAddr::from(([127, 0, 0, 1], addr.port()));
+            garbage.send_to(&[0x47; 100], target).await.unwrap();
+            garbage.send_to(b"not a transport stream at all", target).await.unwrap();
+            let started = Some((session, container));
+            let s = collect_more(&mut rx, deadline, Session { started, ..Session::default() }).await;
+            (s, Instant::now())
+        };
+        let ((session, ended_at), ((ok, log), exited_at)) = tokio::join!(collecting, async {
+            let r = finish(child, Duration::from_secs(40)).await;
+            (r, Instant::now())
+        });
+        assert!(ok, "ffmpeg failed: {log}");
+        assert!(
+            session.ended.as_deref().is_some_and(|r| r.contains("no datagrams")),
+            "ended: {:?}",
+            session.ended
+        );
+        // The session outlived the garbage: it ended by silence after ffmpeg was done.
+        assert!(ended_at >= exited_at);
+        session.chunks.iter().for_each(|c| assert_whole_ts(c));
+        let bytes = session.bytes();
+        assert!(bytes.len() > 50 * TS_PACKET);
+        let codecs = probe_codecs(&bytes, "ts").await;
+        assert!(codecs.contains(&"h264".into()) && codecs.contains(&"aac".into()), "{codecs:?}");
+        assert!(counter("steadycast_input_malformed_total", channel, "a") >= 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unicast() {
+        install_recorder();
+        let registry = InputRegistry::new();
+        let bind = "127.0.0.1:0".parse().unwrap();
+        registry.add("udpuni", "a", InputSpec::Udp { bind, multicast: None, interface: None }).unwrap();
+        let addr = registry.local_addr("udpuni", "a").unwrap();
+        publish_and_check(&registry, "udpuni", &format!("udp://{addr}?pkt_size=1316")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn multicast_on_loopback() {
+        install_recorder();
+        let registry = InputRegistry::new();
+        let group = Ipv4Addr::new(239, 255, 77, 11);
+        let spec = InputSpec::Udp {
+            bind: "0.0.0.0:0".parse().unwrap(),
+            multicast: Some(group),
+            interface: Some(Ipv4Addr::LOCALHOST),
+        };
+        registry.add("udpmc", "a", spec).unwrap();
+        let port = registry.local_addr("udpmc", "a").unwrap().port();
+        let url = format!("udp://{group}:{port}?pkt_size=1316&localaddr=127.0.0.1&ttl=1");
+        publish_and_check(&registry, "udpmc", &url).await;
+    }
+
+    #[tokio::test]
+    async fn a_non_multicast_group_is_refused() {
+        let registry = InputRegistry::new();
+        let spec = InputSpec::Udp {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            multicast: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            interface: None,
+        };
+        assert!(registry.add("udpbad", "a", spec).is_err());
+    }
+}

@@ -12,7 +12,7 @@
 //! following segments would be requested under the wrong `N`.
 
 use crate::text::{
-    Iso8601, TemplateLiteral, XmlAttr, XsdDuration, scale_ceil, secs_to_millis,
+    TemplateLiteral, XmlAttr, XsdDuration, push_iso8601, push_uint, scale_ceil, secs_to_millis,
 };
 use crate::{Rendition, RenditionKind, SegmentRef};
 
@@ -50,7 +50,11 @@ pub fn xsd_duration(secs: f64) -> String {
 /// Audio renditions are grouped into one AdaptationSet per language, as one AdaptationSet
 /// holds one language.
 pub fn live_mpd(renditions: &[Rendition], segments: &[&[SegmentRef]], p: &MpdParams) -> String {
-    debug_assert_eq!(renditions.len(), segments.len(), "one segment list per rendition");
+    debug_assert_eq!(
+        renditions.len(),
+        segments.len(),
+        "one segment list per rendition"
+    );
     let reps: Vec<(&Rendition, &[SegmentRef])> = renditions
         .iter()
         .zip(segments.iter().copied())
@@ -74,7 +78,9 @@ pub fn live_mpd(renditions: &[Rendition], segments: &[&[SegmentRef]], p: &MpdPar
          profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" type=\"dynamic\" \
          availabilityStartTime=\"1970-01-01T00:00:00Z\"",
     );
-    w!(&mut out, " publishTime=\"{}\"", Iso8601(p.now_unix_millis));
+    out.push_str(" publishTime=\"");
+    push_iso8601(&mut out, p.now_unix_millis);
+    out.push('"');
     w!(&mut out, " minimumUpdatePeriod=\"{}\"", XsdDuration(d_ms));
     w!(
         &mut out,
@@ -86,8 +92,16 @@ pub fn live_mpd(renditions: &[Rendition], segments: &[&[SegmentRef]], p: &MpdPar
         " suggestedPresentationDelay=\"{}\"",
         XsdDuration(secs_to_millis(p.suggested_presentation_delay_secs))
     );
-    w!(&mut out, " minBufferTime=\"{}\"", XsdDuration(secs_to_millis(p.min_buffer_time_secs)));
-    w!(&mut out, " maxSegmentDuration=\"{}\">\n", XsdDuration(max_ms));
+    w!(
+        &mut out,
+        " minBufferTime=\"{}\"",
+        XsdDuration(secs_to_millis(p.min_buffer_time_secs))
+    );
+    w!(
+        &mut out,
+        " maxSegmentDuration=\"{}\">\n",
+        XsdDuration(max_ms)
+    );
     out.push_str("  <Period id=\"0\" start=\"PT0S\">\n");
 
     let mut set_id = 0;
@@ -98,7 +112,11 @@ pub fn live_mpd(renditions: &[Rendition], segments: &[&[SegmentRef]], p: &MpdPar
     }
 
     // One AdaptationSet per language, in the order the languages first appear.
-    let audio: Vec<_> = reps.iter().filter(|(r, _)| !r.is_video()).copied().collect();
+    let audio: Vec<_> = reps
+        .iter()
+        .filter(|(r, _)| !r.is_video())
+        .copied()
+        .collect();
     let mut languages: Vec<Option<&str>> = Vec::new();
     for (r, _) in &audio {
         let lang = language(r);
@@ -107,7 +125,11 @@ pub fn live_mpd(renditions: &[Rendition], segments: &[&[SegmentRef]], p: &MpdPar
         }
     }
     for lang in languages {
-        let members: Vec<_> = audio.iter().filter(|(r, _)| language(r) == lang).copied().collect();
+        let members: Vec<_> = audio
+            .iter()
+            .filter(|(r, _)| language(r) == lang)
+            .copied()
+            .collect();
         audio_set(&mut out, set_id, lang, &members, p.query);
         set_id += 1;
     }
@@ -132,7 +154,12 @@ fn language(r: &Rendition) -> Option<&str> {
 fn video_set(out: &mut String, id: u32, reps: &[(&Rendition, &[SegmentRef])], query: &str) {
     let (mut max_w, mut max_h, mut max_rate) = (0, 0, None);
     for (r, _) in reps {
-        if let RenditionKind::Video { width, height, frame_rate } = r.kind {
+        if let RenditionKind::Video {
+            width,
+            height,
+            frame_rate,
+        } = r.kind
+        {
             max_w = max_w.max(width);
             max_h = max_h.max(height);
             // Compare fractions exactly: a/b > c/d ⇔ a·d > c·b.
@@ -155,7 +182,12 @@ fn video_set(out: &mut String, id: u32, reps: &[(&Rendition, &[SegmentRef])], qu
     }
     out.push_str(">\n");
     for (r, segments) in reps {
-        let RenditionKind::Video { width, height, frame_rate } = r.kind else {
+        let RenditionKind::Video {
+            width,
+            height,
+            frame_rate,
+        } = r.kind
+        else {
             continue;
         };
         w!(
@@ -179,13 +211,21 @@ fn audio_set(
     reps: &[(&Rendition, &[SegmentRef])],
     query: &str,
 ) {
-    w!(out, "    <AdaptationSet id=\"{id}\" contentType=\"audio\" mimeType=\"audio/mp4\"");
+    w!(
+        out,
+        "    <AdaptationSet id=\"{id}\" contentType=\"audio\" mimeType=\"audio/mp4\""
+    );
     if let Some(lang) = lang {
         w!(out, " lang=\"{}\"", XmlAttr(lang));
     }
     out.push_str(" segmentAlignment=\"true\" startWithSAP=\"1\">\n");
     for (r, segments) in reps {
-        let RenditionKind::Audio { sample_rate, channels, .. } = r.kind else {
+        let RenditionKind::Audio {
+            sample_rate,
+            channels,
+            ..
+        } = r.kind
+        else {
             continue;
         };
         w!(
@@ -243,14 +283,22 @@ fn timeline(out: &mut String, segments: &[SegmentRef]) {
         }
         out.push_str("            <S");
         if prev.is_none_or(|p| s.start != p.end()) {
-            w!(out, " t=\"{}\"", s.start);
+            out.push_str(" t=\"");
+            push_uint(out, s.start, 1);
+            out.push('"');
         }
         if prev.is_some_and(|p| s.n != p.n + 1) {
-            w!(out, " n=\"{}\"", s.n);
+            out.push_str(" n=\"");
+            push_uint(out, s.n, 1);
+            out.push('"');
         }
-        w!(out, " d=\"{}\"", s.duration);
+        out.push_str(" d=\"");
+        push_uint(out, s.duration, 1);
+        out.push('"');
         if repeat > 0 {
-            w!(out, " r=\"{repeat}\"");
+            out.push_str(" r=\"");
+            push_uint(out, repeat as u64, 1);
+            out.push('"');
         }
         out.push_str("/>\n");
         i += repeat + 1;

@@ -13,15 +13,27 @@ fn params(query: &str) -> MpdParams<'_> {
     }
 }
 
+/// A segment as (t, d, N).
+type Triple = (u64, u64, u64);
+
 /// Expands every Representation's SegmentTimeline back into (id, [(t, d, N)]) following
 /// ISO/IEC 23009-1 5.3.9.6: `@t` and `@n` restart time and number, else both run on.
-fn expand(mpd: &str) -> Vec<(String, Vec<(u64, u64, u64)>)> {
+fn expand(mpd: &str) -> Vec<(String, Vec<Triple>)> {
     let doc = roxmltree::Document::parse(mpd).unwrap_or_else(|e| panic!("{e}\n{mpd}"));
     let num = |n: roxmltree::Node, a: &str| n.attribute(a).map(|v| v.parse::<u64>().unwrap());
     let mut reps = Vec::new();
-    for rep in doc.descendants().filter(|n| n.has_tag_name("Representation")) {
-        let template = rep.children().find(|n| n.has_tag_name("SegmentTemplate")).unwrap();
-        let timeline = template.children().find(|n| n.has_tag_name("SegmentTimeline")).unwrap();
+    for rep in doc
+        .descendants()
+        .filter(|n| n.has_tag_name("Representation"))
+    {
+        let template = rep
+            .children()
+            .find(|n| n.has_tag_name("SegmentTemplate"))
+            .unwrap();
+        let timeline = template
+            .children()
+            .find(|n| n.has_tag_name("SegmentTimeline"))
+            .unwrap();
         let (mut t, mut number) = (0, num(template, "startNumber").unwrap_or(1));
         let mut out = Vec::new();
         for s in timeline.children().filter(|n| n.has_tag_name("S")) {
@@ -39,8 +51,11 @@ fn expand(mpd: &str) -> Vec<(String, Vec<(u64, u64, u64)>)> {
     reps
 }
 
-fn triples(segments: &[SegmentRef]) -> Vec<(u64, u64, u64)> {
-    segments.iter().map(|s| (s.start, s.duration, s.n)).collect()
+fn triples(segments: &[SegmentRef]) -> Vec<Triple> {
+    segments
+        .iter()
+        .map(|s| (s.start, s.duration, s.n))
+        .collect()
 }
 
 #[test]
@@ -93,10 +108,16 @@ fn mpd_expected_text() {
 #[test]
 fn timeline_expands_back_across_gaps_and_runs() {
     // An hour of video with two holes, and the matching audio with its uneven durations.
-    let ns: Vec<u64> = (N0..N0 + 1800).filter(|n| *n != N0 + 10 && !(N0 + 500..N0 + 503).contains(n)).collect();
+    let ns: Vec<u64> = (N0..N0 + 1800)
+        .filter(|n| *n != N0 + 10 && !(N0 + 500..N0 + 503).contains(n))
+        .collect();
     let video: Vec<_> = ns.iter().map(|&n| seg(n, n * VIDEO_D, VIDEO_D)).collect();
     let audio = fixture::audio_segments_of(&ns);
-    let text = live_mpd(&fixture::renditions(), &[&video, &video, &audio], &params(""));
+    let text = live_mpd(
+        &fixture::renditions(),
+        &[&video, &video, &audio],
+        &params(""),
+    );
     let reps = expand(&text);
     let ids: Vec<_> = reps.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["v160", "v320", "audio"]);
@@ -120,7 +141,11 @@ fn unequal_durations_are_never_merged() {
     let a = [fixture::audio()];
     let text = live_mpd(&a, &[&segs], &params(""));
     assert!(!text.contains(" r=\""), "{text}");
-    assert_eq!(text.matches(" t=\"").count(), 1, "only the first S needs @t");
+    assert_eq!(
+        text.matches(" t=\"").count(),
+        1,
+        "only the first S needs @t"
+    );
     assert_eq!(text.matches("<S ").count(), 6);
     assert_eq!(expand(&text)[0].1, triples(&segs));
 }
@@ -134,7 +159,13 @@ fn time_jump_without_number_jump_states_t_only() {
     segs[2].discontinuity = true;
     let rs = &fixture::renditions()[..1];
     let text = live_mpd(rs, &[&segs], &params(""));
-    assert!(text.contains(&format!("<S t=\"{}\" d=\"180180\" r=\"1\"/>", segs[2].start)), "{text}");
+    assert!(
+        text.contains(&format!(
+            "<S t=\"{}\" d=\"180180\" r=\"1\"/>",
+            segs[2].start
+        )),
+        "{text}"
+    );
     assert!(!text.contains(" n=\""), "{text}");
     assert_eq!(expand(&text)[0].1, triples(&segs));
 }
@@ -149,8 +180,14 @@ fn query_is_xml_escaped_and_dollar_doubled() {
         "{text}"
     );
     let doc = roxmltree::Document::parse(&text).unwrap();
-    let t = doc.descendants().find(|n| n.has_tag_name("SegmentTemplate")).unwrap();
-    assert_eq!(t.attribute("initialization"), Some("$RepresentationID$/init.mp4?token=x$$y&exp=1<2"));
+    let t = doc
+        .descendants()
+        .find(|n| n.has_tag_name("SegmentTemplate"))
+        .unwrap();
+    assert_eq!(
+        t.attribute("initialization"),
+        Some("$RepresentationID$/init.mp4?token=x$$y&exp=1<2")
+    );
 }
 
 #[test]
@@ -191,7 +228,14 @@ fn audio_languages_get_their_own_adaptation_sets() {
     let sets: Vec<(Option<&str>, usize)> = doc
         .descendants()
         .filter(|n| n.has_tag_name("AdaptationSet"))
-        .map(|n| (n.attribute("lang"), n.children().filter(|c| c.has_tag_name("Representation")).count()))
+        .map(|n| {
+            (
+                n.attribute("lang"),
+                n.children()
+                    .filter(|c| c.has_tag_name("Representation"))
+                    .count(),
+            )
+        })
         .collect();
     assert_eq!(sets, [(Some("en"), 2), (Some("fr"), 1)]);
 }

@@ -14,7 +14,11 @@ pub fn renditions() -> Vec<Rendition> {
         // Listed low first so the tests see the multivariant sort.
         Rendition {
             name: "v160".into(),
-            kind: RenditionKind::Video { width: 160, height: 90, frame_rate: rate },
+            kind: RenditionKind::Video {
+                width: 160,
+                height: 90,
+                frame_rate: rate,
+            },
             codecs: "avc1.42C00C".into(),
             bandwidth: 150_000,
             average_bandwidth: 120_000,
@@ -22,7 +26,11 @@ pub fn renditions() -> Vec<Rendition> {
         },
         Rendition {
             name: "v320".into(),
-            kind: RenditionKind::Video { width: 320, height: 180, frame_rate: rate },
+            kind: RenditionKind::Video {
+                width: 320,
+                height: 180,
+                frame_rate: rate,
+            },
             codecs: "avc1.42C01E".into(),
             bandwidth: 400_000,
             average_bandwidth: 350_000,
@@ -35,7 +43,11 @@ pub fn renditions() -> Vec<Rendition> {
 pub fn audio() -> Rendition {
     Rendition {
         name: "audio".into(),
-        kind: RenditionKind::Audio { sample_rate: 48_000, channels: 2, language: Some("en".into()) },
+        kind: RenditionKind::Audio {
+            sample_rate: 48_000,
+            channels: 2,
+            language: Some("en".into()),
+        },
         codecs: "mp4a.40.2".into(),
         bandwidth: 69_000,
         average_bandwidth: 64_000,
@@ -44,12 +56,19 @@ pub fn audio() -> Rendition {
 }
 
 pub fn seg(n: u64, start: u64, duration: u64) -> SegmentRef {
-    SegmentRef { n, start, duration, discontinuity: false }
+    SegmentRef {
+        n,
+        start,
+        duration,
+        discontinuity: false,
+    }
 }
 
 /// `N0`, `N0+1`, `N0+3`: exactly D each, at `N·D`.
 pub fn video_segments() -> Vec<SegmentRef> {
-    [N0, N0 + 1, N0 + 3].map(|n| seg(n, n * VIDEO_D, VIDEO_D)).to_vec()
+    [N0, N0 + 1, N0 + 3]
+        .map(|n| seg(n, n * VIDEO_D, VIDEO_D))
+        .to_vec()
 }
 
 /// Audio cut at the first AAC frame (1024 ticks, on the epoch's frame grid) at or after `N·D`:
@@ -59,7 +78,9 @@ pub fn audio_start(n: u64) -> u64 {
 }
 
 pub fn audio_segments_of(ns: &[u64]) -> Vec<SegmentRef> {
-    ns.iter().map(|&n| seg(n, audio_start(n), audio_start(n + 1) - audio_start(n))).collect()
+    ns.iter()
+        .map(|&n| seg(n, audio_start(n), audio_start(n + 1) - audio_start(n)))
+        .collect()
 }
 
 pub fn audio_segments() -> Vec<SegmentRef> {

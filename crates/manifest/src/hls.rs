@@ -11,7 +11,7 @@
 //! placeholder (RFC 8216bis §4.4.4.7) rather than dropped: dropping it would shift the number
 //! of every later segment until the hole slid out of the window.
 
-use crate::text::{Decimal, Iso8601, scale_round};
+use crate::text::{push_decimal, push_iso8601, push_uint, scale_round};
 use crate::{Rendition, RenditionKind, SegmentRef};
 
 /// RFC 8216 §7: `EXT-X-MAP` in a media playlist without `EXT-X-I-FRAMES-ONLY`.
@@ -72,13 +72,16 @@ pub fn target_duration(max_segment_secs: f64) -> u32 {
 pub fn multivariant(renditions: &[Rendition], query: &str) -> String {
     let mut video: Vec<&Rendition> = renditions.iter().filter(|r| r.is_video()).collect();
     let mut audio: Vec<&Rendition> = renditions.iter().filter(|r| !r.is_video()).collect();
-    video.sort_by(|a, b| b.bandwidth.cmp(&a.bandwidth));
+    video.sort_by_key(|r| std::cmp::Reverse(r.bandwidth));
 
     let mut out = String::with_capacity(256 + renditions.len() * (200 + 2 * query.len()));
-    w!(&mut out, "#EXTM3U\n#EXT-X-VERSION:{VERSION}\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    w!(
+        &mut out,
+        "#EXTM3U\n#EXT-X-VERSION:{VERSION}\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+    );
 
     if video.is_empty() {
-        audio.sort_by(|a, b| b.bandwidth.cmp(&a.bandwidth));
+        audio.sort_by_key(|r| std::cmp::Reverse(r.bandwidth));
         for a in audio {
             stream_inf(&mut out, a.bandwidth, a.average_bandwidth, &a.codecs, &[]);
             w!(&mut out, "\n{}.m3u8{query}\n", a.name);
@@ -89,15 +92,25 @@ pub fn multivariant(renditions: &[Rendition], query: &str) -> String {
     // RFC 8216 §4.3.4.1.1: at most one member of a group has DEFAULT=YES; the first listed
     // audio rendition is the channel's main one.
     for (i, a) in audio.iter().enumerate() {
-        let RenditionKind::Audio { channels, language, .. } = &a.kind else {
+        let RenditionKind::Audio {
+            channels, language, ..
+        } = &a.kind
+        else {
             continue;
         };
-        w!(&mut out, "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{AUDIO_GROUP}\",NAME=\"{}\"", a.name);
+        w!(
+            &mut out,
+            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{AUDIO_GROUP}\",NAME=\"{}\"",
+            a.name
+        );
         if let Some(lang) = language {
             w!(&mut out, ",LANGUAGE=\"{lang}\"");
         }
         let default = if i == 0 { "YES" } else { "NO" };
-        w!(&mut out, ",DEFAULT={default},AUTOSELECT=YES,CHANNELS=\"{channels}\"");
+        w!(
+            &mut out,
+            ",DEFAULT={default},AUTOSELECT=YES,CHANNELS=\"{channels}\""
+        );
         w!(&mut out, ",URI=\"{}.m3u8{query}\"\n", a.name);
     }
 
@@ -113,7 +126,12 @@ pub fn multivariant(renditions: &[Rendition], query: &str) -> String {
     let audio_average = audio.iter().map(|a| a.average_bandwidth).max().unwrap_or(0);
 
     for v in video {
-        let RenditionKind::Video { width, height, frame_rate } = &v.kind else {
+        let RenditionKind::Video {
+            width,
+            height,
+            frame_rate,
+        } = &v.kind
+        else {
             continue;
         };
         stream_inf(
@@ -127,11 +145,8 @@ pub fn multivariant(renditions: &[Rendition], query: &str) -> String {
         // fraction, 30000/1001 → 29.970.
         let milli_fps = (u64::from(frame_rate.num()) * 1000 * 2 + u64::from(frame_rate.den()))
             / (2 * u64::from(frame_rate.den()));
-        w!(
-            &mut out,
-            ",RESOLUTION={width}x{height},FRAME-RATE={}",
-            Decimal { scaled: milli_fps, places: 3 }
-        );
+        w!(&mut out, ",RESOLUTION={width}x{height},FRAME-RATE=");
+        push_decimal(&mut out, milli_fps, 3);
         if !audio.is_empty() {
             w!(&mut out, ",AUDIO=\"{AUDIO_GROUP}\"");
         }
@@ -141,7 +156,10 @@ pub fn multivariant(renditions: &[Rendition], query: &str) -> String {
 }
 
 fn stream_inf(out: &mut String, peak: u64, average: u64, codecs: &str, more_codecs: &[&str]) {
-    w!(out, "#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},CODECS=\"{codecs}");
+    w!(
+        out,
+        "#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},CODECS=\"{codecs}"
+    );
     for c in more_codecs {
         w!(out, ",{c}");
     }
@@ -155,24 +173,41 @@ fn stream_inf(out: &mut String, peak: u64, average: u64, codecs: &str, more_code
 /// exact and the same on every node) and an `EXTINF` with 5 decimals computed from ticks. An
 /// empty list still renders a valid playlist that players reload.
 pub fn media_playlist(r: &Rendition, segments: &[SegmentRef], p: &MediaPlaylistParams) -> String {
-    let per_segment = 110 + 2 * (r.name.len() + p.query.len());
+    // PROGRAM-DATE-TIME (50) + EXTINF (~17) + URI: one allocation for a typical window.
+    let per_segment = 100 + r.name.len() + p.query.len();
     let mut out = String::with_capacity(300 + r.name.len() + segments.len() * per_segment);
     let first = segments.first().map_or(0, |s| s.n);
     w!(&mut out, "#EXTM3U\n#EXT-X-VERSION:{VERSION}\n");
-    w!(&mut out, "#EXT-X-TARGETDURATION:{}\n", p.target_duration_secs);
+    w!(
+        &mut out,
+        "#EXT-X-TARGETDURATION:{}\n",
+        p.target_duration_secs
+    );
     w!(&mut out, "#EXT-X-MEDIA-SEQUENCE:{first}\n");
-    w!(&mut out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}\n", p.discontinuity_sequence);
+    w!(
+        &mut out,
+        "#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
+        p.discontinuity_sequence
+    );
     out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     match p.playlist_type {
         Some(PlaylistType::Event) => out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
         Some(PlaylistType::Vod) => out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
         None => {}
     }
-    w!(&mut out, "#EXT-X-MAP:URI=\"{}/init.mp4{}\"\n", r.name, p.query);
+    w!(
+        &mut out,
+        "#EXT-X-MAP:URI=\"{}/init.mp4{}\"\n",
+        r.name,
+        p.query
+    );
 
     let mut prev: Option<&SegmentRef> = None;
     for s in segments {
-        debug_assert!(prev.is_none_or(|p| p.n < s.n), "segments sorted by n, no duplicates");
+        debug_assert!(
+            prev.is_none_or(|p| p.n < s.n),
+            "segments sorted by n, no duplicates"
+        );
         if let Some(prev) = prev.filter(|p| s.n > p.n + 1) {
             gap(&mut out, r, prev, s, p.query);
         }
@@ -209,10 +244,19 @@ fn gap(out: &mut String, r: &Rendition, prev: &SegmentRef, next: &SegmentRef, qu
 }
 
 fn entry(out: &mut String, r: &Rendition, n: u64, start: u64, duration: u64, query: &str) {
+    // Hand-assembled rather than `write!`: this runs once per segment of every playlist.
     let ts = r.timescale;
-    w!(out, "#EXT-X-PROGRAM-DATE-TIME:{}\n", Iso8601(scale_round(start, ts, 1000)));
-    let extinf = Decimal { scaled: scale_round(duration, ts, 100_000), places: 5 };
-    w!(out, "#EXTINF:{extinf},\n{}/{n}.m4s{query}\n", r.name);
+    out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+    push_iso8601(out, scale_round(start, ts, 1000));
+    out.push_str("\n#EXTINF:");
+    push_decimal(out, scale_round(duration, ts, 100_000), 5);
+    out.push_str(",\n");
+    out.push_str(&r.name);
+    out.push('/');
+    push_uint(out, n, 1);
+    out.push_str(".m4s");
+    out.push_str(query);
+    out.push('\n');
 }
 
 #[cfg(test)]

@@ -57,9 +57,14 @@ fn multivariant_parses_back() {
     assert_eq!((res.width, res.height), (320, 180));
     assert_eq!(top.frame_rate, Some(29.97));
     assert_eq!(top.audio.as_deref(), Some("aud"));
-    let [a] = p.alternatives.as_slice() else { panic!("one EXT-X-MEDIA") };
+    let [a] = p.alternatives.as_slice() else {
+        panic!("one EXT-X-MEDIA")
+    };
     assert_eq!(a.uri.as_deref(), Some("audio.m3u8"));
-    assert_eq!((a.group_id.as_str(), a.language.as_deref()), ("aud", Some("en")));
+    assert_eq!(
+        (a.group_id.as_str(), a.language.as_deref()),
+        ("aud", Some("en"))
+    );
     assert!(a.default && a.autoselect);
     assert_eq!(a.channels.as_deref(), Some("2"));
 }
@@ -80,7 +85,10 @@ fn multivariant_with_two_audio_tracks_has_one_default() {
     assert_eq!(defaults, [true, false]);
     // Largest audio peak, every audio codec once.
     assert_eq!(p.variants[0].bandwidth, 400_000 + 99_000);
-    assert_eq!(p.variants[0].codecs.as_deref(), Some("avc1.42C01E,mp4a.40.2,mp4a.40.5"));
+    assert_eq!(
+        p.variants[0].codecs.as_deref(),
+        Some("avc1.42C01E,mp4a.40.2,mp4a.40.5")
+    );
 }
 
 #[test]
@@ -197,11 +205,18 @@ fn media_playlist_parses_back() {
     assert_eq!(p.media_sequence, N0);
     assert!(p.independent_segments && !p.end_list);
     assert_eq!(p.segments.len(), segs.len());
-    assert_eq!(p.segments[0].map.as_ref().unwrap().uri, "audio/init.mp4?t=1");
+    assert_eq!(
+        p.segments[0].map.as_ref().unwrap().uri,
+        "audio/init.mp4?t=1"
+    );
     for (got, want) in p.segments.iter().zip(&segs) {
         assert_eq!(got.uri, format!("audio/{}.m4s?t=1", want.n));
         let secs = want.duration as f64 / 48_000.0;
-        assert!((f64::from(got.duration) - secs).abs() < 1e-5, "{} vs {secs}", got.duration);
+        assert!(
+            (f64::from(got.duration) - secs).abs() < 1e-5,
+            "{} vs {secs}",
+            got.duration
+        );
         // Rounded to the nearest millisecond from the exact tick count.
         let ms = (want.start * 1000 + 24_000) / 48_000;
         assert_eq!(got.program_date_time.unwrap().timestamp_millis() as u64, ms);
@@ -224,7 +239,9 @@ fn one_segment() {
     let segs = [seg(N0, N0 * VIDEO_D, VIDEO_D)];
     let p = parse_media(&media_playlist(&rs[0], &segs, &params("")));
     assert_eq!(p.media_sequence, N0);
-    let [s] = p.segments.as_slice() else { panic!("one segment") };
+    let [s] = p.segments.as_slice() else {
+        panic!("one segment")
+    };
     assert_eq!(s.uri, format!("v160/{N0}.m4s"));
 }
 
@@ -273,7 +290,11 @@ fn target_durations() {
     assert_eq!(target_duration(2.002 + 1024.0 / 48_000.0), 2);
     assert_eq!(target_duration(6.006), 6);
     assert_eq!(target_duration(2.5), 3);
-    assert_eq!(target_duration(2.499_996), 3, "EXTINF prints 2.50000, which rounds to 3");
+    assert_eq!(
+        target_duration(2.499_996),
+        3,
+        "EXTINF prints 2.50000, which rounds to 3"
+    );
     assert_eq!(target_duration(2.499_994), 2);
     assert_eq!(target_duration(0.4), 1);
     assert_eq!(target_duration(f64::NAN), 1);
@@ -283,10 +304,20 @@ fn target_durations() {
 fn program_date_time_rounds_to_the_nearest_millisecond() {
     let a = fixture::audio();
     // 1024 ticks at 48 kHz: 21.333 ms after the epoch second, then 42.667 ms.
-    let segs = [seg(1_795_616_148 * 48_000 + 1024, 1_795_616_148 * 48_000 + 1024, 1024)];
+    let segs = [seg(
+        1_795_616_148 * 48_000 + 1024,
+        1_795_616_148 * 48_000 + 1024,
+        1024,
+    )];
     let text = media_playlist(&a, &segs, &params(""));
-    assert!(text.contains("PROGRAM-DATE-TIME:2026-11-25T14:15:48.021Z\n#EXTINF:0.02133,"), "{text}");
+    assert!(
+        text.contains("PROGRAM-DATE-TIME:2026-11-25T14:15:48.021Z\n#EXTINF:0.02133,"),
+        "{text}"
+    );
     let segs = [seg(1, 1_795_616_148 * 48_000 + 2048, 2048)];
     let text = media_playlist(&a, &segs, &params(""));
-    assert!(text.contains("PROGRAM-DATE-TIME:2026-11-25T14:15:48.043Z\n#EXTINF:0.04267,"), "{text}");
+    assert!(
+        text.contains("PROGRAM-DATE-TIME:2026-11-25T14:15:48.043Z\n#EXTINF:0.04267,"),
+        "{text}"
+    );
 }

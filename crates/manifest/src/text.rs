@@ -11,25 +11,86 @@ use std::fmt::{self, Display, Formatter};
 /// HLS `EXT-X-PROGRAM-DATE-TIME`, DASH `@publishTime`, and the body of a
 /// `urn:mpeg:dash:utc:http-iso:2014` time endpoint all take this form.
 pub fn iso8601(unix_millis: u64) -> String {
-    Iso8601(unix_millis).to_string()
+    let mut out = String::with_capacity(24);
+    push_iso8601(&mut out, unix_millis);
+    out
 }
 
-pub(crate) struct Iso8601(pub u64);
+/// Appends [`iso8601`] text. Renderers call this once per segment, so it fills a fixed-width
+/// buffer and appends it once instead of going through `core::fmt`, which costs several times
+/// more.
+pub(crate) fn push_iso8601(out: &mut String, unix_millis: u64) {
+    let secs = unix_millis / 1000;
+    let (days, sod) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    if y > 9999 {
+        // Past the four-digit years of the fixed layout; never reached by a real clock.
+        push_uint(out, y, 4);
+        let mut rest = [0u8; 24];
+        fill_iso8601(&mut rest, 0, m, d, sod, unix_millis % 1000);
+        out.push_str(std::str::from_utf8(&rest[4..]).unwrap_or_default());
+        return;
+    }
+    let mut buf = [0u8; 24];
+    fill_iso8601(&mut buf, y, m, d, sod, unix_millis % 1000);
+    // Always ASCII, so the check cannot fail.
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+}
 
-impl Display for Iso8601 {
-    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        let ms = self.0 % 1000;
-        let secs = self.0 / 1000;
-        let days = secs / 86_400;
-        let sod = secs % 86_400;
-        let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            sod / 3600,
-            sod / 60 % 60,
-            sod % 60
-        )
+fn fill_iso8601(buf: &mut [u8; 24], y: u64, m: u64, d: u64, sod: u64, ms: u64) {
+    let mut put = |at: usize, v: u64, width: usize| {
+        let mut v = v;
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, y, 4);
+    put(5, m, 2);
+    put(8, d, 2);
+    put(11, sod / 3600, 2);
+    put(14, sod / 60 % 60, 2);
+    put(17, sod % 60, 2);
+    put(20, ms, 3);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        buf[at] = c;
+    }
+}
+
+/// Appends `v` in decimal, zero-padded to at least `width` digits.
+pub(crate) fn push_uint(out: &mut String, mut v: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let from = i.min(buf.len().saturating_sub(width));
+    // Always ASCII digits, so the check cannot fail.
+    if let Ok(digits) = std::str::from_utf8(&buf[from..]) {
+        out.push_str(digits);
+    }
+}
+
+/// Appends the fixed-point decimal `scaled / 10^places` with exactly `places` decimals.
+pub(crate) fn push_decimal(out: &mut String, scaled: u64, places: u32) {
+    let unit = 10u64.pow(places);
+    push_uint(out, scaled / unit, 1);
+    if places > 0 {
+        out.push('.');
+        push_uint(out, scaled % unit, places as usize);
     }
 }
 
@@ -53,41 +114,32 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 /// `ticks / timescale` scaled by `factor` (1000 for milliseconds), rounded to nearest (half up).
 pub(crate) fn scale_round(ticks: u64, timescale: u32, factor: u64) -> u64 {
-    let ts = u128::from(timescale.max(1));
+    // u64 arithmetic when it cannot overflow: a u128 division costs more than the rest of a
+    // playlist line.
+    let ts64 = u64::from(timescale.max(1));
+    if let Some(v) = ticks
+        .checked_mul(factor)
+        .and_then(|v| v.checked_add(ts64 / 2))
+    {
+        return v / ts64;
+    }
+    let ts = u128::from(ts64);
     ((u128::from(ticks) * u128::from(factor) + ts / 2) / ts) as u64
 }
 
 /// `ticks / timescale` scaled by `factor`, rounded up: for maxima a reader must not undercut.
 pub(crate) fn scale_ceil(ticks: u64, timescale: u32, factor: u64) -> u64 {
-    let ts = u128::from(timescale.max(1));
+    let ts64 = u64::from(timescale.max(1));
+    if let Some(v) = ticks.checked_mul(factor) {
+        return v.div_ceil(ts64);
+    }
+    let ts = u128::from(ts64);
     (u128::from(ticks) * u128::from(factor)).div_ceil(ts) as u64
 }
 
-/// A fixed-point decimal `scaled / 10^places`, printed with exactly `places` decimals.
-pub(crate) struct Decimal {
-    pub scaled: u64,
-    pub places: u32,
-}
-
-impl Display for Decimal {
-    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        let unit = 10u64.pow(self.places);
-        if self.places == 0 {
-            return write!(f, "{}", self.scaled);
-        }
-        write!(
-            f,
-            "{}.{:0width$}",
-            self.scaled / unit,
-            self.scaled % unit,
-            width = self.places as usize
-        )
-    }
-}
-
 /// An `xs:duration` of whole milliseconds, in its shortest exact form: `PT2.002S`, `PT1M`,
-/// `PT1H0.5S`, `PT0S`. Hours are the largest unit because days are not always 24 hours in the
-/// schema's model and players only need hours at most.
+/// `PT1H0.5S`, `PT0S`. Hours are the largest unit (a two-day window is `PT48H`): every player
+/// parses H/M/S, and no calendar unit with a variable length can creep in.
 pub(crate) struct XsdDuration(pub u64);
 
 impl Display for XsdDuration {
@@ -149,7 +201,12 @@ impl Display for TemplateLiteral<'_> {
 
 fn escape(f: &mut Formatter<'_>, s: &str, dollar: bool) -> fmt::Result {
     let mut rest = s;
-    while let Some(i) = rest.find(|c| matches!(c, '&' | '<' | '>' | '"' | '\'' | '$')) {
+    let special: &[char] = if dollar {
+        &['&', '<', '>', '"', '\'', '$']
+    } else {
+        &['&', '<', '>', '"', '\'']
+    };
+    while let Some(i) = rest.find(special) {
         f.write_str(&rest[..i])?;
         let c = rest.as_bytes()[i];
         f.write_str(match c {
@@ -158,8 +215,7 @@ fn escape(f: &mut Formatter<'_>, s: &str, dollar: bool) -> fmt::Result {
             b'>' => "&gt;",
             b'"' => "&quot;",
             b'\'' => "&apos;",
-            _ if dollar => "$$",
-            _ => "$",
+            _ => "$$",
         })?;
         rest = &rest[i + 1..];
     }
@@ -182,6 +238,17 @@ mod tests {
         assert_eq!(iso8601(1_795_616_148_000), "2026-11-25T14:15:48.000Z");
         assert_eq!(iso8601(1_795_616_746_123), "2026-11-25T14:25:46.123Z");
         assert_eq!(iso8601(1_704_067_199_999), "2023-12-31T23:59:59.999Z");
+        assert_eq!(iso8601(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn uints_pad() {
+        let mut s = String::new();
+        push_uint(&mut s, 0, 0);
+        push_uint(&mut s, 7, 3);
+        push_uint(&mut s, 12345, 2);
+        push_uint(&mut s, u64::MAX, 1);
+        assert_eq!(s, format!("0007{}{}", 12345, u64::MAX));
     }
 
     #[test]
@@ -191,7 +258,20 @@ mod tests {
         for days in 0..(430 * 366) {
             assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
             let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-            let len = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+            let len = [
+                31,
+                if leap { 29 } else { 28 },
+                31,
+                30,
+                31,
+                30,
+                31,
+                31,
+                30,
+                31,
+                30,
+                31,
+            ];
             d += 1;
             if d > len[m as usize - 1] {
                 (d, m) = (1, m + 1);
@@ -204,10 +284,22 @@ mod tests {
 
     #[test]
     fn decimals_and_rounding() {
-        assert_eq!(Decimal { scaled: scale_round(180_180, 90_000, 100_000), places: 5 }.to_string(), "2.00200");
-        assert_eq!(Decimal { scaled: scale_round(96_256, 48_000, 100_000), places: 5 }.to_string(), "2.00533");
-        assert_eq!(Decimal { scaled: 29_970, places: 3 }.to_string(), "29.970");
-        assert_eq!(Decimal { scaled: 7, places: 0 }.to_string(), "7");
+        let decimal = |scaled, places| {
+            let mut s = String::new();
+            push_decimal(&mut s, scaled, places);
+            s
+        };
+        assert_eq!(decimal(scale_round(180_180, 90_000, 100_000), 5), "2.00200");
+        assert_eq!(decimal(scale_round(96_256, 48_000, 100_000), 5), "2.00533");
+        assert_eq!(decimal(29_970, 3), "29.970");
+        assert_eq!(decimal(7, 0), "7");
+        assert_eq!(decimal(5, 3), "0.005");
+        // The u128 path agrees with the u64 one.
+        assert_eq!(scale_round(u64::MAX / 10, 1000, 1000), u64::MAX / 10);
+        assert_eq!(
+            scale_round(161_605_453_529_520, 90_000, 100_000),
+            179_561_615_032_800
+        );
         // 1024 ticks at 48 kHz = 21.333 ms; 2048 = 42.667 ms rounds up.
         assert_eq!(scale_round(1024, 48_000, 1000), 21);
         assert_eq!(scale_round(2048, 48_000, 1000), 43);
@@ -239,7 +331,10 @@ mod tests {
 
     #[test]
     fn escapes() {
-        assert_eq!(XmlAttr("?a=1&b=\"<x>'$").to_string(), "?a=1&amp;b=&quot;&lt;x&gt;&apos;$");
+        assert_eq!(
+            XmlAttr("?a=1&b=\"<x>'$").to_string(),
+            "?a=1&amp;b=&quot;&lt;x&gt;&apos;$"
+        );
         assert_eq!(TemplateLiteral("?t=$x&y").to_string(), "?t=$$x&amp;y");
         assert_eq!(XmlAttr("plain").to_string(), "plain");
     }

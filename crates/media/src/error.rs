@@ -7,7 +7,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("truncated {what}: needs {need} bytes, {have} available")]
-    Truncated { what: &'static str, need: u64, have: u64 },
+    Truncated {
+        what: &'static str,
+        need: u64,
+        have: u64,
+    },
     #[error("box `{kind}` has an invalid size {size}")]
     BadBoxSize { kind: FourCc, size: u64 },
     #[error("box `{kind}` of {size} bytes exceeds the {max}-byte limit")]
@@ -17,7 +21,11 @@ pub enum Error {
     #[error("unsupported {0}")]
     Unsupported(String),
     #[error("{what}: {count} exceeds the limit of {max}")]
-    Limit { what: &'static str, count: u64, max: u64 },
+    Limit {
+        what: &'static str,
+        count: u64,
+        max: u64,
+    },
     #[error("no track with id {0}")]
     NoSuchTrack(u32),
     #[error("not a CMAF media segment: {0}")]

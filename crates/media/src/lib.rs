@@ -14,6 +14,8 @@ pub mod cmaf;
 mod error;
 pub mod fmp4;
 pub mod mp4;
+#[cfg(test)]
+mod testutil;
 pub mod ts;
 
 pub use error::{Error, Result};

@@ -1,1 +1,113 @@
+//! The packager's ingest endpoint and the playback origin. Pipelines PUT CMAF headers and
+//! segments here; the first complete copy of each (rendition, N) is stored, listed, and served
+//! as HLS and DASH from one URL per channel, whichever pipeline made it.
 
+mod error;
+mod live;
+mod packager;
+mod playback;
+mod restore;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, put};
+use channel::ChannelSpec;
+use store::{Catalog, DirStore};
+use tower_http::cors::{Any, CorsLayer};
+
+pub use error::OriginError;
+pub use live::LiveChannel;
+
+/// The largest object a pipeline may PUT: a 2 s segment at 100 Mb/s is 25 MB.
+pub const MAX_UPLOAD: usize = 32 << 20;
+
+/// The origin's state: the durable store and each channel's live window.
+pub struct Origin {
+    catalog: Catalog,
+    blobs: DirStore,
+    channels: RwLock<HashMap<String, Arc<LiveChannel>>>,
+}
+
+impl Origin {
+    pub fn new(catalog: Catalog, blobs: DirStore) -> Arc<Self> {
+        Arc::new(Self {
+            catalog,
+            blobs,
+            channels: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Starts serving a channel, restoring its live window from the store (a restart continues
+    /// where it stopped).
+    pub async fn add_channel(
+        &self,
+        spec: ChannelSpec,
+        credential: String,
+    ) -> Result<(), OriginError> {
+        let channel =
+            Arc::new(LiveChannel::new(spec, credential).map_err(OriginError::BadRequest)?);
+        restore::live_window(&channel, &self.catalog, &self.blobs).await?;
+        let id = channel.spec.id.clone();
+        self.channels
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, channel);
+        Ok(())
+    }
+
+    pub fn remove_channel(&self, id: &str) -> bool {
+        self.channels
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+            .is_some()
+    }
+
+    pub fn channel(&self, id: &str) -> Option<Arc<LiveChannel>> {
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Whether every channel has a header for each rendition (a node is ready once it can
+    /// answer manifests fully).
+    pub fn channel_ids(&self) -> Vec<String> {
+        let mut ids: Vec<_> = self
+            .channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The packager ingest and playback routes, with CORS for browser players.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let cors = CorsLayer::new()
+            .allow_origin(Any)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
+            .allow_headers(Any)
+            .expose_headers(Any)
+            .max_age(Duration::from_secs(86_400));
+        let playback = Router::new()
+            .route("/live/{channel}/{file}", get(playback::manifest))
+            .route("/live/{channel}/{rendition}/{file}", get(playback::media))
+            .route("/time", get(playback::time))
+            .layer(cors);
+        let ingest = Router::new()
+            .route(
+                "/ingest/{channel}/{feed}/{rendition}/{file}",
+                put(packager::put),
+            )
+            .layer(DefaultBodyLimit::max(MAX_UPLOAD));
+        playback.merge(ingest).with_state(self.clone())
+    }
+}

@@ -1,1 +1,26 @@
-fn main() {}
+//! `steadycast`: a live channel that never goes dark. See `steadycast --help`.
+
+mod api;
+mod cli;
+mod client;
+mod config;
+mod demo;
+mod node;
+mod ops;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_logging(cli.log_format);
+    match cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("steadycast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -2,8 +2,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use timeline::Feed;
 
 use crate::Result;
@@ -54,7 +57,10 @@ impl Catalog {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -74,12 +80,17 @@ impl Catalog {
 
     /// Removes a channel definition; its segments stay until retention removes them.
     pub async fn delete_channel(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM channels WHERE id = ?").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM channels WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     pub async fn channels(&self) -> Result<Vec<ChannelRow>> {
-        let rows = sqlx::query("SELECT id, spec FROM channels ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id, spec FROM channels ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(channel_row).collect()
     }
 
@@ -152,13 +163,20 @@ impl Catalog {
         Ok(done.rows_affected() > 0)
     }
 
-    pub async fn segment(&self, channel: &str, rendition: &str, n: u64) -> Result<Option<SegmentRow>> {
-        let row = sqlx::query(&format!("{SEGMENT_COLUMNS} WHERE channel = ? AND rendition = ? AND n = ?"))
-            .bind(channel)
-            .bind(rendition)
-            .bind(n as i64)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn segment(
+        &self,
+        channel: &str,
+        rendition: &str,
+        n: u64,
+    ) -> Result<Option<SegmentRow>> {
+        let row = sqlx::query(&format!(
+            "{SEGMENT_COLUMNS} WHERE channel = ? AND rendition = ? AND n = ?"
+        ))
+        .bind(channel)
+        .bind(rendition)
+        .bind(n as i64)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(segment_row).transpose()
     }
 
@@ -194,7 +212,10 @@ const SEGMENT_COLUMNS: &str = "SELECT channel, rendition, n, feed, start, durati
                                byte_len, blob_key FROM segments";
 
 fn channel_row(r: &SqliteRow) -> Result<ChannelRow> {
-    Ok(ChannelRow { id: r.try_get("id")?, spec: r.try_get("spec")? })
+    Ok(ChannelRow {
+        id: r.try_get("id")?,
+        spec: r.try_get("spec")?,
+    })
 }
 
 fn segment_row(r: &SqliteRow) -> Result<SegmentRow> {
@@ -217,7 +238,10 @@ fn feed(r: &SqliteRow) -> Result<Feed> {
 }
 
 fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 #[cfg(test)]
@@ -226,7 +250,9 @@ mod tests {
 
     async fn catalog() -> (tempfile::TempDir, Catalog) {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open_sqlite(&dir.path().join("catalog.db")).await.unwrap();
+        let catalog = Catalog::open_sqlite(&dir.path().join("catalog.db"))
+            .await
+            .unwrap();
         (dir, catalog)
     }
 
@@ -247,9 +273,23 @@ mod tests {
     #[tokio::test]
     async fn first_copy_of_a_segment_wins() {
         let (_dir, catalog) = catalog().await;
-        assert!(catalog.insert_segment(&segment(897_808_074, Feed::B)).await.unwrap());
-        assert!(!catalog.insert_segment(&segment(897_808_074, Feed::A)).await.unwrap());
-        let kept = catalog.segment("demo", "360p", 897_808_074).await.unwrap().unwrap();
+        assert!(
+            catalog
+                .insert_segment(&segment(897_808_074, Feed::B))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !catalog
+                .insert_segment(&segment(897_808_074, Feed::A))
+                .await
+                .unwrap()
+        );
+        let kept = catalog
+            .segment("demo", "360p", 897_808_074)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(kept, segment(897_808_074, Feed::B));
     }
 
@@ -259,9 +299,18 @@ mod tests {
         for n in 100..110 {
             catalog.insert_segment(&segment(n, Feed::A)).await.unwrap();
         }
-        let recent = catalog.recent_segments("demo", "360p", u64::MAX, 3).await.unwrap();
-        assert_eq!(recent.iter().map(|s| s.n).collect::<Vec<_>>(), [107, 108, 109]);
-        let before = catalog.recent_segments("demo", "360p", 104, 2).await.unwrap();
+        let recent = catalog
+            .recent_segments("demo", "360p", u64::MAX, 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            recent.iter().map(|s| s.n).collect::<Vec<_>>(),
+            [107, 108, 109]
+        );
+        let before = catalog
+            .recent_segments("demo", "360p", 104, 2)
+            .await
+            .unwrap();
         assert_eq!(before.iter().map(|s| s.n).collect::<Vec<_>>(), [103, 104]);
     }
 
@@ -271,7 +320,10 @@ mod tests {
         let path = dir.path().join("catalog.db");
         {
             let catalog = Catalog::open_sqlite(&path).await.unwrap();
-            catalog.put_channel("demo", r#"{"id":"demo"}"#).await.unwrap();
+            catalog
+                .put_channel("demo", r#"{"id":"demo"}"#)
+                .await
+                .unwrap();
             catalog.put_channel("news", "{}").await.unwrap();
             assert!(catalog.delete_channel("news").await.unwrap());
             let init = InitRow {
@@ -287,7 +339,13 @@ mod tests {
         }
         let catalog = Catalog::open_sqlite(&path).await.unwrap();
         let channels = catalog.channels().await.unwrap();
-        assert_eq!(channels, [ChannelRow { id: "demo".into(), spec: r#"{"id":"demo"}"#.into() }]);
+        assert_eq!(
+            channels,
+            [ChannelRow {
+                id: "demo".into(),
+                spec: r#"{"id":"demo"}"#.into()
+            }]
+        );
         assert_eq!(catalog.inits("demo").await.unwrap().len(), 1);
         assert!(catalog.channel("news").await.unwrap().is_none());
     }

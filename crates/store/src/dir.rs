@@ -17,13 +17,19 @@ impl DirStore {
         let root = root.into();
         tokio::fs::create_dir_all(&root)
             .await
-            .map_err(|source| StoreError::Io { key: root.display().to_string(), source })?;
+            .map_err(|source| StoreError::Io {
+                key: root.display().to_string(),
+                source,
+            })?;
         Ok(Self { root })
     }
 
     pub async fn put(&self, key: &str, bytes: &Bytes) -> Result<()> {
         let path = self.path(key)?;
-        let io = |source| StoreError::Io { key: key.to_string(), source };
+        let io = |source| StoreError::Io {
+            key: key.to_string(),
+            source,
+        };
         let dir = path.parent().unwrap_or(&self.root);
         tokio::fs::create_dir_all(dir).await.map_err(io)?;
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
@@ -39,15 +45,19 @@ impl DirStore {
         match tokio::fs::read(self.path(key)?).await {
             Ok(bytes) => Ok(Some(Bytes::from(bytes))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io { key: key.to_string(), source }),
+            Err(source) => Err(StoreError::Io {
+                key: key.to_string(),
+                source,
+            }),
         }
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
         match tokio::fs::remove_file(self.path(key)?).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(StoreError::Io { key: key.to_string(), source: e })
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io {
+                key: key.to_string(),
+                source: e,
+            }),
             _ => Ok(()),
         }
     }
@@ -55,8 +65,7 @@ impl DirStore {
     /// Keys come from channel and rendition names; refuse anything that could leave the root.
     fn path(&self, key: &str) -> Result<PathBuf> {
         let rel = Path::new(key);
-        let safe = !key.is_empty()
-            && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        let safe = !key.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
         if !safe {
             return Err(StoreError::BadKey(key.to_string()));
         }
@@ -74,13 +83,18 @@ mod tests {
         let store = DirStore::open(dir.path()).await.unwrap();
         let bytes = Bytes::from_static(b"moof");
         store.put("live/demo/360p/1.m4s", &bytes).await.unwrap();
-        assert_eq!(store.get("live/demo/360p/1.m4s").await.unwrap(), Some(bytes));
+        assert_eq!(
+            store.get("live/demo/360p/1.m4s").await.unwrap(),
+            Some(bytes)
+        );
         assert_eq!(store.get("live/demo/360p/2.m4s").await.unwrap(), None);
         store.delete("live/demo/360p/1.m4s").await.unwrap();
         store.delete("live/demo/360p/1.m4s").await.unwrap();
         assert_eq!(store.get("live/demo/360p/1.m4s").await.unwrap(), None);
         // No temporary file is left behind.
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("live/demo/360p")).unwrap().collect();
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("live/demo/360p"))
+            .unwrap()
+            .collect();
         assert!(left.is_empty());
     }
 
@@ -89,7 +103,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::open(dir.path()).await.unwrap();
         for key in ["../x", "/etc/passwd", "a/../../b", ""] {
-            assert!(matches!(store.get(key).await, Err(StoreError::BadKey(_))), "{key}");
+            assert!(
+                matches!(store.get(key).await, Err(StoreError::BadKey(_))),
+                "{key}"
+            );
         }
     }
 }

@@ -28,7 +28,10 @@ impl FrameRate {
             return Err(GridError::BadFrameRate(format!("{num}/{den}")));
         }
         let g = gcd(num as u64, den as u64) as u32;
-        Ok(Self { num: num / g, den: den / g })
+        Ok(Self {
+            num: num / g,
+            den: den / g,
+        })
     }
 
     pub fn num(self) -> u32 {
@@ -137,7 +140,8 @@ impl SegmentGrid {
     /// for the supported rates), else `None`.
     pub fn duration_ticks(&self, timescale: u32) -> Option<u64> {
         let n = self.frames as u128 * self.rate.den as u128 * timescale as u128;
-        (n % self.rate.num as u128 == 0).then(|| (n / self.rate.num as u128) as u64)
+        n.is_multiple_of(self.rate.num as u128)
+            .then(|| (n / self.rate.num as u128) as u64)
     }
 
     /// The segment holding the instant `ts / timescale` seconds after the epoch:
@@ -167,7 +171,10 @@ impl SegmentGrid {
     /// The Unix time at which segment `n` starts, rounded up to the nanosecond.
     pub fn start_time(&self, n: u64) -> Duration {
         let nanos = self.start_of_nanos(n);
-        Duration::new((nanos / 1_000_000_000) as u64, (nanos % 1_000_000_000) as u32)
+        Duration::new(
+            (nanos / 1_000_000_000) as u64,
+            (nanos % 1_000_000_000) as u32,
+        )
     }
 
     fn start_of_nanos(&self, n: u64) -> u128 {

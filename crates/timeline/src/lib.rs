@@ -10,5 +10,8 @@ mod lock;
 mod merge;
 
 pub use grid::{FrameRate, GridError, SegmentGrid};
-pub use lock::{LockMode, PTS_WRAP, TS_TIMESCALE, clock_lock_offset, source_lock_offset, unwrap_pts};
+pub use lock::{
+    LockMode, PTS_WRAP, SOURCE_LOCK_TOLERANCE, TS_TIMESCALE, clock_lock_offset, lock_mpegts,
+    source_lock_offset, unwrap_pts,
+};
 pub use merge::{Feed, Offer, SegmentChoice};

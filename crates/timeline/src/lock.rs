@@ -27,12 +27,16 @@ pub fn unwrap_pts(pts: u64, now: Duration) -> u64 {
     let now_ticks = (now.as_nanos() * TS_TIMESCALE as u128 / 1_000_000_000) as u64;
     let base = now_ticks - now_ticks % PTS_WRAP;
     // Candidates in the wrap period of `now` and its neighbours; pick the nearest.
-    [base.checked_sub(PTS_WRAP), Some(base), base.checked_add(PTS_WRAP)]
-        .into_iter()
-        .flatten()
-        .map(|b| b + pts)
-        .min_by_key(|&t| t.abs_diff(now_ticks))
-        .unwrap_or(pts)
+    [
+        base.checked_sub(PTS_WRAP),
+        Some(base),
+        base.checked_add(PTS_WRAP),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|b| b + pts)
+    .min_by_key(|&t| t.abs_diff(now_ticks))
+    .unwrap_or(pts)
 }
 
 /// The offset, in microseconds (ffmpeg's `-itsoffset` resolution), that turns a source-locked
@@ -40,6 +44,23 @@ pub fn unwrap_pts(pts: u64, now: Duration) -> u64 {
 pub fn source_lock_offset(first_pts: u64, now: Duration) -> i64 {
     let wraps = (unwrap_pts(first_pts, now) - first_pts % PTS_WRAP) / PTS_WRAP;
     (wraps as u128 * PTS_WRAP as u128 * 1_000_000 / TS_TIMESCALE as u128) as i64
+}
+
+/// How far a source's timestamps may be from our clock and still count as Unix time.
+pub const SOURCE_LOCK_TOLERANCE: Duration = Duration::from_secs(120);
+
+/// The lock of an MPEG-TS input whose first PTS is `first_pts`: source-locked when its unwrapped
+/// timestamps are within [`SOURCE_LOCK_TOLERANCE`] of `now`, else clock-locked. Returns the mode
+/// and the offset in microseconds to add to the input's timestamps.
+pub fn lock_mpegts(first_pts: u64, now: Duration) -> (LockMode, i64) {
+    let unwrapped = unwrap_pts(first_pts, now);
+    let at = Duration::from_micros((unwrapped as u128 * 1_000_000 / TS_TIMESCALE as u128) as u64);
+    if at.abs_diff(now) <= SOURCE_LOCK_TOLERANCE {
+        (LockMode::Source, source_lock_offset(first_pts, now))
+    } else {
+        let first = Duration::from_micros((first_pts % PTS_WRAP) * 1_000_000 / TS_TIMESCALE as u64);
+        (LockMode::Clock, clock_lock_offset(first, now))
+    }
 }
 
 /// The offset, in microseconds, that maps an input whose first timestamp is `first_ts` seconds
@@ -88,15 +109,33 @@ mod tests {
         let pts = abs % PTS_WRAP;
         let offset = source_lock_offset(pts, NOW);
         let wraps = abs / PTS_WRAP;
-        assert_eq!(offset, (wraps as u128 * PTS_WRAP as u128 * 1_000_000 / 90_000) as i64);
+        assert_eq!(
+            offset,
+            (wraps as u128 * PTS_WRAP as u128 * 1_000_000 / 90_000) as i64
+        );
         // The restored time is within a microsecond of the true one.
         let restored_us = pts as i64 * 1_000_000 / 90_000 + offset;
         assert!((restored_us - NOW.as_micros() as i64).abs() <= 1);
     }
 
     #[test]
+    fn epoch_stamped_ts_is_source_locked_and_other_ts_clock_locked() {
+        let abs = ticks(NOW) - 3 * 90_000;
+        let (mode, offset) = lock_mpegts(abs % PTS_WRAP, NOW);
+        assert_eq!(mode, LockMode::Source);
+        assert_eq!(offset, source_lock_offset(abs % PTS_WRAP, NOW));
+        // An encoder whose clock starts at 10 s: its first frame is mapped to now.
+        let (mode, offset) = lock_mpegts(900_000, NOW);
+        assert_eq!(mode, LockMode::Clock);
+        assert_eq!(offset + 10_000_000, NOW.as_micros() as i64);
+    }
+
+    #[test]
     fn clock_offset_maps_first_timestamp_to_now() {
         let first = Duration::from_millis(1_500);
-        assert_eq!(clock_lock_offset(first, NOW) + 1_500_000, NOW.as_micros() as i64);
+        assert_eq!(
+            clock_lock_offset(first, NOW) + 1_500_000,
+            NOW.as_micros() as i64
+        );
     }
 }

@@ -70,7 +70,10 @@ mod tests {
     #[test]
     fn first_copy_wins() {
         assert_eq!(SegmentChoice::offer(None), Offer::Keep);
-        assert_eq!(SegmentChoice::offer(Some(Feed::B)), Offer::AlreadyKept { kept: Feed::B });
+        assert_eq!(
+            SegmentChoice::offer(Some(Feed::B)),
+            Offer::AlreadyKept { kept: Feed::B }
+        );
     }
 
     #[test]

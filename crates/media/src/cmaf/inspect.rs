@@ -40,7 +40,10 @@ fn top_level(bytes: &[u8], max: usize) -> Result<Vec<RawBox<'_>>> {
     for b in Boxes::file(bytes) {
         let b = b?;
         if out.len() == max {
-            return Err(Error::malformed(format!("unexpected box `{}` after the {max} expected", b.fourcc())));
+            return Err(Error::malformed(format!(
+                "unexpected box `{}` after the {max} expected",
+                b.fourcc()
+            )));
         }
         out.push(b);
     }
@@ -62,11 +65,20 @@ fn inspect_segment_inner(bytes: &[u8]) -> Result<SegmentInfo> {
             )));
         }
     };
-    let parsed = parse_moof(moof.data, moof.offset as u64, &|_| Some(Defaults::default()))?;
+    let parsed = parse_moof(
+        moof.data,
+        moof.offset as u64,
+        &|_| Some(Defaults::default()),
+    )?;
     let [traf] = parsed.trafs.as_slice() else {
-        return Err(not_segment(format!("{} traf boxes, expected one", parsed.trafs.len())));
+        return Err(not_segment(format!(
+            "{} traf boxes, expected one",
+            parsed.trafs.len()
+        )));
     };
-    let base_decode_time = traf.base_decode_time.ok_or_else(|| not_segment("traf without tfdt"))?;
+    let base_decode_time = traf
+        .base_decode_time
+        .ok_or_else(|| not_segment("traf without tfdt"))?;
     let Some(first) = traf.samples.first() else {
         return Err(not_segment("no samples"));
     };
@@ -114,6 +126,9 @@ fn inspect_init_inner(bytes: &[u8]) -> Result<TrackInfo> {
     }
     match movie.tracks.as_slice() {
         [track] => Ok(track.clone()),
-        tracks => Err(Error::NotCmafHeader(format!("{} tracks, expected one", tracks.len()))),
+        tracks => Err(Error::NotCmafHeader(format!(
+            "{} tracks, expected one",
+            tracks.len()
+        ))),
     }
 }

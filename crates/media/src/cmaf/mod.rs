@@ -11,3 +11,6 @@ pub use segmenter::{
     SegmenterStats, TrackSegmenter,
 };
 pub use write::{INIT_BRANDS, SEGMENT_BRANDS, init_segment, media_segment};
+
+#[cfg(test)]
+mod tests;

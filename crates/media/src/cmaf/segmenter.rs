@@ -43,7 +43,10 @@ pub enum DropReason {
 pub enum SegmenterEvent {
     Segment(CutSegment),
     /// Segment `n` will never be emitted by this segmenter.
-    Dropped { n: u64, reason: DropReason },
+    Dropped {
+        n: u64,
+        reason: DropReason,
+    },
 }
 
 /// A sample the segmenter refused; the segmenter itself stays usable.
@@ -169,9 +172,15 @@ impl TrackSegmenter {
         let mut error = None;
         if let State::Collecting { samples, bytes } = &mut pending.state {
             if samples.len() >= self.max_samples {
-                error = Some(SegmentError::TooManySamples { n, max: self.max_samples });
+                error = Some(SegmentError::TooManySamples {
+                    n,
+                    max: self.max_samples,
+                });
             } else if bytes.saturating_add(sample.data.len()) > self.max_bytes {
-                error = Some(SegmentError::TooManyBytes { n, max: self.max_bytes });
+                error = Some(SegmentError::TooManyBytes {
+                    n,
+                    max: self.max_bytes,
+                });
             } else {
                 // Make the previous duration the gap to this sample, so decode times written
                 // as tfdt + durations stay the input's (ffmpeg's frag_discont fragments can
@@ -211,11 +220,17 @@ impl TrackSegmenter {
     fn open_state(grid: SegmentGrid, timescale: u32, video: bool, n: u64, first: &Sample) -> State {
         let segment_start = grid.start_of(n, timescale);
         if first.dts.saturating_sub(segment_start) > u64::from(first.duration) {
-            State::Discarding(DropReason::JoinedMidway { first_dts: first.dts, segment_start })
+            State::Discarding(DropReason::JoinedMidway {
+                first_dts: first.dts,
+                segment_start,
+            })
         } else if video && !first.is_sync() {
             State::Discarding(DropReason::NoSyncStart)
         } else {
-            State::Collecting { samples: Vec::new(), bytes: 0 }
+            State::Collecting {
+                samples: Vec::new(),
+                bytes: 0,
+            }
         }
     }
 

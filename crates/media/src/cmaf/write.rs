@@ -45,7 +45,9 @@ pub fn init_segment(movie: &Movie, track_id: u32) -> Result<Bytes> {
     let track = movie.track(track_id).ok_or(Error::NoSuchTrack(track_id))?;
     let trak = track.trak();
     if trak.is_empty() {
-        return Err(Error::Unsupported(format!("track {track_id} has no `trak` to copy")));
+        return Err(Error::Unsupported(format!(
+            "track {track_id} has no `trak` to copy"
+        )));
     }
     let mvhd = movie.mvhd();
     let size = brands_len(INIT_BRANDS) + 8 + mvhd.len() + trak.len() + 8 + 32;
@@ -55,7 +57,10 @@ pub fn init_segment(movie: &Movie, track_id: u32) -> Result<Bytes> {
     buf.put_slice(mvhd);
     let trak_at = buf.len();
     buf.put_slice(trak);
-    if let Some(flags) = track.tkhd_flags_at().and_then(|at| buf.get_mut(trak_at + at)) {
+    if let Some(flags) = track
+        .tkhd_flags_at()
+        .and_then(|at| buf.get_mut(trak_at + at))
+    {
         *flags |= TKHD_ENABLED_IN_MOVIE;
     }
     let mvex = BoxWriter::start(&mut buf, b"mvex");
@@ -101,11 +106,19 @@ pub fn media_segment(
     let mut payload = 0u64;
     for s in samples {
         if s.data.len() > u32::MAX as usize {
-            return Err(Error::Limit { what: "sample bytes", count: s.data.len() as u64, max: u32::MAX.into() });
+            return Err(Error::Limit {
+                what: "sample bytes",
+                count: s.data.len() as u64,
+                max: u32::MAX.into(),
+            });
         }
         payload += s.data.len() as u64;
     }
-    let mdat_header = if payload + 8 > u64::from(u32::MAX) { 16 } else { 8 };
+    let mdat_header = if payload + 8 > u64::from(u32::MAX) {
+        16
+    } else {
+        8
+    };
     let data_offset = i32::try_from(moof + mdat_header).map_err(|_| Error::Limit {
         what: "moof bytes",
         count: moof,

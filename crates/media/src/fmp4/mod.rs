@@ -43,3 +43,6 @@ impl Sample {
         self.dts.saturating_add(u64::from(self.duration))
     }
 }
+
+#[cfg(test)]
+mod tests;

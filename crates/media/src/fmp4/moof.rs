@@ -63,9 +63,14 @@ pub(crate) fn parse_moof(
     moof_offset: u64,
     defaults: &dyn Fn(u32) -> Option<Defaults>,
 ) -> Result<Moof> {
-    let top = Boxes::children(moof).next().ok_or_else(|| Error::malformed("moof: empty"))??;
+    let top = Boxes::children(moof)
+        .next()
+        .ok_or_else(|| Error::malformed("moof: empty"))??;
     if !top.is(b"moof") {
-        return Err(Error::malformed(format!("expected `moof`, found `{}`", top.fourcc())));
+        return Err(Error::malformed(format!(
+            "expected `moof`, found `{}`",
+            top.fourcc()
+        )));
     }
     let mfhd = require_child(top.body(), b"mfhd", "moof")?;
     let mut r = Reader::new(mfhd.body());
@@ -81,10 +86,20 @@ pub(crate) fn parse_moof(
         if !b.is(b"traf") {
             continue;
         }
-        let traf = parse_traf(b.body(), moof_offset, trafs.is_empty(), &mut data_end, &mut total, defaults)?;
+        let traf = parse_traf(
+            b.body(),
+            moof_offset,
+            trafs.is_empty(),
+            &mut data_end,
+            &mut total,
+            defaults,
+        )?;
         trafs.push(traf);
     }
-    Ok(Moof { sequence_number, trafs })
+    Ok(Moof {
+        sequence_number,
+        trafs,
+    })
 }
 
 fn parse_traf(
@@ -126,7 +141,11 @@ fn parse_traf(
         Some(b) => {
             let mut r = Reader::new(b.body());
             let (v, _) = r.full_box("tfdt")?;
-            Some(if v == 1 { r.u64("tfdt")? } else { u64::from(r.u32("tfdt")?) })
+            Some(if v == 1 {
+                r.u64("tfdt")?
+            } else {
+                u64::from(r.u32("tfdt")?)
+            })
         }
         None => None,
     };
@@ -148,8 +167,11 @@ fn parse_traf(
                 .checked_add_signed(i64::from(off))
                 .ok_or_else(|| Error::malformed("trun: data_offset before the stream start"))?;
         }
-        let first_flags =
-            if fl & TRUN_FIRST_SAMPLE_FLAGS != 0 { Some(r.u32("trun first_sample_flags")?) } else { None };
+        let first_flags = if fl & TRUN_FIRST_SAMPLE_FLAGS != 0 {
+            Some(r.u32("trun first_sample_flags")?)
+        } else {
+            None
+        };
         let per_sample = [TRUN_DURATION, TRUN_SIZE, TRUN_FLAGS, TRUN_CTO]
             .iter()
             .filter(|&&f| fl & f != 0)
@@ -157,7 +179,11 @@ fn parse_traf(
             * 4;
         // Check the count against the bytes that must hold it and against the cap before
         // reserving anything.
-        if per_sample > 0 && count.checked_mul(per_sample).is_none_or(|n| n > r.remaining()) {
+        if per_sample > 0
+            && count
+                .checked_mul(per_sample)
+                .is_none_or(|n| n > r.remaining())
+        {
             return Err(Error::Truncated {
                 what: "trun sample table",
                 need: count as u64 * per_sample as u64,
@@ -174,8 +200,16 @@ fn parse_traf(
         }
         samples.reserve(count);
         for i in 0..count {
-            let duration = if fl & TRUN_DURATION != 0 { r.u32("trun sample_duration")? } else { need(d.duration, "duration")? };
-            let size = if fl & TRUN_SIZE != 0 { r.u32("trun sample_size")? } else { need(d.size, "size")? };
+            let duration = if fl & TRUN_DURATION != 0 {
+                r.u32("trun sample_duration")?
+            } else {
+                need(d.duration, "duration")?
+            };
+            let size = if fl & TRUN_SIZE != 0 {
+                r.u32("trun sample_size")?
+            } else {
+                need(d.size, "size")?
+            };
             let flags = if fl & TRUN_FLAGS != 0 {
                 r.u32("trun sample_flags")?
             } else {
@@ -195,7 +229,14 @@ fn parse_traf(
             } else {
                 0
             };
-            samples.push(RawSample { rel_dts, duration, size, flags, cto, offset: cursor });
+            samples.push(RawSample {
+                rel_dts,
+                duration,
+                size,
+                flags,
+                cto,
+                offset: cursor,
+            });
             rel_dts = rel_dts
                 .checked_add(u64::from(duration))
                 .ok_or_else(|| Error::malformed("trun: decode time overflows"))?;
@@ -205,11 +246,13 @@ fn parse_traf(
         }
     }
     *data_end = cursor;
-    Ok(Traf { track_id, base_decode_time, samples })
+    Ok(Traf {
+        track_id,
+        base_decode_time,
+        samples,
+    })
 }
 
 fn need(v: Option<u32>, what: &str) -> Result<u32> {
-    v.ok_or_else(|| {
-        Error::malformed(format!("sample {what} in neither trun, tfhd nor trex"))
-    })
+    v.ok_or_else(|| Error::malformed(format!("sample {what} in neither trun, tfhd nor trex")))
 }

@@ -12,10 +12,18 @@ pub const MAX_TRACKS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrackKind {
-    Video { width: u16, height: u16 },
-    Audio { sample_rate: u32, channels: u16 },
+    Video {
+        width: u16,
+        height: u16,
+    },
+    Audio {
+        sample_rate: u32,
+        channels: u16,
+    },
     /// Any other handler (subtitles, data): parsed so the movie still loads, never segmented.
-    Other { handler: FourCc },
+    Other {
+        handler: FourCc,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +100,10 @@ impl Movie {
             .next()
             .ok_or_else(|| Error::malformed("moov: empty input"))??;
         if !top.is(b"moov") {
-            return Err(Error::malformed(format!("expected `moov`, found `{}`", top.fourcc())));
+            return Err(Error::malformed(format!(
+                "expected `moov`, found `{}`",
+                top.fourcc()
+            )));
         }
         let body_at = top.header_len;
         let body = top.body();
@@ -144,11 +155,20 @@ impl Movie {
         }
         for (i, t) in tracks.iter().enumerate() {
             if tracks.iter().skip(i + 1).any(|u| u.track_id == t.track_id) {
-                return Err(Error::malformed(format!("moov: track id {} twice", t.track_id)));
+                return Err(Error::malformed(format!(
+                    "moov: track id {} twice",
+                    t.track_id
+                )));
             }
         }
         let mvhd = moov.slice(mvhd_at..mvhd_at + mvhd.data.len());
-        Ok(Movie { tracks, timescale, fragmented, moov, mvhd })
+        Ok(Movie {
+            tracks,
+            timescale,
+            fragmented,
+            moov,
+            mvhd,
+        })
     }
 
     pub fn track(&self, track_id: u32) -> Option<&TrackInfo> {
@@ -197,7 +217,9 @@ fn parse_trak(trak: &crate::mp4::RawBox<'_>, bytes: Bytes) -> Result<TrackInfo> 
     r.skip(if v == 1 { 16 } else { 8 }, "mdhd times")?;
     let timescale = r.u32("mdhd timescale")?;
     if timescale == 0 {
-        return Err(Error::malformed(format!("mdhd: timescale 0 in track {track_id}")));
+        return Err(Error::malformed(format!(
+            "mdhd: timescale 0 in track {track_id}"
+        )));
     }
     let hdlr = require_child(mdia.body(), b"hdlr", "mdia")?;
     let mut r = Reader::new(hdlr.body());
@@ -243,14 +265,35 @@ fn parse_trak(trak: &crate::mp4::RawBox<'_>, bytes: Bytes) -> Result<TrackInfo> 
             // The 16.16 field cannot hold rates above 65535 Hz; mdhd's timescale is the rate
             // for every audio track ffmpeg writes.
             let sample_rate = if rate == 0 { timescale } else { rate };
-            (TrackKind::Audio { sample_rate, channels }, e.rest())
+            (
+                TrackKind::Audio {
+                    sample_rate,
+                    channels,
+                },
+                e.rest(),
+            )
         }
-        _ => (TrackKind::Other { handler: FourCc(handler) }, &[][..]),
+        _ => (
+            TrackKind::Other {
+                handler: FourCc(handler),
+            },
+            &[][..],
+        ),
     };
     let codec = match kind {
         TrackKind::Other { .. } => FourCc(entry.kind).to_string(),
         _ => codec::of_entry(entry.kind, children)?,
     };
+    // ffmpeg writes channelcount 2 in every AAC sample entry; the AudioSpecificConfig knows.
+    let mut kind = kind;
+    if let (TrackKind::Audio { channels, .. }, b"mp4a") = (&mut kind, &entry.kind)
+        && let Some(esds) = crate::mp4::find_child(children, b"esds")?
+        && let Ok((0x40, asc)) = codec::es_config(esds.body())
+        && let Ok((_, c @ 1..=7)) = codec::audio_specific_config(asc)
+    {
+        // Configurations 1–6 are that many channels, 7 is 7.1 (8 channels).
+        *channels = if c == 7 { 8 } else { u16::from(c) };
+    }
     Ok(TrackInfo {
         track_id,
         kind,

@@ -101,8 +101,17 @@ impl FragmentReader {
         Ok(())
     }
 
-    fn read_fragment(&mut self, moof: &[u8], moof_offset: u64, mdat: &Bytes, mdat_offset: u64) -> Result<()> {
-        let movie = self.movie.as_ref().ok_or_else(|| Error::malformed("moof before moov"))?;
+    fn read_fragment(
+        &mut self,
+        moof: &[u8],
+        moof_offset: u64,
+        mdat: &Bytes,
+        mdat_offset: u64,
+    ) -> Result<()> {
+        let movie = self
+            .movie
+            .as_ref()
+            .ok_or_else(|| Error::malformed("moof before moov"))?;
         let defaults = |id: u32| {
             movie.track(id).map(|t| Defaults {
                 duration: Some(t.default_sample_duration),
@@ -155,7 +164,10 @@ impl FragmentReader {
                 }
                 None => next_dts.push((traf.track_id, end)),
             }
-            out.push(FragmentEvent::Samples { track_id: traf.track_id, samples });
+            out.push(FragmentEvent::Samples {
+                track_id: traf.track_id,
+                samples,
+            });
         }
         self.next_dts = next_dts;
         self.events.extend(out);

@@ -62,9 +62,16 @@ impl BoxHeader {
         if let Some(s) = size
             && s < header_len as u64
         {
-            return Err(Error::BadBoxSize { kind: FourCc(kind), size: s });
+            return Err(Error::BadBoxSize {
+                kind: FourCc(kind),
+                size: s,
+            });
         }
-        Ok(BoxHeader { kind, header_len, size })
+        Ok(BoxHeader {
+            kind,
+            header_len,
+            size,
+        })
     }
 }
 
@@ -106,12 +113,22 @@ impl<'a> Boxes<'a> {
     /// Children of a box: `size == 0` is illegal here (ISO 14496-12 allows it only for the
     /// last box of a file).
     pub fn children(body: &'a [u8]) -> Self {
-        Self { buf: body, pos: 0, open_ended_ok: false, failed: false }
+        Self {
+            buf: body,
+            pos: 0,
+            open_ended_ok: false,
+            failed: false,
+        }
     }
 
     /// Top-level boxes of a complete file, where the last box may have `size == 0`.
     pub fn file(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0, open_ended_ok: true, failed: false }
+        Self {
+            buf,
+            pos: 0,
+            open_ended_ok: true,
+            failed: false,
+        }
     }
 
     fn next_box(&mut self) -> Result<RawBox<'a>> {
@@ -120,7 +137,12 @@ impl<'a> Boxes<'a> {
         let len = match h.size {
             Some(s) => s,
             None if self.open_ended_ok => rest.len() as u64,
-            None => return Err(Error::BadBoxSize { kind: FourCc(h.kind), size: 0 }),
+            None => {
+                return Err(Error::BadBoxSize {
+                    kind: FourCc(h.kind),
+                    size: 0,
+                });
+            }
         };
         if len > rest.len() as u64 {
             return Err(Error::Truncated {
@@ -131,7 +153,12 @@ impl<'a> Boxes<'a> {
         }
         let len = len as usize;
         let data = rest.get(..len).unwrap_or(&[]);
-        let b = RawBox { kind: h.kind, header_len: h.header_len, offset: self.pos, data };
+        let b = RawBox {
+            kind: h.kind,
+            header_len: h.header_len,
+            offset: self.pos,
+            data,
+        };
         self.pos += len;
         Ok(b)
     }
@@ -178,13 +205,22 @@ mod tests {
         let h = BoxHeader::parse(b"\0\0\0\x01mdat\0\0\0\x01\0\0\0\0").unwrap();
         assert_eq!((h.header_len, h.size), (16, Some(1 << 32)));
         assert_eq!(BoxHeader::parse(b"\0\0\0\0mdat").unwrap().size, None);
-        assert!(matches!(BoxHeader::parse(b"\0\0\0\x07free"), Err(Error::BadBoxSize { .. })));
+        assert!(matches!(
+            BoxHeader::parse(b"\0\0\0\x07free"),
+            Err(Error::BadBoxSize { .. })
+        ));
         assert!(matches!(
             BoxHeader::parse(b"\0\0\0\x01mdat\0\0\0\0\0\0\0\x0f"),
             Err(Error::BadBoxSize { .. })
         ));
-        assert!(matches!(BoxHeader::parse(b"\0\0\0"), Err(Error::Truncated { .. })));
-        assert!(matches!(BoxHeader::parse(b"\0\0\0\x01mdat\0\0"), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            BoxHeader::parse(b"\0\0\0"),
+            Err(Error::Truncated { .. })
+        ));
+        assert!(matches!(
+            BoxHeader::parse(b"\0\0\0\x01mdat\0\0"),
+            Err(Error::Truncated { .. })
+        ));
     }
 
     #[test]

@@ -33,7 +33,11 @@ impl<'a> Reader<'a> {
                 self.pos += n;
                 Ok(s)
             }
-            None => Err(Error::Truncated { what, need: n as u64, have: self.remaining() as u64 }),
+            None => Err(Error::Truncated {
+                what,
+                need: n as u64,
+                have: self.remaining() as u64,
+            }),
         }
     }
 
@@ -90,7 +94,11 @@ mod tests {
         assert_eq!(r.u32("b").unwrap(), 2);
         assert_eq!(
             r.u16("c"),
-            Err(Error::Truncated { what: "c", need: 2, have: 1 })
+            Err(Error::Truncated {
+                what: "c",
+                need: 2,
+                have: 1
+            })
         );
         assert_eq!(r.u8("d").unwrap(), 9);
         assert!(r.skip(usize::MAX, "e").is_err());

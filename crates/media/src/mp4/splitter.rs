@@ -33,7 +33,10 @@ pub struct BoxSplitter {
 
 impl BoxSplitter {
     pub fn new(max_box_size: usize) -> Self {
-        Self { buf: BytesMut::new(), max_box_size: max_box_size as u64 }
+        Self {
+            buf: BytesMut::new(),
+            max_box_size: max_box_size as u64,
+        }
     }
 
     pub fn push(&mut self, data: &[u8]) {
@@ -58,7 +61,11 @@ impl BoxSplitter {
             )));
         };
         if size > self.max_box_size {
-            return Err(Error::BoxTooLarge { kind, size, max: self.max_box_size });
+            return Err(Error::BoxTooLarge {
+                kind,
+                size,
+                max: self.max_box_size,
+            });
         }
         if (self.buf.len() as u64) < size {
             // Reserve once for the whole box rather than growing chunk by chunk; `size` is
@@ -67,7 +74,10 @@ impl BoxSplitter {
             return Ok(None);
         }
         let bytes = self.buf.split_to(size as usize).freeze();
-        Ok(Some(Mp4Box { kind: header.kind, bytes }))
+        Ok(Some(Mp4Box {
+            kind: header.kind,
+            bytes,
+        }))
     }
 }
 
@@ -106,7 +116,14 @@ mod tests {
     fn refuses_oversized_and_open_ended_boxes() {
         let mut sp = BoxSplitter::new(100);
         sp.push(b"\0\0\x10\0mdat");
-        assert!(matches!(sp.next_box(), Err(Error::BoxTooLarge { size: 4096, max: 100, .. })));
+        assert!(matches!(
+            sp.next_box(),
+            Err(Error::BoxTooLarge {
+                size: 4096,
+                max: 100,
+                ..
+            })
+        ));
         let mut sp = BoxSplitter::new(100);
         sp.push(b"\0\0\0\x01mdat\xff\xff\xff\xff\xff\xff\xff\xff");
         assert!(matches!(sp.next_box(), Err(Error::BoxTooLarge { .. })));

@@ -1,0 +1,43 @@
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// An error answered to an HTTP client: a status and a sentence saying why.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("range not satisfiable: {0}")]
+    Range(String),
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+}
+
+impl OriginError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            OriginError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            OriginError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            OriginError::NotFound(_) => StatusCode::NOT_FOUND,
+            OriginError::Conflict(_) => StatusCode::CONFLICT,
+            OriginError::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            OriginError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for OriginError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        // Errors are never cached for long: a 404 segment may exist a moment later.
+        (status, [("cache-control", "no-store")], format!("{self}\n")).into_response()
+    }
+}

@@ -1,0 +1,218 @@
+//! The live window of each channel, in memory: the CMAF header and the recent segments of each
+//! rendition. Manifests and segment responses are served from here without touching the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use channel::{AUDIO_RENDITION, ChannelSpec};
+use media::fmp4::{TrackInfo, TrackKind};
+use timeline::{Feed, SegmentGrid};
+
+/// Segments kept in memory beyond the live window, for players a little behind it.
+const EXTRA_SEGMENTS: u64 = 5;
+
+/// A channel as the origin sees it.
+pub struct LiveChannel {
+    pub spec: ChannelSpec,
+    pub grid: SegmentGrid,
+    pub credential: String,
+    pub renditions: BTreeMap<String, Arc<LiveRendition>>,
+}
+
+impl LiveChannel {
+    pub fn new(spec: ChannelSpec, credential: String) -> Result<Self, String> {
+        let grid = spec.grid()?;
+        let mut renditions = BTreeMap::new();
+        for r in &spec.ladder {
+            let kbps = u64::from(r.bitrate_kbps);
+            renditions.insert(
+                r.name.clone(),
+                Arc::new(LiveRendition::new(&r.name, true, kbps * 1100, kbps * 1000)),
+            );
+        }
+        let audio = u64::from(spec.audio.bitrate_kbps);
+        renditions.insert(
+            AUDIO_RENDITION.to_string(),
+            Arc::new(LiveRendition::new(
+                AUDIO_RENDITION,
+                false,
+                audio * 1100,
+                audio * 1000,
+            )),
+        );
+        Ok(Self {
+            spec,
+            grid,
+            credential,
+            renditions,
+        })
+    }
+
+    /// How many segments a live manifest lists.
+    pub fn window_segments(&self) -> u64 {
+        let n = (f64::from(self.spec.live_window_seconds) / self.grid.duration_secs()).ceil();
+        (n as u64).max(3)
+    }
+}
+
+/// The CMAF header served for a rendition, with what manifests need to know of its track.
+#[derive(Debug, Clone)]
+pub struct ServedInit {
+    pub bytes: Bytes,
+    pub track: TrackInfo,
+    pub feed: Feed,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveSegment {
+    pub start: u64,
+    pub duration: u64,
+    pub feed: Feed,
+    pub bytes: Bytes,
+    pub stored_at: SystemTime,
+}
+
+#[derive(Default)]
+pub struct RenditionState {
+    pub init: Option<ServedInit>,
+    /// Each feed's header, to tell whether the feeds' copies are interchangeable.
+    pub feed_inits: HashMap<Feed, Bytes>,
+    pub segments: BTreeMap<u64, LiveSegment>,
+}
+
+pub struct LiveRendition {
+    pub name: String,
+    pub is_video: bool,
+    pub bandwidth: u64,
+    pub average_bandwidth: u64,
+    pub state: RwLock<RenditionState>,
+    /// Serialises the packager's check-store-list of one rendition, so that two feeds
+    /// delivering the same N never both write it.
+    pub publish: tokio::sync::Mutex<()>,
+}
+
+impl LiveRendition {
+    fn new(name: &str, is_video: bool, bandwidth: u64, average_bandwidth: u64) -> Self {
+        Self {
+            name: name.to_string(),
+            is_video,
+            bandwidth,
+            average_bandwidth,
+            state: RwLock::new(RenditionState::default()),
+            publish: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, RenditionState> {
+        // Writers never leave the state half-updated, so a poisoned lock is still consistent.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, RenditionState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lists a stored segment and forgets those that fell out of the window.
+    pub fn insert(&self, n: u64, segment: LiveSegment, keep: u64) {
+        let mut state = self.write();
+        state.segments.insert(n, segment);
+        let newest = state.segments.keys().next_back().copied().unwrap_or(n);
+        let oldest_kept = newest.saturating_sub(keep + EXTRA_SEGMENTS);
+        while let Some(entry) = state.segments.first_entry() {
+            if *entry.key() >= oldest_kept {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    /// What the manifests say of this rendition, once its header is known.
+    pub fn manifest_rendition(&self, spec: &ChannelSpec) -> Option<manifest::Rendition> {
+        let state = self.read();
+        let init = state.init.as_ref()?;
+        let kind = match init.track.kind {
+            TrackKind::Video { width, height } => manifest::RenditionKind::Video {
+                width: width.into(),
+                height: height.into(),
+                frame_rate: spec.frame_rate,
+            },
+            TrackKind::Audio {
+                sample_rate,
+                channels,
+            } => manifest::RenditionKind::Audio {
+                sample_rate,
+                channels,
+                language: None,
+            },
+            TrackKind::Other { .. } => return None,
+        };
+        Some(manifest::Rendition {
+            name: self.name.clone(),
+            kind,
+            codecs: init.track.codec.clone(),
+            bandwidth: self.bandwidth,
+            average_bandwidth: self.average_bandwidth,
+            timescale: init.track.timescale,
+        })
+    }
+
+    /// The last `count` segments, oldest first, as manifests list them.
+    pub fn window(&self, count: u64) -> Vec<manifest::SegmentRef> {
+        let state = self.read();
+        let Some(&newest) = state.segments.keys().next_back() else {
+            return Vec::new();
+        };
+        let first = newest.saturating_sub(count.saturating_sub(1));
+        state
+            .segments
+            .range(first..)
+            .map(|(&n, s)| manifest::SegmentRef {
+                n,
+                start: s.start,
+                duration: s.duration,
+                discontinuity: false,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(n: u64) -> LiveSegment {
+        LiveSegment {
+            start: n * 180_000,
+            duration: 180_000,
+            feed: Feed::A,
+            bytes: Bytes::new(),
+            stored_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn window_lists_the_newest_and_memory_stays_bounded() {
+        let r = LiveRendition::new("360p", true, 1, 1);
+        for n in 100..200 {
+            r.insert(n, segment(n), 10);
+        }
+        assert_eq!(r.read().segments.len() as u64, 10 + EXTRA_SEGMENTS + 1);
+        let window = r.window(10);
+        assert_eq!(window.first().map(|s| s.n), Some(190));
+        assert_eq!(window.last().map(|s| s.n), Some(199));
+    }
+
+    #[test]
+    fn window_skips_missing_numbers() {
+        let r = LiveRendition::new("360p", true, 1, 1);
+        for n in [10, 11, 13] {
+            r.insert(n, segment(n), 10);
+        }
+        assert_eq!(
+            r.window(3).iter().map(|s| s.n).collect::<Vec<_>>(),
+            [11, 13]
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! The packager's ingest endpoint: `PUT /ingest/{channel}/{feed}/{rendition}/{init.mp4|N.m4s}`.
+//! Each upload is checked (credential, CMAF structure, place on the epoch grid) before it is
+//! stored; the first complete copy of (rendition, N) is stored, then listed, and never replaced.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use media::cmaf::{SegmentInfo, inspect_init, inspect_segment};
+use media::fmp4::TrackInfo;
+use store::{InitRow, SegmentRow};
+use timeline::{Feed, Offer, SegmentChoice};
+
+use crate::live::{LiveChannel, LiveRendition, LiveSegment, ServedInit};
+use crate::{Origin, OriginError};
+
+type Reply = Result<(StatusCode, String), OriginError>;
+
+pub async fn put(
+    State(origin): State<Arc<Origin>>,
+    Path((channel_id, feed, rendition, file)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let reply = accept(
+        &origin,
+        &channel_id,
+        &feed,
+        &rendition,
+        &file,
+        &headers,
+        body,
+    )
+    .await;
+    let outcome = match &reply {
+        Ok((StatusCode::CREATED, _)) => "stored",
+        Ok(_) => "duplicate",
+        Err(e) => {
+            tracing::warn!(channel = %channel_id, %feed, %rendition, %file, error = %e,
+                "ingest refused");
+            if e.status().is_server_error() {
+                "error"
+            } else {
+                "refused"
+            }
+        }
+    };
+    // Label values come from the URL: keep them to known names so a peer can't grow the
+    // metric set without bound.
+    let known = origin
+        .channel(&channel_id)
+        .is_some_and(|c| c.renditions.contains_key(&rendition));
+    let (channel_label, rendition_label) = if known {
+        (channel_id, rendition)
+    } else {
+        ("unknown".into(), "unknown".into())
+    };
+    let feed_label = if feed == "a" || feed == "b" {
+        feed
+    } else {
+        "unknown".into()
+    };
+    metrics::counter!("steadycast_segments_received_total", "channel" => channel_label,
+        "feed" => feed_label, "rendition" => rendition_label, "outcome" => outcome)
+    .increment(1);
+    reply
+}
+
+async fn accept(
+    origin: &Origin,
+    channel_id: &str,
+    feed: &str,
+    rendition: &str,
+    file: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let channel = origin
+        .channel(channel_id)
+        .ok_or_else(|| OriginError::NotFound(format!("unknown channel `{channel_id}`")))?;
+    authorize(&channel, headers)?;
+    let feed: Feed = feed.parse().map_err(OriginError::BadRequest)?;
+    let live = channel.renditions.get(rendition).ok_or_else(|| {
+        OriginError::NotFound(format!(
+            "channel `{channel_id}` has no rendition `{rendition}`"
+        ))
+    })?;
+    if file == "init.mp4" {
+        return accept_init(origin, &channel, live, feed, body).await;
+    }
+    let n = file
+        .strip_suffix(".m4s")
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| OriginError::BadRequest(format!("`{file}`: expected init.mp4 or N.m4s")))?;
+    accept_segment(origin, &channel, live, feed, n, body).await
+}
+
+fn authorize(channel: &LiveChannel, headers: &HeaderMap) -> Result<(), OriginError> {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            OriginError::Unauthorized("missing `Authorization: Bearer` credential".into())
+        })?;
+    if !constant_time_eq(given.as_bytes(), channel.credential.as_bytes()) {
+        return Err(OriginError::Unauthorized("wrong ingest credential".into()));
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn accept_init(
+    origin: &Origin,
+    channel: &LiveChannel,
+    live: &LiveRendition,
+    feed: Feed,
+    body: Bytes,
+) -> Reply {
+    let track = inspect_init(&body).map_err(|e| OriginError::BadRequest(e.to_string()))?;
+    if track.is_video() != live.is_video {
+        let want = if live.is_video { "video" } else { "audio" };
+        return Err(OriginError::BadRequest(format!(
+            "rendition `{}` takes a {want} track",
+            live.name
+        )));
+    }
+    let _guard = live.publish.lock().await;
+    let (served, same_as_feed) = {
+        let state = live.read();
+        (
+            state.init.as_ref().map(|i| i.bytes.clone()),
+            state.feed_inits.get(&feed).cloned(),
+        )
+    };
+    if same_as_feed.as_ref() == Some(&body) {
+        return Ok((StatusCode::OK, "header already stored\n".into()));
+    }
+    if let Some(served) = &served {
+        if *served != body {
+            // The feeds' copies will not be interchangeable byte for byte at the header; the
+            // served header stays (listed bytes never change) and the mismatch is reported.
+            metrics::counter!("steadycast_init_mismatch_total", "channel" => channel.spec.id.clone(),
+                "rendition" => live.name.clone())
+            .increment(1);
+            tracing::warn!(channel = %channel.spec.id, rendition = %live.name, %feed,
+                "CMAF header differs from the one served");
+        }
+    }
+    let key = format!("live/{}/{}/init-{feed}.mp4", channel.spec.id, live.name);
+    origin.blobs.put(&key, &body).await?;
+    let row = InitRow {
+        channel: channel.spec.id.clone(),
+        rendition: live.name.clone(),
+        feed,
+        blob_key: key,
+        track: String::new(),
+    };
+    origin.catalog.put_init(&row).await?;
+    let mut state = live.write();
+    state.feed_inits.insert(feed, body.clone());
+    if state.init.is_none() {
+        state.init = Some(ServedInit {
+            bytes: body,
+            track,
+            feed,
+        });
+    }
+    Ok((StatusCode::CREATED, "header stored\n".into()))
+}
+
+async fn accept_segment(
+    origin: &Origin,
+    channel: &LiveChannel,
+    live: &LiveRendition,
+    feed: Feed,
+    n: u64,
+    body: Bytes,
+) -> Reply {
+    let track = live
+        .read()
+        .init
+        .as_ref()
+        .map(|i| i.track.clone())
+        .ok_or_else(|| OriginError::Conflict(format!("PUT `{}/init.mp4` first", live.name)))?;
+    let info = inspect_segment(&body).map_err(|e| OriginError::BadRequest(e.to_string()))?;
+    check_on_grid(channel, live, &track, &info, n)?;
+    let _guard = live.publish.lock().await;
+    let kept = live.read().segments.get(&n).map(|s| s.feed);
+    let kept = match kept {
+        Some(feed) => Some(feed),
+        None => origin
+            .catalog
+            .segment(&channel.spec.id, &live.name, n)
+            .await?
+            .map(|s| s.feed),
+    };
+    if let Offer::AlreadyKept { kept } = SegmentChoice::offer(kept) {
+        return Ok((
+            StatusCode::OK,
+            format!("segment {n} already kept from feed {kept}\n"),
+        ));
+    }
+    let key = format!("live/{}/{}/{n}.m4s", channel.spec.id, live.name);
+    origin.blobs.put(&key, &body).await?;
+    let row = SegmentRow {
+        channel: channel.spec.id.clone(),
+        rendition: live.name.clone(),
+        n,
+        feed,
+        start: info.base_decode_time,
+        duration: info.duration,
+        timescale: track.timescale,
+        byte_len: body.len() as u64,
+        blob_key: key,
+    };
+    origin.catalog.insert_segment(&row).await?;
+    let segment = LiveSegment {
+        start: info.base_decode_time,
+        duration: info.duration,
+        feed,
+        bytes: body,
+        stored_at: SystemTime::now(),
+    };
+    live.insert(n, segment, channel.window_segments());
+    metrics::counter!("steadycast_segments_published_total", "channel" => channel.spec.id.clone(),
+        "feed" => feed.as_str(), "rendition" => live.name.clone())
+    .increment(1);
+    Ok((StatusCode::CREATED, format!("segment {n} stored\n")))
+}
+
+/// A segment must be the header's track, start inside [N·D, (N+1)·D), last about D and, for
+/// video, start with a keyframe: anything else would break the timeline players see.
+fn check_on_grid(
+    channel: &LiveChannel,
+    live: &LiveRendition,
+    track: &TrackInfo,
+    info: &SegmentInfo,
+    n: u64,
+) -> Result<(), OriginError> {
+    let bad = |why: String| {
+        Err(OriginError::BadRequest(format!(
+            "segment {n} of `{}`: {why}",
+            live.name
+        )))
+    };
+    if info.track_id != track.track_id {
+        return bad(format!(
+            "track {} but the header has track {}",
+            info.track_id, track.track_id
+        ));
+    }
+    let at = channel
+        .grid
+        .segment_of(info.base_decode_time, track.timescale);
+    if at != n {
+        return bad(format!(
+            "its decode time {} lies in segment {at}",
+            info.base_decode_time
+        ));
+    }
+    let d = channel.grid.duration_secs() * f64::from(track.timescale);
+    let duration = info.duration as f64;
+    if duration < d * 0.5 || duration > d * 1.5 {
+        return bad(format!(
+            "it lasts {duration} ticks; segments last about {d}"
+        ));
+    }
+    if live.is_video && !info.starts_with_sync {
+        return bad("it does not start with a keyframe".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Delivery of a pipeline's segments to the packagers by HTTP PUT (the boundary that later puts
+//! packagers on other machines). One bounded queue and worker per packager: a slow or dead
+//! packager loses its own uploads and never stalls the encoder or the other packager.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use timeline::Feed;
+use tokio::sync::mpsc;
+
+/// Uploads waiting per packager; about a minute of a 4-rendition ladder at 2 s segments.
+const QUEUE: usize = 128;
+const ATTEMPTS: u32 = 3;
+
+/// Where a pipeline delivers: the packager's base URL (`http://host:port`) and the channel's
+/// ingest credential.
+#[derive(Debug, Clone)]
+pub struct PackagerTarget {
+    pub base_url: String,
+    pub credential: String,
+}
+
+/// One object to PUT: `rendition/init.mp4` or `rendition/{n}.m4s`.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub rendition: String,
+    pub name: String,
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+pub struct Delivery {
+    queues: Vec<mpsc::Sender<Upload>>,
+    channel: String,
+    feed: Feed,
+}
+
+impl Delivery {
+    pub fn start(targets: &[PackagerTarget], channel: &str, feed: Feed) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(4)
+            .build()
+            .unwrap_or_default();
+        let queues = targets
+            .iter()
+            .map(|target| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                let worker = Worker {
+                    client: client.clone(),
+                    target: target.clone(),
+                    channel: channel.to_string(),
+                    feed,
+                };
+                tokio::spawn(worker.run(rx));
+                tx
+            })
+            .collect();
+        Self {
+            queues,
+            channel: channel.to_string(),
+            feed,
+        }
+    }
+
+    /// Queues `upload` for every packager; a full queue drops it for that packager (counted).
+    pub fn send(&self, upload: Upload) {
+        for queue in &self.queues {
+            if queue.try_send(upload.clone()).is_err() {
+                metrics::counter!("steadycast_delivery_dropped_total",
+                    "channel" => self.channel.clone(), "feed" => self.feed.as_str())
+                .increment(1);
+                tracing::warn!(channel = %self.channel, feed = %self.feed,
+                    rendition = %upload.rendition, name = %upload.name,
+                    "packager queue full; upload dropped");
+            }
+        }
+    }
+}
+
+struct Worker {
+    client: reqwest::Client,
+    target: PackagerTarget,
+    channel: String,
+    feed: Feed,
+}
+
+impl Worker {
+    async fn run(self, mut rx: mpsc::Receiver<Upload>) {
+        while let Some(upload) = rx.recv().await {
+            self.put(&upload).await;
+        }
+    }
+
+    async fn put(&self, upload: &Upload) {
+        let url = format!(
+            "{}/ingest/{}/{}/{}/{}",
+            self.target.base_url, self.channel, self.feed, upload.rendition, upload.name
+        );
+        let labels = [
+            ("channel", self.channel.clone()),
+            ("feed", self.feed.as_str().to_string()),
+        ];
+        for attempt in 1..=ATTEMPTS {
+            let sent = self
+                .client
+                .put(&url)
+                .bearer_auth(&self.target.credential)
+                .header("content-type", "video/mp4")
+                .body(upload.body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {
+                    metrics::counter!("steadycast_delivery_uploads_total", &labels).increment(1);
+                    return;
+                }
+                Ok(r) if r.status().is_client_error() => {
+                    let status = r.status();
+                    let why = r.text().await.unwrap_or_default();
+                    tracing::warn!(%url, %status, %why, "packager refused upload");
+                    break;
+                }
+                Ok(r) => tracing::warn!(%url, status = %r.status(), attempt, "packager error"),
+                Err(e) => tracing::warn!(%url, error = %e, attempt, "packager unreachable"),
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        metrics::counter!("steadycast_delivery_failures_total", &labels).increment(1);
+    }
+}

@@ -1,0 +1,204 @@
+//! One run of the encoder: an ffmpeg child fed from the input port, its output segmented and
+//! delivered, watched for death and for hangs.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ingest::{Container, InputEvent};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::broadcast;
+
+use crate::PipelineCtx;
+use crate::deliver::Delivery;
+use crate::segmenting::Segmenting;
+
+/// Why a run of the encoder ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The publisher left; the encoder flushed what it had.
+    InputEnded,
+    /// A new publisher session began; the next run starts from it.
+    NewSession { session: u64, container: Container },
+    /// The encoder exited or crashed while its input was live.
+    EncoderDied(String),
+    /// The encoder took input but wrote nothing for the hang timeout.
+    Hung,
+    /// The subscription fell too far behind to continue this container (FLV cannot resync).
+    Lagged,
+    /// The input port is gone (channel deleted).
+    PortClosed,
+}
+
+/// Starts ffmpeg with `args`, writes `head` (the bytes that decided the lock) and then the live
+/// session from `rx` until the session or the encoder ends.
+pub async fn run(
+    ctx: &PipelineCtx,
+    args: Vec<String>,
+    head: Vec<Bytes>,
+    session: u64,
+    container: Container,
+    rx: &mut broadcast::Receiver<InputEvent>,
+) -> RunEnd {
+    let mut child = match spawn(&args) {
+        Ok(child) => child,
+        Err(e) => return RunEnd::EncoderDied(format!("cannot start ffmpeg: {e}")),
+    };
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return RunEnd::EncoderDied("ffmpeg pipes not captured".to_string());
+    };
+    let labels = ctx.labels();
+    tokio::spawn(relay_log(stderr, ctx.spec.id.clone(), ctx.feed.as_str()));
+    let last_output = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut output = tokio::spawn(segment_output(
+        stdout,
+        Segmenting::new(&ctx.spec, ctx.grid),
+        ctx.delivery.clone(),
+        last_output.clone(),
+        started,
+    ));
+    metrics::gauge!("steadycast_pipeline_up", &labels).set(1.0);
+
+    let mut end = None;
+    for chunk in head {
+        if stdin.write_all(&chunk).await.is_err() {
+            end = Some(RunEnd::EncoderDied("ffmpeg closed its input".to_string()));
+            break;
+        }
+    }
+    let end = match end {
+        Some(end) => end,
+        None => {
+            feed(
+                ctx,
+                &mut stdin,
+                session,
+                container,
+                rx,
+                &mut output,
+                &last_output,
+                started,
+            )
+            .await
+        }
+    };
+    metrics::gauge!("steadycast_pipeline_up", &labels).set(0.0);
+    finish(child, stdin, output, &end).await;
+    end
+}
+
+/// Forwards the session's bytes to ffmpeg until something ends the run.
+#[allow(clippy::too_many_arguments)]
+async fn feed(
+    ctx: &PipelineCtx,
+    stdin: &mut ChildStdin,
+    session: u64,
+    container: Container,
+    rx: &mut broadcast::Receiver<InputEvent>,
+    output: &mut tokio::task::JoinHandle<String>,
+    last_output: &AtomicU64,
+    started: Instant,
+) -> RunEnd {
+    let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+    let mut last_input = started;
+    loop {
+        tokio::select! {
+            event = rx.recv() => match event {
+                Ok(InputEvent::Data { session: s, bytes }) if s == session => {
+                    last_input = Instant::now();
+                    match tokio::time::timeout(ctx.hang_timeout, stdin.write_all(&bytes)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return RunEnd::EncoderDied("ffmpeg closed its input".into()),
+                        Err(_) => return RunEnd::Hung,
+                    }
+                }
+                Ok(InputEvent::Ended { session: s, .. }) if s == session => return RunEnd::InputEnded,
+                Ok(InputEvent::Started { session, container }) => {
+                    return RunEnd::NewSession { session, container };
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    metrics::counter!("steadycast_pipeline_input_lagged_total", &ctx.labels())
+                        .increment(skipped);
+                    // TS resynchronises on the next packet; an FLV tag stream does not.
+                    if container == Container::Flv {
+                        return RunEnd::Lagged;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return RunEnd::PortClosed,
+            },
+            why = &mut *output => {
+                return RunEnd::EncoderDied(why.unwrap_or_else(|e| e.to_string()));
+            }
+            _ = watchdog.tick() => {
+                let out = Duration::from_millis(last_output.load(Ordering::Relaxed));
+                let fed_for = last_input.duration_since(started);
+                if fed_for > out + ctx.hang_timeout && last_input.elapsed() < ctx.hang_timeout {
+                    return RunEnd::Hung;
+                }
+            }
+        }
+    }
+}
+
+/// Lets a flushing encoder finish its last fragments, then makes sure it is gone.
+async fn finish(
+    mut child: Child,
+    stdin: ChildStdin,
+    output: tokio::task::JoinHandle<String>,
+    end: &RunEnd,
+) {
+    drop(stdin);
+    if *end == RunEnd::InputEnded {
+        let _ = tokio::time::timeout(Duration::from_secs(5), output).await;
+    } else {
+        output.abort();
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+fn spawn(args: &[String]) -> std::io::Result<Child> {
+    Command::new("ffmpeg")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// Reads ffmpeg's output until it ends; returns why it ended.
+async fn segment_output(
+    mut stdout: ChildStdout,
+    mut segmenting: Segmenting,
+    delivery: Delivery,
+    last_output: Arc<AtomicU64>,
+    started: Instant,
+) -> String {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match stdout.read(&mut buf).await {
+            Ok(0) => return "ffmpeg closed its output".to_string(),
+            Ok(n) => n,
+            Err(e) => return format!("reading ffmpeg output: {e}"),
+        };
+        last_output.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if let Err(e) = segmenting.push(&buf[..n], &mut |upload| delivery.send(upload)) {
+            return e.to_string();
+        }
+    }
+}
+
+async fn relay_log(stderr: tokio::process::ChildStderr, channel: String, feed: &'static str) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::warn!(%channel, feed, "ffmpeg: {line}");
+    }
+}

@@ -1,0 +1,137 @@
+//! The control API: `/api/v1/channels` (list, create, show, delete). JSON in, JSON out; errors
+//! are `{"error": "...", "details": [...]}` with a 4xx status.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use channel::ChannelSpec;
+use serde_json::{Value, json};
+
+use crate::node::{Node, NodeError};
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/api/v1/channels", get(list).post(create))
+        .route("/api/v1/channels/{id}", get(show).delete(delete))
+        .with_state(node)
+}
+
+struct ApiError(StatusCode, String, Vec<String>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1, "details": self.2 }))).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Invalid(details) => {
+                ApiError(StatusCode::BAD_REQUEST, "invalid channel".into(), details)
+            }
+            NodeError::Exists(_) => ApiError(StatusCode::CONFLICT, e.to_string(), vec![]),
+            NodeError::Input(_) | NodeError::Origin(_) => {
+                ApiError(StatusCode::BAD_REQUEST, e.to_string(), vec![])
+            }
+            NodeError::Store(_) => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), vec![]),
+        }
+    }
+}
+
+/// A channel as the API shows it: its spec (credential hidden unless asked for), its input
+/// URLs and its playback URLs.
+fn describe(node: &Node, spec: &ChannelSpec, with_secret: bool) -> Value {
+    let mut shown = spec.clone();
+    if !with_secret {
+        shown.ingest_credential = None;
+    }
+    let inputs: serde_json::Map<String, Value> = node
+        .input_urls(spec)
+        .into_iter()
+        .map(|(name, url)| (name, Value::String(url)))
+        .collect();
+    let base = format!("http://{}/live/{}", node.http, spec.id);
+    json!({
+        "channel": shown,
+        "running": node.is_running(&spec.id),
+        "input_urls": inputs,
+        "playback": { "hls": format!("{base}/main.m3u8"), "dash": format!("{base}/manifest.mpd") },
+    })
+}
+
+async fn stored(node: &Node, id: &str) -> Result<ChannelSpec, ApiError> {
+    let row = node
+        .catalog
+        .channel(id)
+        .await
+        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    let row =
+        row.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no channel `{id}`"), vec![]))?;
+    serde_json::from_str(&row.spec).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("stored channel unreadable: {e}"),
+            vec![],
+        )
+    })
+}
+
+async fn list(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
+    let rows = node
+        .catalog
+        .channels()
+        .await
+        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    let channels: Vec<Value> = rows
+        .iter()
+        .filter_map(|row| serde_json::from_str::<ChannelSpec>(&row.spec).ok())
+        .map(|spec| describe(&node, &spec, false))
+        .collect();
+    Ok(Json(json!({ "channels": channels })))
+}
+
+async fn create(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<ChannelSpec>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(spec) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "malformed channel JSON".into(),
+            vec![e.body_text()],
+        )
+    })?;
+    let spec = node.create_channel(spec).await?;
+    // The credential is shown once, at creation, for pipelines run elsewhere.
+    Ok((StatusCode::CREATED, Json(describe(&node, &spec, true))))
+}
+
+async fn show(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let spec = stored(&node, &id).await?;
+    Ok(Json(describe(&node, &spec, false)))
+}
+
+async fn delete(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if node.delete_channel(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no channel `{id}`"),
+            vec![],
+        ))
+    }
+}

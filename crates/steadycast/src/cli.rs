@@ -1,0 +1,219 @@
+//! The command line: `demo`, `serve`, `channel …`. Every option can also come from the
+//! environment (`STEADYCAST_*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, ServerConfig};
+use crate::node::Node;
+use crate::{api, demo, ops};
+
+#[derive(Parser)]
+#[command(
+    name = "steadycast",
+    version,
+    about = "A self-hosted live channel that never goes dark: \
+    contribution ingest, two epoch-locked encoding pipelines, one origin serving HLS and DASH."
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "STEADYCAST_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run an all-in-one node with the channel `demo`, fed by a built-in test pattern (a moving
+    /// picture with a burnt-in clock and a tone), encoded on pipelines a and b.
+    Demo(NodeArgs),
+    /// Run a node with the channels of a config file (and those created through the API).
+    Serve {
+        /// The TOML config file: a `[server]` table and `[[channels]]`.
+        #[arg(long, short, env = "STEADYCAST_CONFIG")]
+        config: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Manage the channels of a running node through its API.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+}
+
+/// Options that override the `[server]` table of the config.
+#[derive(Args, Clone, Default)]
+pub struct NodeArgs {
+    /// HTTP address for playback, packager ingest, the API and metrics [default: 127.0.0.1:8080].
+    #[arg(long, env = "STEADYCAST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where the catalog and segments live; the same directory continues the same channels.
+    #[arg(long, env = "STEADYCAST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// RTMP listener address [default: 127.0.0.1:1935].
+    #[arg(long, env = "STEADYCAST_RTMP_LISTEN")]
+    pub rtmp_listen: Option<SocketAddr>,
+    /// SRT listener address [default: 127.0.0.1:9000].
+    #[arg(long, env = "STEADYCAST_SRT_LISTEN")]
+    pub srt_listen: Option<SocketAddr>,
+    /// Restart an encoder that takes input but writes nothing for this many seconds [default: 15].
+    #[arg(long, env = "STEADYCAST_HANG_TIMEOUT")]
+    pub hang_timeout_seconds: Option<u64>,
+}
+
+impl NodeArgs {
+    fn apply(&self, server: &mut ServerConfig) {
+        if let Some(v) = self.listen {
+            server.listen = v;
+        }
+        if let Some(v) = &self.data_dir {
+            server.data_dir = v.clone();
+        }
+        if let Some(v) = self.rtmp_listen {
+            server.rtmp_listen = Some(v);
+        }
+        if let Some(v) = self.srt_listen {
+            server.srt_listen = Some(v);
+        }
+        if let Some(v) = self.hang_timeout_seconds {
+            server.hang_timeout_seconds = v;
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ChannelCommand {
+    /// Create a channel from a JSON or TOML file (the same fields as a `[[channels]]` entry).
+    Create {
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the node's channels.
+    List(ApiArgs),
+    /// Show one channel with its input and playback URLs.
+    Show {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete a channel (stored segments stay until retention removes them).
+    Delete {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct ApiArgs {
+    /// The node's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "STEADYCAST_API")]
+    pub api: String,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(args) => {
+            let mut server = ServerConfig {
+                data_dir: PathBuf::from("data/demo"),
+                ..Default::default()
+            };
+            args.apply(&mut server);
+            let (node, http) = start_node(server).await?;
+            let spec = node.ensure_channel(demo::channel()).await?;
+            print_channel(&node, &spec);
+            serve_forever(node, http).await
+        }
+        Command::Serve {
+            config: path,
+            node: args,
+        } => {
+            let config = config::load(&path)?;
+            let mut server = config.server.clone();
+            args.apply(&mut server);
+            let (node, http) = start_node(server).await?;
+            for spec in config.channels {
+                let spec = node
+                    .ensure_channel(spec)
+                    .await
+                    .with_context(|| format!("{}: starting a channel", path.display()))?;
+                print_channel(&node, &spec);
+            }
+            node.resume_stored_channels().await?;
+            serve_forever(node, http).await
+        }
+        Command::Channel(command) => crate::client::channel_command(command).await,
+    }
+}
+
+type HttpTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Binds HTTP first (the pipelines deliver to it), then opens the node and serves its routes.
+async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask)> {
+    let metrics = ops::install_metrics()?;
+    let listener = tokio::net::TcpListener::bind(server.listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", server.listen))?;
+    let http = listener.local_addr()?;
+    let node = Node::open(server, http).await?;
+    let app = node
+        .origin
+        .router()
+        .merge(api::router(node.clone()))
+        .merge(ops::router(node.clone(), metrics))
+        .layer(axum::middleware::from_fn(ops::track_requests));
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    tracing::info!(%http, "HTTP up");
+    Ok((node, task))
+}
+
+/// Runs until Ctrl-C or SIGTERM, or until the HTTP server fails.
+async fn serve_forever(node: Arc<Node>, http: HttpTask) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = http => result.context("HTTP task")?.context("HTTP server")?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = term.recv() => tracing::info!("terminated; stopping"),
+    }
+    node.cancel.cancel();
+    Ok(())
+}
+
+fn print_channel(node: &Node, spec: &channel::ChannelSpec) {
+    let base = format!("http://{}/live/{}", node.http, spec.id);
+    println!("channel {}", spec.id);
+    println!("  HLS:  {base}/main.m3u8");
+    println!("  DASH: {base}/manifest.mpd");
+    for (name, url) in node.input_urls(spec) {
+        println!("  input {name}: {url}");
+    }
+}

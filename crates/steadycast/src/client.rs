@@ -1,0 +1,97 @@
+//! `steadycast channel …`: the API's channel operations from the command line.
+
+use anyhow::{Context, bail};
+use channel::ChannelSpec;
+use serde_json::Value;
+
+use crate::cli::ChannelCommand;
+
+pub async fn channel_command(command: ChannelCommand) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let (response, api) = match command {
+        ChannelCommand::Create { file, api } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("{}: cannot read", file.display()))?;
+            let spec = parse_spec(&text, &file.display().to_string())?;
+            let url = format!("{}/api/v1/channels", api.api);
+            (client.post(&url).json(&spec).send().await, api)
+        }
+        ChannelCommand::List(api) => (
+            client
+                .get(format!("{}/api/v1/channels", api.api))
+                .send()
+                .await,
+            api,
+        ),
+        ChannelCommand::Show { id, api } => (
+            client
+                .get(format!("{}/api/v1/channels/{id}", api.api))
+                .send()
+                .await,
+            api,
+        ),
+        ChannelCommand::Delete { id, api } => (
+            client
+                .delete(format!("{}/api/v1/channels/{id}", api.api))
+                .send()
+                .await,
+            api,
+        ),
+    };
+    let response = response.with_context(|| format!("cannot reach the node at {}", api.api))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        let message = serde_json::from_str::<Value>(&body)
+            .ok()
+            .map(|v| {
+                let mut m = v["error"].as_str().unwrap_or("error").to_string();
+                for d in v["details"].as_array().into_iter().flatten() {
+                    m.push_str(&format!("\n  - {}", d.as_str().unwrap_or_default()));
+                }
+                m
+            })
+            .unwrap_or(body);
+        bail!("{status}: {message}");
+    }
+    if !body.is_empty() {
+        let pretty = serde_json::from_str::<Value>(&body)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or(body);
+        println!("{pretty}");
+    }
+    Ok(())
+}
+
+/// A channel file in JSON (by its first character) or TOML, with errors naming file and line.
+fn parse_spec(text: &str, name: &str) -> anyhow::Result<ChannelSpec> {
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{name}:{}:{}: {e}", e.line(), e.column()));
+    }
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        anyhow::anyhow!("{name}:{}: {}", line.unwrap_or(0), e.message())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_files_in_json_and_toml() {
+        let toml = "id = \"x\"\n[inputs.m]\ntype = \"srt\"\n";
+        assert_eq!(parse_spec(toml, "x.toml").unwrap().id, "x");
+        let json = r#"{"id": "y", "inputs": {"m": {"type": "srt"}}}"#;
+        assert_eq!(parse_spec(json, "y.json").unwrap().id, "y");
+        let err = parse_spec("id = \"x\"\nbogus = 1\n", "z.toml").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("z.toml:2: unknown field `bogus`"),
+            "{err}"
+        );
+    }
+}

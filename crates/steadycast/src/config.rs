@@ -1,0 +1,187 @@
+//! The node's configuration file (`steadycast serve --config steadycast.toml`): server settings
+//! and channels. Errors name the file and line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use channel::ChannelSpec;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub channels: Vec<ChannelSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// HTTP: playback, packager ingest, API, metrics.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Catalog (SQLite) and segment store (a directory).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The RTMP listener; none when absent.
+    #[serde(default = "default_rtmp")]
+    pub rtmp_listen: Option<SocketAddr>,
+    /// The SRT listener; none when absent.
+    #[serde(default = "default_srt")]
+    pub srt_listen: Option<SocketAddr>,
+    /// An encoder that takes input but writes nothing for this long is restarted.
+    #[serde(default = "default_hang_timeout")]
+    pub hang_timeout_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            rtmp_listen: default_rtmp(),
+            srt_listen: default_srt(),
+            hang_timeout_seconds: default_hang_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+fn default_rtmp() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 1935)))
+}
+
+fn default_srt() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 9000)))
+}
+
+fn default_hang_timeout() -> u64 {
+    15
+}
+
+/// A configuration error, as `file:line:column: what is wrong`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+    parse(&text, &path.display().to_string())
+}
+
+pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let at = e.span().map(|s| line_col(text, s.start));
+        let message = e.message().trim();
+        match at {
+            Some((line, col)) => ConfigError(format!("{name}:{line}:{col}: {message}")),
+            None => ConfigError(format!("{name}: {message}")),
+        }
+    })?;
+    let mut problems = Vec::new();
+    for (i, channel) in config.channels.iter().enumerate() {
+        let at = line_of_channel(text, &channel.id)
+            .map(|l| format!(":{l}"))
+            .unwrap_or_default();
+        if config.channels[..i].iter().any(|c| c.id == channel.id) {
+            problems.push(format!(
+                "{name}{at}: channel `{}` is defined twice",
+                channel.id
+            ));
+        }
+        if let Err(errors) = channel.validate() {
+            for e in errors {
+                problems.push(format!("{name}{at}: channel `{}`: {e}", channel.id));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError(problems.join("\n")))
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+/// The line of a channel's `id = "…"`, to point semantic errors at it.
+fn line_of_channel(text: &str, id: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim();
+            l.starts_with("id") && l.contains(&format!("\"{id}\""))
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_parses() {
+        let config = parse(
+            r#"
+[server]
+listen = "127.0.0.1:9090"
+data_dir = "/tmp/sc"
+
+[[channels]]
+id = "news"
+[channels.inputs.main]
+type = "rtmp"
+stream_key = "secret"
+"#,
+            "steadycast.toml",
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9090);
+        assert_eq!(config.channels[0].id, "news");
+    }
+
+    #[test]
+    fn syntax_errors_name_file_and_line() {
+        let err = parse(
+            "[server]\nlisten = \"127.0.0.1:80\"\nlisten_typo = 3\n",
+            "a.toml",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("a.toml:3:1: unknown field `listen_typo`"),
+            "{err}"
+        );
+        let err = parse("[server]\nlisten = \"not an address\"\n", "a.toml").unwrap_err();
+        assert!(err.to_string().starts_with("a.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_channel_and_its_line() {
+        let err = parse(
+            "[[channels]]\nid = \"x\"\npreset = \"warp\"\n[channels.inputs.m]\ntype = \"srt\"\n",
+            "b.toml",
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("b.toml:2: channel `x`: preset `warp`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! An all-in-one node: ingest listeners, both pipelines of every channel, the packager and the
+//! origin in one process, on the embedded store (SQLite + a directory).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use channel::{ChannelSpec, InputSpec};
+use ingest::InputRegistry;
+use origin::Origin;
+use pipeline::{PackagerTarget, PipelineConfig};
+use rand::Rng;
+use store::{Catalog, DirStore};
+use timeline::Feed;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("invalid channel: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("channel `{0}` already exists")]
+    Exists(String),
+    #[error("{0}")]
+    Input(#[from] ingest::RegistryError),
+    #[error("{0}")]
+    Origin(#[from] origin::OriginError),
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+}
+
+pub struct Node {
+    pub origin: Arc<Origin>,
+    pub catalog: Catalog,
+    pub inputs: Arc<InputRegistry>,
+    pub server: ServerConfig,
+    /// The HTTP address this node answers on.
+    pub http: SocketAddr,
+    /// Where this node's pipelines deliver: its own HTTP listener.
+    packager_url: String,
+    running: Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
+    pub cancel: CancellationToken,
+}
+
+impl Node {
+    /// Opens the store and starts the ingest listeners. Channels start with [`Node::start_channel`].
+    pub async fn open(server: ServerConfig, http: SocketAddr) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&server.data_dir)
+            .with_context(|| format!("creating data directory {}", server.data_dir.display()))?;
+        let catalog = Catalog::open_sqlite(&server.data_dir.join("catalog.db"))
+            .await
+            .context("opening the catalog")?;
+        let blobs = DirStore::open(server.data_dir.join("segments")).await?;
+        let origin = Origin::new(catalog.clone(), blobs);
+        let inputs = Arc::new(InputRegistry::new());
+        let cancel = CancellationToken::new();
+        if let Some(addr) = server.rtmp_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the RTMP listener on {addr}"))?;
+            tracing::info!(%addr, "RTMP listener up");
+            tokio::spawn(ingest::rtmp::serve(
+                listener,
+                inputs.clone(),
+                cancel.clone(),
+            ));
+        }
+        if let Some(addr) = server.srt_listen {
+            let srt = ingest::srt::serve(addr, inputs.clone(), cancel.clone());
+            tokio::spawn(async move {
+                if let Err(e) = srt.await {
+                    tracing::error!(%addr, error = %e, "SRT listener failed");
+                }
+            });
+        }
+        let host = if http.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], http.port()))
+        } else {
+            http
+        };
+        Ok(Arc::new(Self {
+            origin,
+            catalog,
+            inputs,
+            server,
+            http,
+            packager_url: format!("http://{host}"),
+            running: Mutex::new(HashMap::new()),
+            cancel,
+        }))
+    }
+
+    /// Validates, completes (credential), persists and starts a new channel.
+    pub async fn create_channel(&self, mut spec: ChannelSpec) -> Result<ChannelSpec, NodeError> {
+        spec.validate().map_err(NodeError::Invalid)?;
+        if self.catalog.channel(&spec.id).await?.is_some() {
+            return Err(NodeError::Exists(spec.id));
+        }
+        if spec.ingest_credential.is_none() {
+            spec.ingest_credential = Some(new_secret());
+        }
+        self.start_channel(&spec).await?;
+        let json = serde_json::to_string(&spec).unwrap_or_default();
+        if let Err(e) = self.catalog.put_channel(&spec.id, &json).await {
+            self.stop_channel(&spec.id);
+            return Err(e.into());
+        }
+        tracing::info!(channel = %spec.id, "channel created");
+        Ok(spec)
+    }
+
+    /// Makes a channel from the config file or the demo run; updates the stored definition.
+    pub async fn ensure_channel(&self, mut spec: ChannelSpec) -> Result<ChannelSpec, NodeError> {
+        spec.validate().map_err(NodeError::Invalid)?;
+        if spec.ingest_credential.is_none() {
+            let stored = self.catalog.channel(&spec.id).await?;
+            let previous =
+                stored.and_then(|row| serde_json::from_str::<ChannelSpec>(&row.spec).ok());
+            spec.ingest_credential = Some(
+                previous
+                    .and_then(|p| p.ingest_credential)
+                    .unwrap_or_else(new_secret),
+            );
+        }
+        let json = serde_json::to_string(&spec).unwrap_or_default();
+        self.catalog.put_channel(&spec.id, &json).await?;
+        self.start_channel(&spec).await?;
+        Ok(spec)
+    }
+
+    pub async fn delete_channel(&self, id: &str) -> Result<bool, NodeError> {
+        let existed = self.catalog.delete_channel(id).await?;
+        self.stop_channel(id);
+        if existed {
+            tracing::info!(channel = %id, "channel deleted");
+        }
+        Ok(existed)
+    }
+
+    /// Starts every channel stored in the catalog (a restart resumes them).
+    pub async fn resume_stored_channels(&self) -> anyhow::Result<()> {
+        for row in self.catalog.channels().await? {
+            if self.is_running(&row.id) {
+                continue;
+            }
+            match serde_json::from_str::<ChannelSpec>(&row.spec) {
+                Ok(spec) => {
+                    if let Err(e) = self.start_channel(&spec).await {
+                        tracing::error!(channel = %row.id, error = %e, "cannot resume channel");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(channel = %row.id, error = %e, "stored channel unreadable")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_running(&self, id: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+
+    async fn start_channel(&self, spec: &ChannelSpec) -> Result<(), NodeError> {
+        self.stop_channel(&spec.id);
+        let credential = spec.ingest_credential.clone().unwrap_or_default();
+        let mut ports = HashMap::new();
+        for (name, input) in &spec.inputs {
+            match self.inputs.add(&spec.id, name, input.clone()) {
+                Ok(port) => {
+                    ports.insert(name.clone(), port);
+                }
+                Err(e) => {
+                    self.inputs.remove_channel(&spec.id);
+                    return Err(e.into());
+                }
+            }
+        }
+        if let Err(e) = self
+            .origin
+            .add_channel(spec.clone(), credential.clone())
+            .await
+        {
+            self.inputs.remove_channel(&spec.id);
+            return Err(e.into());
+        }
+        let mut tasks = Vec::new();
+        for feed in Feed::BOTH {
+            let Some(port) = spec.input_of(feed).and_then(|name| ports.get(name)) else {
+                continue;
+            };
+            let config = PipelineConfig {
+                spec: spec.clone(),
+                feed,
+                input: port.clone(),
+                packagers: vec![PackagerTarget {
+                    base_url: self.packager_url.clone(),
+                    credential: credential.clone(),
+                }],
+                hang_timeout: Duration::from_secs(self.server.hang_timeout_seconds),
+            };
+            let id = spec.id.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = pipeline::run(config).await {
+                    tracing::error!(channel = %id, %feed, error = %e, "pipeline stopped");
+                }
+            }));
+        }
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.id.clone(), tasks);
+        Ok(())
+    }
+
+    fn stop_channel(&self, id: &str) {
+        let tasks = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        for task in tasks.into_iter().flatten() {
+            task.abort();
+        }
+        self.inputs.remove_channel(id);
+        self.origin.remove_channel(id);
+    }
+
+    /// The URLs a user gives their encoder, one per input.
+    pub fn input_urls(&self, spec: &ChannelSpec) -> Vec<(String, String)> {
+        spec.inputs
+            .iter()
+            .map(|(name, input)| {
+                let url = match input {
+                    InputSpec::Rtmp { stream_key } => match self.server.rtmp_listen {
+                        Some(a) => format!("rtmp://{a}/live/{stream_key}"),
+                        None => "(RTMP listener disabled)".to_string(),
+                    },
+                    InputSpec::Srt { passphrase } => match self.server.srt_listen {
+                        Some(a) => {
+                            let pass = if passphrase.is_some() {
+                                "&passphrase=…"
+                            } else {
+                                ""
+                            };
+                            format!("srt://{a}?streamid={}/{name}{pass}", spec.id)
+                        }
+                        None => "(SRT listener disabled)".to_string(),
+                    },
+                    InputSpec::Udp {
+                        bind, multicast, ..
+                    } => match multicast {
+                        Some(group) => format!("udp://{group}:{}", bind.port()),
+                        None => format!("udp://{bind}"),
+                    },
+                    InputSpec::Tcp { bind } => format!("tcp://{bind}"),
+                    InputSpec::TestPattern { .. } => "(built-in test pattern)".to_string(),
+                };
+                (name.clone(), url)
+            })
+            .collect()
+    }
+}
+
+/// A random 128-bit secret, hex.
+pub fn new_secret() -> String {
+    let bytes: [u8; 16] = rand::thread_rng().r#gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
