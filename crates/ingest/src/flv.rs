@@ -146,7 +146,10 @@ mod tests {
 
     #[test]
     fn header_flags() {
-        assert_eq!(&file_header(true, true)[..], b"FLV\x01\x05\0\0\0\x09\0\0\0\0");
+        assert_eq!(
+            &file_header(true, true)[..],
+            b"FLV\x01\x05\0\0\0\x09\0\0\0\0"
+        );
         assert_eq!(file_header(false, true)[4], 1);
         assert_eq!(file_header(true, false)[4], 4);
     }
@@ -168,7 +171,12 @@ mod tests {
         assert_eq!(first_timestamp(&out), Some(0x0123_4567));
         // The byte layout of one tag: 11-byte header, body, PreviousTagSize.
         let one = tag(TAG_AUDIO, 0x0A0B_0C0D, &[1, 2]).unwrap();
-        assert_eq!(&one[..], &[8, 0, 0, 2, 0x0B, 0x0C, 0x0D, 0x0A, 0, 0, 0, 1, 2, 0, 0, 0, 13]);
+        assert_eq!(
+            &one[..],
+            &[
+                8, 0, 0, 2, 0x0B, 0x0C, 0x0D, 0x0A, 0, 0, 0, 1, 2, 0, 0, 0, 13
+            ]
+        );
         assert_eq!(one.len(), tag_len(2));
     }
 

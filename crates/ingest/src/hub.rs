@@ -49,8 +49,14 @@ pub enum InputEvent {
     },
     /// Whole TS packets or whole FLV tags (the FLV file header comes first), never a torn unit,
     /// so a subscriber that lagged can drop whole chunks and resynchronise.
-    Data { session: u64, bytes: Bytes },
-    Ended { session: u64, reason: String },
+    Data {
+        session: u64,
+        bytes: Bytes,
+    },
+    Ended {
+        session: u64,
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +83,8 @@ pub struct LiveSession {
     /// What a decoder needs before the live bytes: the FLV file header, metadata and codec
     /// sequence headers. Empty for MPEG-TS, which repeats its tables.
     pub prologue: Vec<Bytes>,
+    /// The clock-lock offset the session's first encoder chose (see [`InputPort::agree_offset`]).
+    pub offset_us: Option<i64>,
 }
 
 /// The most prologue a publisher may keep; codec headers are a few hundred bytes.
@@ -85,7 +93,12 @@ const MAX_PROLOGUE: usize = 1 << 20;
 impl InputPort {
     pub fn new(id: InputId) -> Arc<Self> {
         let (events, _) = broadcast::channel(PORT_CAPACITY);
-        Arc::new(Self { id, events, live: Mutex::new(None), sessions: AtomicU64::new(0) })
+        Arc::new(Self {
+            id,
+            events,
+            live: Mutex::new(None),
+            sessions: AtomicU64::new(0),
+        })
     }
 
     pub fn id(&self) -> &InputId {
@@ -106,11 +119,24 @@ impl InputPort {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The offset from the session's timestamps to Unix time that every encoder of `session`
+    /// uses: the first proposal wins. Encoders sharing one session (both pipelines, or a restart
+    /// of one) then stamp the same frames with the same times, so their segments interchange.
+    pub fn agree_offset(&self, session: u64, proposed_us: i64) -> i64 {
+        match self.slot().as_mut() {
+            Some(live) if live.session == session => *live.offset_us.get_or_insert(proposed_us),
+            _ => proposed_us,
+        }
+    }
+
     /// Claims the input for `peer`. A second publisher is refused; the first keeps the input.
     pub fn publish(self: &Arc<Self>, peer: &str, container: Container) -> Result<Publisher, Busy> {
         let mut slot = self.slot();
         if let Some(current) = slot.as_ref() {
-            return Err(Busy { input: self.id.clone(), peer: current.peer.clone() });
+            return Err(Busy {
+                input: self.id.clone(),
+                peer: current.peer.clone(),
+            });
         }
         let session = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         *slot = Some(LiveSession {
@@ -118,6 +144,7 @@ impl InputPort {
             session,
             container,
             prologue: Vec::new(),
+            offset_us: None,
         });
         drop(slot);
         let labels = self.labels();
@@ -125,11 +152,18 @@ impl InputPort {
         metrics::counter!("steadycast_input_sessions_total", &labels).increment(1);
         tracing::info!(input = %self.id, peer, session, ?container, "input started");
         let _ = self.events.send(InputEvent::Started { session, container });
-        Ok(Publisher { port: self.clone(), session, reason: None })
+        Ok(Publisher {
+            port: self.clone(),
+            session,
+            reason: None,
+        })
     }
 
     fn labels(&self) -> [(&'static str, String); 2] {
-        [("channel", self.id.channel.clone()), ("input", self.id.input.clone())]
+        [
+            ("channel", self.id.channel.clone()),
+            ("input", self.id.input.clone()),
+        ]
     }
 }
 
@@ -150,7 +184,10 @@ impl Publisher {
         let labels = self.port.labels();
         metrics::counter!("steadycast_input_bytes_total", &labels).increment(bytes.len() as u64);
         // No subscriber is not an error: the input is live, nobody encodes it right now.
-        let _ = self.port.events.send(InputEvent::Data { session: self.session, bytes });
+        let _ = self.port.events.send(InputEvent::Data {
+            session: self.session,
+            bytes,
+        });
     }
 
     /// Sends bytes that a decoder joining later also needs (see [`LiveSession::prologue`]).
@@ -172,10 +209,16 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        let reason = self.reason.take().unwrap_or_else(|| "publisher left".to_string());
+        let reason = self
+            .reason
+            .take()
+            .unwrap_or_else(|| "publisher left".to_string());
         tracing::info!(input = %self.port.id, session = self.session, %reason, "input ended");
         metrics::gauge!("steadycast_input_connected", &self.port.labels()).set(0.0);
-        let _ = self.port.events.send(InputEvent::Ended { session: self.session, reason });
+        let _ = self.port.events.send(InputEvent::Ended {
+            session: self.session,
+            reason,
+        });
         *self.port.slot() = None;
     }
 }
@@ -185,7 +228,10 @@ mod tests {
     use super::*;
 
     fn port() -> Arc<InputPort> {
-        InputPort::new(InputId { channel: "demo".into(), input: "a".into() })
+        InputPort::new(InputId {
+            channel: "demo".into(),
+            input: "a".into(),
+        })
     }
 
     #[tokio::test]
@@ -196,10 +242,19 @@ mod tests {
         let busy = port.publish("10.0.0.2:5000", Container::Flv).err().unwrap();
         assert_eq!(busy.peer, "10.0.0.1:5000");
         first.send(Bytes::from_static(b"FLV"));
-        assert!(matches!(rx.recv().await, Ok(InputEvent::Started { session: 1, .. })));
-        assert!(matches!(rx.recv().await, Ok(InputEvent::Data { session: 1, .. })));
+        assert!(matches!(
+            rx.recv().await,
+            Ok(InputEvent::Started { session: 1, .. })
+        ));
+        assert!(matches!(
+            rx.recv().await,
+            Ok(InputEvent::Data { session: 1, .. })
+        ));
         drop(first);
-        assert!(matches!(rx.recv().await, Ok(InputEvent::Ended { session: 1, .. })));
+        assert!(matches!(
+            rx.recv().await,
+            Ok(InputEvent::Ended { session: 1, .. })
+        ));
         let second = port.publish("10.0.0.2:5000", Container::Flv).unwrap();
         assert_eq!(second.session(), 2);
         second.send_prologue(Bytes::from_static(b"FLV\x01"));
@@ -207,6 +262,17 @@ mod tests {
         let live = port.live().unwrap();
         assert_eq!((live.session, live.peer.as_str()), (2, "10.0.0.2:5000"));
         assert_eq!(live.prologue, [Bytes::from_static(b"FLV\x01")]);
+        assert_eq!(port.agree_offset(2, 1_000), 1_000);
+        assert_eq!(
+            port.agree_offset(2, 2_000),
+            1_000,
+            "the first proposal wins"
+        );
+        assert_eq!(
+            port.agree_offset(1, 3_000),
+            3_000,
+            "an old session agrees on nothing"
+        );
         drop(second);
         assert!(port.live().is_none());
     }
@@ -219,6 +285,9 @@ mod tests {
         for _ in 0..PORT_CAPACITY * 2 {
             publisher.send(Bytes::from_static(&[0x47; 188]));
         }
-        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(_))));
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Lagged(_))
+        ));
     }
 }

@@ -11,6 +11,6 @@ mod tcp;
 pub mod testsrc;
 mod udp;
 
-pub use hub::{Busy, Container, InputEvent, InputId, InputPort, LiveSession, Publisher};
 pub use channel::InputSpec;
+pub use hub::{Busy, Container, InputEvent, InputId, InputPort, LiveSession, Publisher};
 pub use registry::{InputRegistry, RegistryError};

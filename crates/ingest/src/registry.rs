@@ -15,10 +15,14 @@ use crate::{InputId, InputPort, InputSpec};
 pub enum RegistryError {
     #[error("input {0} already exists")]
     DuplicateInput(InputId),
-    #[error("the RTMP stream key of {new} is already used by input {existing}")]
-    DuplicateStreamKey { new: InputId, existing: InputId },
-    #[error("{protocol} address {addr} of {new} is already used by input {existing}")]
-    DuplicateBind { protocol: &'static str, addr: SocketAddr, new: InputId, existing: InputId },
+    #[error("the RTMP stream key is already used by input {existing}")]
+    DuplicateStreamKey { existing: InputId },
+    #[error("{protocol} address {addr} is already used by input {existing}")]
+    DuplicateBind {
+        protocol: &'static str,
+        addr: SocketAddr,
+        existing: InputId,
+    },
     #[error("cannot bind {protocol} {addr} for input {input}: {source}")]
     Bind {
         protocol: &'static str,
@@ -85,7 +89,9 @@ pub(crate) struct Lookup {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl InputRegistry {
@@ -108,12 +114,21 @@ impl InputRegistry {
         spec: InputSpec,
     ) -> Result<Arc<InputPort>, RegistryError> {
         if !valid_name(channel) {
-            return Err(RegistryError::InvalidName { what: "channel name", name: channel.into() });
+            return Err(RegistryError::InvalidName {
+                what: "channel name",
+                name: channel.into(),
+            });
         }
         if !valid_name(input) {
-            return Err(RegistryError::InvalidName { what: "input name", name: input.into() });
+            return Err(RegistryError::InvalidName {
+                what: "input name",
+                name: input.into(),
+            });
         }
-        let id = InputId { channel: channel.to_string(), input: input.to_string() };
+        let id = InputId {
+            channel: channel.to_string(),
+            input: input.to_string(),
+        };
         let invalid = |reason: &str| RegistryError::InvalidSpec {
             input: id.clone(),
             reason: reason.to_string(),
@@ -129,7 +144,9 @@ impl InputRegistry {
                 InputSpec::Rtmp { stream_key } => {
                     if stream_key.is_empty()
                         || stream_key.len() > 256
-                        || stream_key.bytes().any(|b| b.is_ascii_control() || b == b'/')
+                        || stream_key
+                            .bytes()
+                            .any(|b| b.is_ascii_control() || b == b'/')
                     {
                         return Err(invalid(
                             "the RTMP stream key must be 1-256 characters without '/'",
@@ -137,7 +154,6 @@ impl InputRegistry {
                     }
                     if let Some(existing) = inner.stream_keys.get(stream_key) {
                         return Err(RegistryError::DuplicateStreamKey {
-                            new: id,
                             existing: existing.clone(),
                         });
                     }
@@ -163,7 +179,6 @@ impl InputRegistry {
             return Err(RegistryError::DuplicateBind {
                 protocol: key.0.name(),
                 addr: key.1,
-                new: id,
                 existing: existing.clone(),
             });
         }
@@ -177,13 +192,25 @@ impl InputRegistry {
         let port = InputPort::new(id.clone());
         let bind_error = |protocol: &'static str, addr: SocketAddr| {
             let id = id.clone();
-            move |source| RegistryError::Bind { protocol, addr, input: id, source }
+            move |source| RegistryError::Bind {
+                protocol,
+                addr,
+                input: id,
+                source,
+            }
         };
 
         // Bind (synchronously) and start the task, but only register the abort handle once the
         // entry is in; the task only holds the port, never the registry.
         let (task, local_addr) = match (&spec, runtime) {
-            (InputSpec::Udp { bind, multicast, interface }, Some(rt)) => {
+            (
+                InputSpec::Udp {
+                    bind,
+                    multicast,
+                    interface,
+                },
+                Some(rt),
+            ) => {
                 let _guard = rt.enter();
                 let socket = crate::udp::bind(*bind, *multicast, *interface)
                     .map_err(bind_error("UDP", *bind))?;
@@ -204,7 +231,11 @@ impl InputRegistry {
                 (Some(task.abort_handle()), local)
             }
             (InputSpec::TestPattern { size, frame_rate }, Some(rt)) => {
-                let task = rt.spawn(crate::testsrc::run(port.clone(), size.clone(), frame_rate.clone()));
+                let task = rt.spawn(crate::testsrc::run(
+                    port.clone(),
+                    size.clone(),
+                    frame_rate.clone(),
+                ));
                 (Some(task.abort_handle()), None)
             }
             _ => (None, None),
@@ -217,7 +248,9 @@ impl InputRegistry {
         } else if let InputSpec::Rtmp { stream_key } = &spec
             && let Some(existing) = inner.stream_keys.get(stream_key)
         {
-            Some(RegistryError::DuplicateStreamKey { new: id.clone(), existing: existing.clone() })
+            Some(RegistryError::DuplicateStreamKey {
+                existing: existing.clone(),
+            })
         } else if let Some(key) = bind
             && key.1.port() != 0
             && let Some(existing) = inner.binds.get(&key)
@@ -225,7 +258,6 @@ impl InputRegistry {
             Some(RegistryError::DuplicateBind {
                 protocol: key.0.name(),
                 addr: key.1,
-                new: id.clone(),
                 existing: existing.clone(),
             })
         } else {
@@ -242,13 +274,23 @@ impl InputRegistry {
         }
         if let Some((proto, addr)) = bind {
             // Port 0 means "any": record the real address so it is found as a duplicate later.
-            let addr = if addr.port() == 0 { local_addr.unwrap_or(addr) } else { addr };
+            let addr = if addr.port() == 0 {
+                local_addr.unwrap_or(addr)
+            } else {
+                addr
+            };
             inner.binds.insert((proto, addr), id.clone());
         }
         tracing::info!(input = %id, kind = spec_kind(&spec), local_addr = ?local_addr, "input added");
         inner.inputs.insert(
             id,
-            Entry { port: port.clone(), spec, task, local_addr, removed: CancellationToken::new() },
+            Entry {
+                port: port.clone(),
+                spec,
+                task,
+                local_addr,
+                removed: CancellationToken::new(),
+            },
         );
         Ok(port)
     }
@@ -258,8 +300,12 @@ impl InputRegistry {
     pub fn remove_channel(&self, channel: &str) -> usize {
         let removed: Vec<(InputId, Entry)> = {
             let mut inner = self.lock();
-            let ids: Vec<InputId> =
-                inner.inputs.keys().filter(|id| id.channel == channel).cloned().collect();
+            let ids: Vec<InputId> = inner
+                .inputs
+                .keys()
+                .filter(|id| id.channel == channel)
+                .cloned()
+                .collect();
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(entry) = inner.inputs.remove(&id) {
@@ -281,7 +327,10 @@ impl InputRegistry {
     }
 
     pub fn port(&self, channel: &str, input: &str) -> Option<Arc<InputPort>> {
-        let id = InputId { channel: channel.to_string(), input: input.to_string() };
+        let id = InputId {
+            channel: channel.to_string(),
+            input: input.to_string(),
+        };
         self.lock().inputs.get(&id).map(|e| e.port.clone())
     }
 
@@ -296,12 +345,16 @@ impl InputRegistry {
         channel: &str,
         input: &str,
     ) -> Option<(Arc<InputPort>, Option<String>)> {
-        self.lookup_srt(channel, input).map(|l| (l.port, l.passphrase))
+        self.lookup_srt(channel, input)
+            .map(|l| (l.port, l.passphrase))
     }
 
     /// The address a UDP or TCP input is bound to (the real port if the spec asked for port 0).
     pub fn local_addr(&self, channel: &str, input: &str) -> Option<SocketAddr> {
-        let id = InputId { channel: channel.to_string(), input: input.to_string() };
+        let id = InputId {
+            channel: channel.to_string(),
+            input: input.to_string(),
+        };
         self.lock().inputs.get(&id).and_then(|e| e.local_addr)
     }
 
@@ -316,11 +369,18 @@ impl InputRegistry {
         let inner = self.lock();
         let id = inner.stream_keys.get(key)?;
         let entry = inner.inputs.get(id)?;
-        Some(Lookup { port: entry.port.clone(), removed: entry.removed.clone(), passphrase: None })
+        Some(Lookup {
+            port: entry.port.clone(),
+            removed: entry.removed.clone(),
+            passphrase: None,
+        })
     }
 
     pub(crate) fn lookup_srt(&self, channel: &str, input: &str) -> Option<Lookup> {
-        let id = InputId { channel: channel.to_string(), input: input.to_string() };
+        let id = InputId {
+            channel: channel.to_string(),
+            input: input.to_string(),
+        };
         let inner = self.lock();
         let entry = inner.inputs.get(&id)?;
         match &entry.spec {
@@ -361,28 +421,61 @@ mod tests {
     use super::*;
 
     fn udp(bind: &str) -> InputSpec {
-        InputSpec::Udp { bind: bind.parse().unwrap(), multicast: None, interface: None }
+        InputSpec::Udp {
+            bind: bind.parse().unwrap(),
+            multicast: None,
+            interface: None,
+        }
     }
 
     #[tokio::test]
     async fn duplicates_are_refused() {
         let reg = InputRegistry::new();
-        reg.add("demo", "a", InputSpec::Rtmp { stream_key: "k1".into() }).unwrap();
+        reg.add(
+            "demo",
+            "a",
+            InputSpec::Rtmp {
+                stream_key: "k1".into(),
+            },
+        )
+        .unwrap();
         assert!(matches!(
             reg.add("demo", "a", InputSpec::Srt { passphrase: None }),
             Err(RegistryError::DuplicateInput(_))
         ));
-        let err = reg.add("other", "a", InputSpec::Rtmp { stream_key: "k1".into() }).err().unwrap();
-        assert!(matches!(err, RegistryError::DuplicateStreamKey { .. }), "{err}");
+        let err = reg
+            .add(
+                "other",
+                "a",
+                InputSpec::Rtmp {
+                    stream_key: "k1".into(),
+                },
+            )
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, RegistryError::DuplicateStreamKey { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("demo/a"));
 
         reg.add("demo", "u", udp("127.0.0.1:0")).unwrap();
         let bound = reg.local_addr("demo", "u").unwrap();
         assert_ne!(bound.port(), 0);
-        let err = reg.add("demo", "u2", udp(&bound.to_string())).err().unwrap();
+        let err = reg
+            .add("demo", "u2", udp(&bound.to_string()))
+            .err()
+            .unwrap();
         assert!(matches!(err, RegistryError::DuplicateBind { .. }), "{err}");
 
-        reg.add("demo", "t", InputSpec::Tcp { bind: "127.0.0.1:0".parse().unwrap() }).unwrap();
+        reg.add(
+            "demo",
+            "t",
+            InputSpec::Tcp {
+                bind: "127.0.0.1:0".parse().unwrap(),
+            },
+        )
+        .unwrap();
         let bound = reg.local_addr("demo", "t").unwrap();
         // Same address, other protocol: fine.
         reg.add("demo", "u3", udp(&bound.to_string())).unwrap();
@@ -397,7 +490,10 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
         let reg = InputRegistry::new();
-        let err = reg.add("demo", "t", InputSpec::Tcp { bind: addr }).err().unwrap();
+        let err = reg
+            .add("demo", "t", InputSpec::Tcp { bind: addr })
+            .err()
+            .unwrap();
         assert!(matches!(err, RegistryError::Bind { .. }), "{err}");
         assert!(reg.port("demo", "t").is_none());
     }
@@ -405,13 +501,43 @@ mod tests {
     #[tokio::test]
     async fn invalid_names_and_specs() {
         let reg = InputRegistry::new();
-        assert!(reg.add("de/mo", "a", InputSpec::Srt { passphrase: None }).is_err());
-        assert!(reg.add("demo", "", InputSpec::Srt { passphrase: None }).is_err());
-        assert!(reg.add("demo", "a", InputSpec::Srt { passphrase: Some("short".into()) }).is_err());
-        assert!(reg.add("demo", "a", InputSpec::Rtmp { stream_key: "a/b".into() }).is_err());
+        assert!(
+            reg.add("de/mo", "a", InputSpec::Srt { passphrase: None })
+                .is_err()
+        );
+        assert!(
+            reg.add("demo", "", InputSpec::Srt { passphrase: None })
+                .is_err()
+        );
+        assert!(
+            reg.add(
+                "demo",
+                "a",
+                InputSpec::Srt {
+                    passphrase: Some("short".into())
+                }
+            )
+            .is_err()
+        );
+        assert!(
+            reg.add(
+                "demo",
+                "a",
+                InputSpec::Rtmp {
+                    stream_key: "a/b".into()
+                }
+            )
+            .is_err()
+        );
         let (port, pass) = {
-            reg.add("demo", "a", InputSpec::Srt { passphrase: Some("0123456789".into()) })
-                .unwrap();
+            reg.add(
+                "demo",
+                "a",
+                InputSpec::Srt {
+                    passphrase: Some("0123456789".into()),
+                },
+            )
+            .unwrap();
             reg.srt_input("demo", "a").unwrap()
         };
         assert_eq!(port.id().to_string(), "demo/a");
@@ -421,16 +547,41 @@ mod tests {
     #[test]
     fn listener_inputs_need_a_runtime_but_shared_ones_do_not() {
         let reg = InputRegistry::new();
-        assert!(matches!(reg.add("demo", "u", udp("127.0.0.1:0")), Err(RegistryError::NoRuntime)));
-        reg.add("demo", "r", InputSpec::Rtmp { stream_key: "k".into() }).unwrap();
+        assert!(matches!(
+            reg.add("demo", "u", udp("127.0.0.1:0")),
+            Err(RegistryError::NoRuntime)
+        ));
+        reg.add(
+            "demo",
+            "r",
+            InputSpec::Rtmp {
+                stream_key: "k".into(),
+            },
+        )
+        .unwrap();
     }
 
     #[tokio::test]
     async fn remove_channel_frees_keys_addresses_and_ends_sessions() {
         let reg = InputRegistry::new();
-        reg.add("demo", "a", InputSpec::Rtmp { stream_key: "k".into() }).unwrap();
-        reg.add("demo", "t", InputSpec::Tcp { bind: "127.0.0.1:0".parse().unwrap() }).unwrap();
-        reg.add("keep", "a", InputSpec::Srt { passphrase: None }).unwrap();
+        reg.add(
+            "demo",
+            "a",
+            InputSpec::Rtmp {
+                stream_key: "k".into(),
+            },
+        )
+        .unwrap();
+        reg.add(
+            "demo",
+            "t",
+            InputSpec::Tcp {
+                bind: "127.0.0.1:0".parse().unwrap(),
+            },
+        )
+        .unwrap();
+        reg.add("keep", "a", InputSpec::Srt { passphrase: None })
+            .unwrap();
         let addr = reg.local_addr("demo", "t").unwrap();
         let token = reg.lookup_stream_key("k").unwrap().removed;
         assert_eq!(reg.remove_channel("demo"), 2);
@@ -439,7 +590,14 @@ mod tests {
         assert!(reg.by_stream_key("k").is_none());
         assert!(reg.port("keep", "a").is_some());
         // The key and (once the aborted task released it) the address can be used again.
-        reg.add("demo2", "a", InputSpec::Rtmp { stream_key: "k".into() }).unwrap();
+        reg.add(
+            "demo2",
+            "a",
+            InputSpec::Rtmp {
+                stream_key: "k".into(),
+            },
+        )
+        .unwrap();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             match reg.add("demo2", "t", InputSpec::Tcp { bind: addr }) {

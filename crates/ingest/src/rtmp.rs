@@ -198,7 +198,10 @@ async fn handshake(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
     let mut handshake = Handshake::new(PeerType::Server);
     let mut buf = vec![0u8; 4096];
     loop {
-        let n = stream.read(&mut buf).await.map_err(|e| format!("read error: {e}"))?;
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read error: {e}"))?;
         if n == 0 {
             return Err("connection closed during the handshake".into());
         }
@@ -207,10 +210,19 @@ async fn handshake(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
             .map_err(|e| format!("malformed handshake: {e}"))?;
         match result {
             HandshakeProcessResult::InProgress { response_bytes } => {
-                stream.write_all(&response_bytes).await.map_err(|e| format!("write error: {e}"))?;
+                stream
+                    .write_all(&response_bytes)
+                    .await
+                    .map_err(|e| format!("write error: {e}"))?;
             }
-            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
-                stream.write_all(&response_bytes).await.map_err(|e| format!("write error: {e}"))?;
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                stream
+                    .write_all(&response_bytes)
+                    .await
+                    .map_err(|e| format!("write error: {e}"))?;
                 return Ok(remaining_bytes);
             }
         }
@@ -330,7 +342,8 @@ impl Conn {
         &mut self,
         f: impl FnOnce(
             &mut ServerSession,
-        ) -> Result<Vec<ServerSessionResult>, rml_rtmp::sessions::ServerSessionError>,
+        )
+            -> Result<Vec<ServerSessionResult>, rml_rtmp::sessions::ServerSessionError>,
     ) -> Result<Vec<ServerSessionResult>, String> {
         catch_unwind(AssertUnwindSafe(|| f(&mut self.session)))
             .map_err(|_| "RTMP session panicked".to_string())?
@@ -348,19 +361,32 @@ impl Conn {
         self.session_call(move |s| s.reject_request(request_id, &code, &description))
     }
 
-    fn handle_event(&mut self, event: ServerSessionEvent) -> Result<Vec<ServerSessionResult>, String> {
+    fn handle_event(
+        &mut self,
+        event: ServerSessionEvent,
+    ) -> Result<Vec<ServerSessionResult>, String> {
         match event {
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
                 if app_name == APP {
                     self.session_call(|s| s.accept_request(request_id))
                 } else {
                     tracing::warn!(peer = %self.peer, app = %truncate(&app_name, 64), "RTMP connect refused: unknown application (use /{APP}/STREAM_KEY)");
-                    self.reject(request_id, "NetConnection.Connect.Rejected", "unknown application")
+                    self.reject(
+                        request_id,
+                        "NetConnection.Connect.Rejected",
+                        "unknown application",
+                    )
                 }
             }
-            ServerSessionEvent::PublishStreamRequested { request_id, app_name, stream_key, .. } => {
-                self.publish_requested(request_id, &app_name, &stream_key)
-            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                ..
+            } => self.publish_requested(request_id, &app_name, &stream_key),
             ServerSessionEvent::PublishStreamFinished { .. } => {
                 if let Some(mut p) = self.publishing.take() {
                     p.flush();
@@ -376,13 +402,17 @@ impl Conn {
                 }
                 Ok(Vec::new())
             }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
                 if let Some(p) = self.publishing.as_mut() {
                     p.push_tag(flv::TAG_AUDIO, timestamp.value, &data)?;
                 }
                 Ok(Vec::new())
             }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
                 if let Some(p) = self.publishing.as_mut() {
                     p.push_tag(flv::TAG_VIDEO, timestamp.value, &data)?;
                 }
@@ -390,7 +420,11 @@ impl Conn {
             }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
                 tracing::warn!(peer = %self.peer, "RTMP play refused: this listener only accepts publishers");
-                self.reject(request_id, "NetStream.Play.Failed", "playback is not offered here")
+                self.reject(
+                    request_id,
+                    "NetStream.Play.Failed",
+                    "playback is not offered here",
+                )
             }
             _ => Ok(Vec::new()),
         }
@@ -403,11 +437,19 @@ impl Conn {
         stream_key: &str,
     ) -> Result<Vec<ServerSessionResult>, String> {
         if app_name != APP {
-            return self.reject(request_id, "NetStream.Publish.BadName", "unknown application");
+            return self.reject(
+                request_id,
+                "NetStream.Publish.BadName",
+                "unknown application",
+            );
         }
         if self.publishing.is_some() {
             tracing::warn!(peer = %self.peer, "RTMP publish refused: this connection already publishes");
-            return self.reject(request_id, "NetStream.Publish.BadName", "already publishing");
+            return self.reject(
+                request_id,
+                "NetStream.Publish.BadName",
+                "already publishing",
+            );
         }
         let Some(lookup) = self.registry.lookup_stream_key(stream_key) else {
             tracing::warn!(peer = %self.peer, key = %redact(stream_key), "RTMP publish refused: wrong stream key");
@@ -423,7 +465,12 @@ impl Conn {
         };
         publisher.send_prologue(flv::file_header(true, true));
         let chunk = BytesMut::with_capacity(MAX_CHUNK);
-        self.publishing = Some(Publishing { input, publisher, removed: lookup.removed, chunk });
+        self.publishing = Some(Publishing {
+            input,
+            publisher,
+            removed: lookup.removed,
+            chunk,
+        });
         self.guard.set_publishing(true);
         self.session_call(|s| s.accept_request(request_id))
     }
@@ -450,9 +497,15 @@ fn metadata_body(m: &StreamMetadata) -> Result<Vec<u8>, String> {
         props.insert("stereo".to_string(), Amf0Value::Boolean(stereo));
     }
     if let Some(encoder) = &m.encoder {
-        props.insert("encoder".to_string(), Amf0Value::Utf8String(truncate(encoder, 256)));
+        props.insert(
+            "encoder".to_string(),
+            Amf0Value::Utf8String(truncate(encoder, 256)),
+        );
     }
-    let values = vec![Amf0Value::Utf8String("onMetaData".to_string()), Amf0Value::Object(props)];
+    let values = vec![
+        Amf0Value::Utf8String("onMetaData".to_string()),
+        Amf0Value::Object(props),
+    ];
     rml_amf0::serialize(&values).map_err(|e| format!("cannot encode onMetaData: {e}"))
 }
 
@@ -636,7 +689,9 @@ impl ChunkGuard {
         }
         self.in_progress = None;
         let captured = std::mem::take(&mut self.captured);
-        let word = captured.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let word = captured
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         match (stream.type_id, word) {
             (1, Some(value)) => {
                 let size = value & 0x7FFF_FFFF;
@@ -686,7 +741,9 @@ fn check_amf0_depth(data: &[u8]) -> Result<(), String> {
         // What comes next: a property of an object, an element of an array, or a top value.
         match stack.last_mut() {
             Some(Frame::Object) => {
-                let Some(len) = take(&mut pos, 2) else { return Ok(()) };
+                let Some(len) = take(&mut pos, 2) else {
+                    return Ok(());
+                };
                 let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
                 if len == 0 {
                     // Object end: 00 00 09.
@@ -707,7 +764,9 @@ fn check_amf0_depth(data: &[u8]) -> Result<(), String> {
             Some(Frame::Array(n)) => *n -= 1,
             None => {}
         }
-        let Some(&[marker]) = take(&mut pos, 1) else { return Ok(()) };
+        let Some(&[marker]) = take(&mut pos, 1) else {
+            return Ok(());
+        };
         match marker {
             0 => {
                 if take(&mut pos, 8).is_none() {
@@ -720,7 +779,9 @@ fn check_amf0_depth(data: &[u8]) -> Result<(), String> {
                 }
             }
             2 => {
-                let Some(len) = take(&mut pos, 2) else { return Ok(()) };
+                let Some(len) = take(&mut pos, 2) else {
+                    return Ok(());
+                };
                 let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
                 if take(&mut pos, len).is_none() {
                     return Ok(());
@@ -735,7 +796,9 @@ fn check_amf0_depth(data: &[u8]) -> Result<(), String> {
                 stack.push(Frame::Object);
             }
             10 => {
-                let Some(n) = take(&mut pos, 4) else { return Ok(()) };
+                let Some(n) = take(&mut pos, 4) else {
+                    return Ok(());
+                };
                 stack.push(Frame::Array(u32::from_be_bytes([n[0], n[1], n[2], n[3]])));
             }
             // An end marker as a value ends an array early (or the top level); elsewhere, and
@@ -750,7 +813,9 @@ fn check_amf0_depth(data: &[u8]) -> Result<(), String> {
             _ => return Ok(()),
         }
         if stack.len() > MAX_AMF_DEPTH {
-            return Err(format!("AMF0 value nested deeper than {MAX_AMF_DEPTH} levels"));
+            return Err(format!(
+                "AMF0 value nested deeper than {MAX_AMF_DEPTH} levels"
+            ));
         }
     }
 }
@@ -780,12 +845,36 @@ mod tests {
         let mut ser = ChunkSerializer::new();
         let mut bytes = Vec::new();
         // Starts at 128-byte chunks, switches to 4096, with extended timestamps.
-        bytes.extend(ser.serialize(&payload(9, 1, 10, vec![7; 60_000]), false, false).unwrap().bytes);
-        bytes.extend(ser.set_max_chunk_size(4096, RtmpTimestamp::new(0)).unwrap().bytes);
-        bytes.extend(ser.serialize(&payload(9, 1, 40, vec![7; 100_000]), false, false).unwrap().bytes);
-        bytes.extend(ser.serialize(&payload(8, 1, 0x0100_0000, vec![1; 300]), false, false).unwrap().bytes);
-        bytes.extend(ser.serialize(&payload(8, 1, 0x0100_0020, vec![1; 5000]), false, false).unwrap().bytes);
-        bytes.extend(ser.serialize(&payload(20, 0, 0, vec![2; 100]), false, false).unwrap().bytes);
+        bytes.extend(
+            ser.serialize(&payload(9, 1, 10, vec![7; 60_000]), false, false)
+                .unwrap()
+                .bytes,
+        );
+        bytes.extend(
+            ser.set_max_chunk_size(4096, RtmpTimestamp::new(0))
+                .unwrap()
+                .bytes,
+        );
+        bytes.extend(
+            ser.serialize(&payload(9, 1, 40, vec![7; 100_000]), false, false)
+                .unwrap()
+                .bytes,
+        );
+        bytes.extend(
+            ser.serialize(&payload(8, 1, 0x0100_0000, vec![1; 300]), false, false)
+                .unwrap()
+                .bytes,
+        );
+        bytes.extend(
+            ser.serialize(&payload(8, 1, 0x0100_0020, vec![1; 5000]), false, false)
+                .unwrap()
+                .bytes,
+        );
+        bytes.extend(
+            ser.serialize(&payload(20, 0, 0, vec![2; 100]), false, false)
+                .unwrap()
+                .bytes,
+        );
         let mut guard = ChunkGuard::new();
         guard.set_publishing(true);
         // Byte by byte and all at once.
@@ -802,10 +891,19 @@ mod tests {
     #[test]
     fn guard_refuses_oversize_and_nonsense() {
         let mut ser = ChunkSerializer::new();
-        let big_amf = ser.serialize(&payload(20, 0, 0, vec![2; 70_000]), false, false).unwrap().bytes;
+        let big_amf = ser
+            .serialize(&payload(20, 0, 0, vec![2; 70_000]), false, false)
+            .unwrap()
+            .bytes;
         assert!(ChunkGuard::new().feed(&big_amf).is_err());
-        let media = ser.serialize(&payload(9, 1, 0, vec![2; 100_000]), false, false).unwrap().bytes;
-        assert!(ChunkGuard::new().feed(&media).is_err(), "large media before publish");
+        let media = ser
+            .serialize(&payload(9, 1, 0, vec![2; 100_000]), false, false)
+            .unwrap()
+            .bytes;
+        assert!(
+            ChunkGuard::new().feed(&media).is_err(),
+            "large media before publish"
+        );
         // A continuation header on a chunk stream never seen.
         assert!(ChunkGuard::new().feed(&[0xC5, 1, 2, 3]).is_err());
         // Chunk size zero.
@@ -849,7 +947,9 @@ mod tests {
             Amf0Value::Utf8String("connect".into()),
             Amf0Value::Number(1.0),
             Amf0Value::Object(
-                (0..200).map(|i| (format!("k{i}"), Amf0Value::Number(f64::from(i)))).collect(),
+                (0..200)
+                    .map(|i| (format!("k{i}"), Amf0Value::Number(f64::from(i))))
+                    .collect(),
             ),
             Amf0Value::StrictArray(vec![Amf0Value::Null, Amf0Value::Boolean(true)]),
         ];
@@ -857,7 +957,10 @@ mod tests {
 
         // Through the guard, as a command message of 16 KiB.
         let mut ser = ChunkSerializer::new();
-        let deep = ser.serialize(&payload(20, 0, 0, deep_object(4000)), false, false).unwrap().bytes;
+        let deep = ser
+            .serialize(&payload(20, 0, 0, deep_object(4000)), false, false)
+            .unwrap()
+            .bytes;
         let err = ChunkGuard::new().feed(&deep).unwrap_err();
         assert!(err.contains("nested"), "{err}");
     }
@@ -876,7 +979,9 @@ mod tests {
         let body = metadata_body(&m).unwrap();
         let values = rml_amf0::deserialize(&mut std::io::Cursor::new(body)).unwrap();
         assert_eq!(values[0], Amf0Value::Utf8String("onMetaData".into()));
-        let Amf0Value::Object(props) = &values[1] else { panic!("not an object") };
+        let Amf0Value::Object(props) = &values[1] else {
+            panic!("not an object")
+        };
         assert_eq!(props.get("width"), Some(&Amf0Value::Number(160.0)));
     }
 }
@@ -891,9 +996,24 @@ mod ffmpeg_tests {
     use crate::InputSpec;
     use crate::tcp::test_support::{collect, ffmpeg, finish, probe_codecs};
 
-    async fn start(key: &str) -> (Arc<InputRegistry>, Arc<crate::InputPort>, SocketAddr, CancellationToken) {
+    async fn start(
+        key: &str,
+    ) -> (
+        Arc<InputRegistry>,
+        Arc<crate::InputPort>,
+        SocketAddr,
+        CancellationToken,
+    ) {
         let registry = Arc::new(InputRegistry::new());
-        let port = registry.add("demo", "a", InputSpec::Rtmp { stream_key: key.into() }).unwrap();
+        let port = registry
+            .add(
+                "demo",
+                "a",
+                InputSpec::Rtmp {
+                    stream_key: key.into(),
+                },
+            )
+            .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
@@ -907,8 +1027,10 @@ mod ffmpeg_tests {
         let mut rx = port.subscribe();
         let child = ffmpeg("flv", &format!("rtmp://{addr}/live/s3cret-key"));
         let deadline = Instant::now() + Duration::from_secs(40);
-        let (session, (ok, log)) =
-            tokio::join!(collect(&mut rx, deadline), finish(child, Duration::from_secs(40)));
+        let (session, (ok, log)) = tokio::join!(
+            collect(&mut rx, deadline),
+            finish(child, Duration::from_secs(40))
+        );
         assert!(ok, "ffmpeg failed: {log}");
         assert_eq!(session.started.map(|s| s.1), Some(Container::Flv));
         assert!(session.ended.is_some(), "session did not end");
@@ -922,13 +1044,29 @@ mod ffmpeg_tests {
         }
         let bytes = session.bytes();
         let tags: Vec<_> = flv::tags(&bytes).collect();
-        assert!(tags.iter().any(|t| t.tag_type == flv::TAG_SCRIPT), "no onMetaData");
-        let avc_header = tags.iter().position(|t| t.tag_type == flv::TAG_VIDEO && t.body.starts_with(&[0x17, 0]));
-        let aac_header = tags.iter().position(|t| t.tag_type == flv::TAG_AUDIO && t.body.len() > 1 && t.body[0] >> 4 == 10 && t.body[1] == 0);
+        assert!(
+            tags.iter().any(|t| t.tag_type == flv::TAG_SCRIPT),
+            "no onMetaData"
+        );
+        let avc_header = tags
+            .iter()
+            .position(|t| t.tag_type == flv::TAG_VIDEO && t.body.starts_with(&[0x17, 0]));
+        let aac_header = tags.iter().position(|t| {
+            t.tag_type == flv::TAG_AUDIO
+                && t.body.len() > 1
+                && t.body[0] >> 4 == 10
+                && t.body[1] == 0
+        });
         let first_video = tags.iter().position(|t| t.tag_type == flv::TAG_VIDEO);
         let first_audio = tags.iter().position(|t| t.tag_type == flv::TAG_AUDIO);
-        assert!(avc_header.is_some() && avc_header == first_video, "AVC sequence header first");
-        assert!(aac_header.is_some() && aac_header == first_audio, "AAC sequence header first");
+        assert!(
+            avc_header.is_some() && avc_header == first_video,
+            "AVC sequence header first"
+        );
+        assert!(
+            aac_header.is_some() && aac_header == first_audio,
+            "AAC sequence header first"
+        );
         let video = tags.iter().filter(|t| t.tag_type == flv::TAG_VIDEO).count();
         let audio = tags.iter().filter(|t| t.tag_type == flv::TAG_AUDIO).count();
         assert!(video >= 30 && audio >= 30, "video {video} audio {audio}");
@@ -948,14 +1086,53 @@ mod ffmpeg_tests {
         let child = ffmpeg("flv", &format!("rtmp://{addr}/live/wrong-key"));
         let (ok, log) = finish(child, Duration::from_secs(30)).await;
         assert!(!ok, "ffmpeg should fail on a wrong key: {log}");
-        assert!(matches!(rx.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Empty)));
+        assert!(matches!(
+            rx.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ));
         assert!(port.live().is_none());
 
         // Wrong application too.
         let child = ffmpeg("flv", &format!("rtmp://{addr}/other/right-key"));
         let (ok, log) = finish(child, Duration::from_secs(30)).await;
         assert!(!ok, "ffmpeg should fail on a wrong app: {log}");
-        assert!(matches!(rx.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Empty)));
+        assert!(matches!(
+            rx.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ));
+        cancel.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn second_publisher_is_refused_while_the_first_keeps_going() {
+        let (_registry, port, addr, cancel) = start("busy-key").await;
+        let mut rx = port.subscribe();
+        let url = format!("rtmp://{addr}/live/busy-key");
+        let first = ffmpeg("flv", &url);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let collecting = async {
+            let event = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let crate::InputEvent::Started { session, container } = event else {
+                panic!("expected Started, got {event:?}")
+            };
+            let (ok, log) = finish(ffmpeg("flv", &url), Duration::from_secs(30)).await;
+            assert!(!ok, "second publisher should be refused: {log}");
+            assert!(log.contains("busy"), "{log}");
+            let started = Some((session, container));
+            let seen = crate::tcp::test_support::Session {
+                started,
+                ..Default::default()
+            };
+            crate::tcp::test_support::collect_more(&mut rx, deadline, seen).await
+        };
+        let (session, (ok, log)) = tokio::join!(collecting, finish(first, Duration::from_secs(40)));
+        assert!(ok, "first publisher failed: {log}");
+        assert!(session.ended.is_some());
+        let codecs = probe_codecs(&session.bytes(), "flv").await;
+        assert!(codecs.contains(&"h264".to_string()), "{codecs:?}");
         cancel.cancel();
     }
 }

@@ -77,8 +77,10 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
         if b[i] == b'%'
-            && let (Some(h), Some(l)) =
-                (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c)))
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|&c| hex(c)),
+                b.get(i + 2).and_then(|&c| hex(c)),
+            )
         {
             out.push((h * 16 + l) as u8);
             i += 3;
@@ -118,7 +120,9 @@ fn parse_stream_id(sid: &str) -> Result<(&str, &str), Refusal> {
 fn decide(registry: &InputRegistry, stream_id: Option<&str>) -> Result<Lookup, Refusal> {
     let sid = percent_decode(stream_id.ok_or(Refusal::UnknownInput)?);
     let (channel, input) = parse_stream_id(&sid)?;
-    let lookup = registry.lookup_srt(channel, input).ok_or(Refusal::UnknownInput)?;
+    let lookup = registry
+        .lookup_srt(channel, input)
+        .ok_or(Refusal::UnknownInput)?;
     if lookup.port.live().is_some() {
         return Err(Refusal::Busy);
     }
@@ -183,10 +187,10 @@ mod backend {
 
     use futures::FutureExt;
     use srt_protocol::packet::CoreRejectReason;
+    use srt_protocol::settings::KeySettings;
     use srt_tokio::access::{RejectReason, ServerRejectReason};
     use srt_tokio::options::Passphrase;
     use srt_tokio::{ConnectionRequest, SrtListener};
-    use srt_protocol::settings::KeySettings;
     use tokio::task::JoinSet;
 
     use super::*;
@@ -287,7 +291,12 @@ mod backend {
         let lookup = match decide(&registry, stream_id.as_deref()) {
             Ok(l) => l,
             Err(refusal) => {
-                let sid: String = stream_id.as_deref().unwrap_or("").chars().take(80).collect();
+                let sid: String = stream_id
+                    .as_deref()
+                    .unwrap_or("")
+                    .chars()
+                    .take(80)
+                    .collect();
                 let sid = percent_decode(&sid);
                 let input = parse_stream_id(&sid).ok().map(|(c, i)| format!("{c}/{i}"));
                 tracing::warn!(input, peer, stream_id = %sid, ?refusal, "SRT caller refused");
@@ -298,7 +307,10 @@ mod backend {
         let input = lookup.port.id().clone();
         let keys = match &lookup.passphrase {
             Some(p) => match Passphrase::try_from(p.clone()) {
-                Ok(passphrase) => Some(KeySettings { key_size, passphrase }),
+                Ok(passphrase) => Some(KeySettings {
+                    key_size,
+                    passphrase,
+                }),
                 Err(e) => {
                     tracing::warn!(input = %input, peer, error = %e, "SRT input passphrase unusable");
                     let _ = request.reject(reject_reason(Refusal::BadPassphrase)).await;
@@ -324,7 +336,8 @@ mod backend {
         let data = (&mut socket).map(|r| r.map(|(_, bytes)| bytes));
         let _ = run_session(lookup, peer, data).await;
         // Tell the caller; do not wait long for a peer that is gone.
-        let _ = tokio::time::timeout(Duration::from_secs(1), futures::SinkExt::close(&mut socket)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), futures::SinkExt::close(&mut socket))
+            .await;
     }
 }
 
@@ -338,7 +351,10 @@ mod tests {
         assert_eq!(parse_stream_id("demo/a"), Ok(("demo", "a")));
         assert_eq!(parse_stream_id("#!::r=demo/a,m=publish"), Ok(("demo", "a")));
         assert_eq!(parse_stream_id("#!::u=joe,r=demo/b"), Ok(("demo", "b")));
-        assert_eq!(parse_stream_id("#!::r=demo/a,m=request"), Err(Refusal::BadMode));
+        assert_eq!(
+            parse_stream_id("#!::r=demo/a,m=request"),
+            Err(Refusal::BadMode)
+        );
         assert_eq!(parse_stream_id("#!::m=publish"), Err(Refusal::UnknownInput));
         assert_eq!(parse_stream_id("demo"), Err(Refusal::UnknownInput));
         assert_eq!(parse_stream_id("demo/a/b"), Err(Refusal::UnknownInput));
@@ -348,12 +364,28 @@ mod tests {
     #[tokio::test]
     async fn decisions() {
         let reg = InputRegistry::new();
-        reg.add("demo", "open", InputSpec::Srt { passphrase: None }).unwrap();
-        reg.add("demo", "locked", InputSpec::Srt { passphrase: Some("0123456789".into()) })
+        reg.add("demo", "open", InputSpec::Srt { passphrase: None })
             .unwrap();
-        reg.add("demo", "rtmp", InputSpec::Rtmp { stream_key: "k".into() }).unwrap();
+        reg.add(
+            "demo",
+            "locked",
+            InputSpec::Srt {
+                passphrase: Some("0123456789".into()),
+            },
+        )
+        .unwrap();
+        reg.add(
+            "demo",
+            "rtmp",
+            InputSpec::Rtmp {
+                stream_key: "k".into(),
+            },
+        )
+        .unwrap();
         assert!(decide(&reg, Some("demo/open")).is_ok());
-        let locked = decide(&reg, Some("%23!::r=demo/locked,m=publish")).ok().unwrap();
+        let locked = decide(&reg, Some("%23!::r=demo/locked,m=publish"))
+            .ok()
+            .unwrap();
         assert_eq!(locked.passphrase.as_deref(), Some("0123456789"));
         let refusal = |sid| decide(&reg, sid).err();
         assert_eq!(refusal(None), Some(Refusal::UnknownInput));
@@ -376,9 +408,17 @@ mod ffmpeg_tests {
 
     async fn start() -> (Arc<InputRegistry>, SocketAddr, CancellationToken) {
         let registry = Arc::new(InputRegistry::new());
-        registry.add("demo", "a", InputSpec::Srt { passphrase: None }).unwrap();
         registry
-            .add("demo", "locked", InputSpec::Srt { passphrase: Some("0123456789".into()) })
+            .add("demo", "a", InputSpec::Srt { passphrase: None })
+            .unwrap();
+        registry
+            .add(
+                "demo",
+                "locked",
+                InputSpec::Srt {
+                    passphrase: Some("0123456789".into()),
+                },
+            )
             .unwrap();
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = socket.local_addr().unwrap();
@@ -391,16 +431,25 @@ mod ffmpeg_tests {
         let mut rx = port.subscribe();
         let child = ffmpeg("mpegts", url);
         let deadline = Instant::now() + Duration::from_secs(40);
-        let (session, (ok, log)) =
-            tokio::join!(collect(&mut rx, deadline), finish(child, Duration::from_secs(40)));
+        let (session, (ok, log)) = tokio::join!(
+            collect(&mut rx, deadline),
+            finish(child, Duration::from_secs(40))
+        );
         assert!(ok, "ffmpeg failed: {log}");
-        assert_eq!(session.started.map(|s| s.1), Some(Container::MpegTs), "{log}");
+        assert_eq!(
+            session.started.map(|s| s.1),
+            Some(Container::MpegTs),
+            "{log}"
+        );
         assert!(session.ended.is_some(), "session did not end");
         session.chunks.iter().for_each(|c| assert_whole_ts(c));
         let bytes = session.bytes();
         assert!(bytes.len() > 50 * 188);
         let codecs = probe_codecs(&bytes, "ts").await;
-        assert!(codecs.contains(&"h264".into()) && codecs.contains(&"aac".into()), "{codecs:?}");
+        assert!(
+            codecs.contains(&"h264".into()) && codecs.contains(&"aac".into()),
+            "{codecs:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,6 +480,34 @@ mod ffmpeg_tests {
             &format!("srt://{addr}?streamid=%23!::r=demo/locked,m=publish&passphrase=0123456789"),
         )
         .await;
+        cancel.cancel();
+    }
+
+    /// srt-tokio panics in its listener task when a caller encrypts towards an input without a
+    /// passphrase (`unimplemented!("expected no secrets")`). The caller is refused and the
+    /// listener comes back for the next caller.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn encrypting_caller_on_an_open_input_does_not_kill_the_listener() {
+        let (registry, addr, cancel) = start().await;
+        let port = registry.port("demo", "a").unwrap();
+        let url = format!("srt://{addr}?streamid=demo/a&passphrase=0123456789");
+        let (ok, log) = finish(ffmpeg("mpegts", &url), Duration::from_secs(30)).await;
+        assert!(!ok, "encrypting caller should be refused: {log}");
+        assert!(port.live().is_none());
+        // The listener is back within a short while: retry until a publish succeeds.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut rx = port.subscribe();
+            let child = ffmpeg("mpegts", &format!("srt://{addr}?streamid=demo/a"));
+            let (session, (ok, log)) = tokio::join!(
+                collect(&mut rx, Instant::now() + Duration::from_secs(30)),
+                finish(child, Duration::from_secs(30))
+            );
+            if ok && session.started.is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "listener did not recover: {log}");
+        }
         cancel.cancel();
     }
 }

@@ -26,7 +26,7 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// True if `data` is a non-empty run of whole TS packets, each starting with the sync byte.
 pub(crate) fn is_whole_ts(data: &[u8]) -> bool {
     !data.is_empty()
-        && data.len() % TS_PACKET == 0
+        && data.len().is_multiple_of(TS_PACKET)
         && data.chunks_exact(TS_PACKET).all(|p| p[0] == TS_SYNC)
 }
 
@@ -76,7 +76,10 @@ impl TsAligner {
     fn resync(&mut self) {
         let len = self.buf.len();
         let start = (1..len)
-            .find(|&p| self.buf[p] == TS_SYNC && (p + TS_PACKET >= len || self.buf[p + TS_PACKET] == TS_SYNC))
+            .find(|&p| {
+                self.buf[p] == TS_SYNC
+                    && (p + TS_PACKET >= len || self.buf[p + TS_PACKET] == TS_SYNC)
+            })
             .unwrap_or(len);
         let _ = self.buf.split_to(start);
         self.resyncs += 1;
@@ -103,7 +106,12 @@ pub(crate) struct Malformed {
 
 impl Malformed {
     pub(crate) fn new(input: InputId) -> Self {
-        Self { input, total: 0, since_log: 0, last_log: None }
+        Self {
+            input,
+            total: 0,
+            since_log: 0,
+            last_log: None,
+        }
     }
 
     pub(crate) fn record(&mut self, peer: &str, reason: &str, units: u64) {
@@ -116,7 +124,10 @@ impl Malformed {
         self.total += units;
         self.since_log += units;
         let now = Instant::now();
-        if self.last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
             tracing::warn!(
                 input = %self.input,
                 peer,
@@ -212,7 +223,11 @@ pub(crate) mod test_support {
 
     /// Asserts that `chunk` is whole TS packets.
     pub(crate) fn assert_whole_ts(chunk: &[u8]) {
-        assert!(super::is_whole_ts(chunk), "chunk of {} bytes is not whole TS packets", chunk.len());
+        assert!(
+            super::is_whole_ts(chunk),
+            "chunk of {} bytes is not whole TS packets",
+            chunk.len()
+        );
         assert!(chunk.len() <= super::MAX_TS_CHUNK);
     }
 
@@ -222,7 +237,16 @@ pub(crate) mod test_support {
             .args(["-hide_banner", "-nostats", "-loglevel", "warning", "-re"])
             .args(["-f", "lavfi", "-i", "testsrc2=size=160x90:rate=15"])
             .args(["-f", "lavfi", "-i", "sine", "-t", "3"])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "15", "-c:a", "aac"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "15",
+                "-c:a",
+                "aac",
+            ])
             .args(["-f", format, output])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -238,7 +262,10 @@ pub(crate) mod test_support {
             .await
             .expect("ffmpeg did not exit in time")
             .expect("ffmpeg wait");
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     #[derive(Debug, Default)]
@@ -271,12 +298,18 @@ pub(crate) mod test_support {
         while let Ok(event) = tokio::time::timeout_at(deadline, rx.recv()).await {
             match event.expect("subscriber lagged or port closed") {
                 InputEvent::Started { session, container } => {
-                    assert!(s.started.is_none(), "second session started before the first ended");
+                    assert!(
+                        s.started.is_none(),
+                        "second session started before the first ended"
+                    );
                     s.started = Some((session, container));
                 }
                 InputEvent::Data { session, bytes } => {
                     assert_eq!(Some(session), s.started.map(|x| x.0));
-                    assert!(bytes.len() <= super::MAX_CHUNK || s.started.map(|x| x.1) == Some(Container::Flv));
+                    assert!(
+                        bytes.len() <= super::MAX_CHUNK
+                            || s.started.map(|x| x.1) == Some(Container::Flv)
+                    );
                     s.chunks.push(bytes);
                 }
                 InputEvent::Ended { session, reason } => {
@@ -339,7 +372,10 @@ pub(crate) mod test_support {
         fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
         fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> metrics::Counter {
             let label = |n: &str| {
-                key.labels().find(|l| l.key() == n).map(|l| l.value().to_string()).unwrap_or_default()
+                key.labels()
+                    .find(|l| l.key() == n)
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default()
             };
             let name = format!("{}{{{}/{}}}", key.name(), label("channel"), label("input"));
             let mut counters = self.counters.lock().unwrap();
@@ -359,13 +395,27 @@ pub(crate) mod test_support {
         let path = dir.path().join(format!("capture.{ext}"));
         std::fs::write(&path, bytes).expect("write capture");
         let out = Command::new("ffprobe")
-            .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "csv=p=0",
+            ])
             .arg(&path)
             .output()
             .await
             .expect("ffprobe must be installed");
-        assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_string()).collect()
+        assert!(
+            out.status.success(),
+            "ffprobe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect()
     }
 }
 
@@ -440,36 +490,65 @@ mod tests {
         install_recorder();
         let registry = InputRegistry::new();
         let bind = "127.0.0.1:0".parse().unwrap();
-        let port = registry.add("tcptest", "a", InputSpec::Tcp { bind }).unwrap();
+        let port = registry
+            .add("tcptest", "a", InputSpec::Tcp { bind })
+            .unwrap();
         let addr = registry.local_addr("tcptest", "a").unwrap();
         let mut rx = port.subscribe();
         let child = ffmpeg("mpegts", &format!("tcp://{addr}"));
         let deadline = Instant::now() + Duration::from_secs(40);
         let collecting = async {
             // Wait for the session, then try a second publisher: it is closed at once.
-            let first = tokio::time::timeout_at(deadline, rx.recv()).await.unwrap().unwrap();
-            assert!(matches!(first, InputEvent::Started { container: Container::MpegTs, .. }));
+            let first = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(matches!(
+                first,
+                InputEvent::Started {
+                    container: Container::MpegTs,
+                    ..
+                }
+            ));
             let mut second = TcpStream::connect(addr).await.unwrap();
             let _ = second.write_all(&packets(7, 9)).await;
             let mut buf = [0u8; 16];
-            let n = tokio::time::timeout_at(deadline, second.read(&mut buf)).await.unwrap();
-            assert!(matches!(n, Ok(0) | Err(_)), "second connection must be closed");
+            let n = tokio::time::timeout_at(deadline, second.read(&mut buf))
+                .await
+                .unwrap();
+            assert!(
+                matches!(n, Ok(0) | Err(_)),
+                "second connection must be closed"
+            );
             let started = match first {
                 InputEvent::Started { session, container } => Some((session, container)),
                 _ => None,
             };
-            collect_more(&mut rx, deadline, Session { started, ..Session::default() }).await
+            collect_more(
+                &mut rx,
+                deadline,
+                Session {
+                    started,
+                    ..Session::default()
+                },
+            )
+            .await
         };
-        let (session, (ok, log)) =
-            tokio::join!(collecting, finish(child, Duration::from_secs(40)));
+        let (session, (ok, log)) = tokio::join!(collecting, finish(child, Duration::from_secs(40)));
         assert!(ok, "ffmpeg failed: {log}");
         assert!(session.ended.is_some(), "session did not end");
         session.chunks.iter().for_each(|c| assert_whole_ts(c));
         let bytes = session.bytes();
         assert!(bytes.len() > 50 * TS_PACKET);
         let codecs = probe_codecs(&bytes, "ts").await;
-        assert!(codecs.contains(&"h264".into()) && codecs.contains(&"aac".into()), "{codecs:?}");
-        assert_eq!(counter("steadycast_input_malformed_total", "tcptest", "a"), 0);
+        assert!(
+            codecs.contains(&"h264".into()) && codecs.contains(&"aac".into()),
+            "{codecs:?}"
+        );
+        assert_eq!(
+            counter("steadycast_input_malformed_total", "tcptest", "a"),
+            0
+        );
         // Free again: a new connection is a new session.
         let mut third = TcpStream::connect(addr).await.unwrap();
         third.write_all(&packets(2, 1)).await.unwrap();

@@ -30,7 +30,9 @@ pub async fn run(port: Arc<InputPort>, size: String, frame_rate: String) {
 }
 
 async fn run_once(port: &Arc<InputPort>, size: &str, frame_rate: &str) -> std::io::Result<()> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let mut child = Command::new("ffmpeg")
         .args(pattern_args(size, frame_rate, now))
         .stdin(Stdio::null())
@@ -64,21 +66,51 @@ async fn run_once(port: &Arc<InputPort>, size: &str, frame_rate: &str) -> std::i
 /// its own timestamp, x264 without B-frames, and TS timestamps offset to Unix time.
 fn pattern_args(size: &str, frame_rate: &str, now: Duration) -> Vec<String> {
     let now = now.as_secs();
-    let clock = format!(r"%{{pts\:gmtime\:{now}\:%Y-%m-%d %H\\\:%M\\\:%S}} UTC  frame %{{frame_num}}");
+    let clock =
+        format!(r"%{{pts\:gmtime\:{now}\:%Y-%m-%d %H\\\:%M\\\:%S}} UTC  frame %{{frame_num}}");
     let drawtext = format!(
         "drawtext=fontfile={FONT}:fontsize=h/14:fontcolor=white:box=1:boxcolor=black@0.6:\
          x=(w-tw)/2:y=h-th-h/12:text='{clock}'"
     );
     [
-        "-hide_banner", "-nostats", "-loglevel", "error", "-re",
-        "-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate={frame_rate}"),
-        "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:beep_factor=4",
-        "-vf", &drawtext,
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-bf", "0",
-        "-g", "30", "-b:v", "2M",
-        "-c:a", "aac", "-b:a", "128k", "-ac", "2",
-        "-output_ts_offset", &now.to_string(),
-        "-f", "mpegts", "pipe:1",
+        "-hide_banner",
+        "-nostats",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate={frame_rate}"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=1000:sample_rate=48000:beep_factor=4",
+        "-vf",
+        &drawtext,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-bf",
+        "0",
+        "-g",
+        "30",
+        "-b:v",
+        "2M",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-ac",
+        "2",
+        "-output_ts_offset",
+        &now.to_string(),
+        "-f",
+        "mpegts",
+        "pipe:1",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -63,10 +63,8 @@ pub(crate) async fn run(socket: UdpSocket, port: Arc<InputPort>) {
                 Ok(r) => r,
                 Err(_) => {
                     if let Some(mut publisher) = session.take() {
-                        publisher.end_because(format!(
-                            "no datagrams for {} s",
-                            LOSS_TIMEOUT.as_secs()
-                        ));
+                        publisher
+                            .end_because(format!("no datagrams for {} s", LOSS_TIMEOUT.as_secs()));
                     }
                     continue;
                 }
@@ -94,7 +92,9 @@ pub(crate) async fn run(socket: UdpSocket, port: Arc<InputPort>) {
                 }
             }
         }
-        let Some(publisher) = session.as_ref() else { continue };
+        let Some(publisher) = session.as_ref() else {
+            continue;
+        };
         pending.extend_from_slice(&buf[..n]);
         // Coalesce datagrams that are already queued.
         for _ in 0..MAX_COALESCED {
@@ -123,7 +123,10 @@ fn accept_datagram(data: &[u8], from: &SocketAddr, malformed: &mut Malformed) ->
     } else {
         malformed.record(
             &from.to_string(),
-            &format!("datagram of {} bytes is not whole MPEG-TS packets", data.len()),
+            &format!(
+                "datagram of {} bytes is not whole MPEG-TS packets",
+                data.len()
+            ),
             1,
         );
         false
@@ -150,7 +153,10 @@ mod tests {
         let child = ffmpeg("mpegts", url);
         let deadline = Instant::now() + Duration::from_secs(40);
         let collecting = async {
-            let first = tokio::time::timeout_at(deadline, rx.recv()).await.unwrap().unwrap();
+            let first = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
             let InputEvent::Started { session, container } = first else {
                 panic!("expected Started, got {first:?}")
             };
@@ -158,9 +164,20 @@ mod tests {
             let garbage = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let target = SocketAddr::from(([127, 0, 0, 1], addr.port()));
             garbage.send_to(&[0x47; 100], target).await.unwrap();
-            garbage.send_to(b"not a transport stream at all", target).await.unwrap();
+            garbage
+                .send_to(b"not a transport stream at all", target)
+                .await
+                .unwrap();
             let started = Some((session, container));
-            let s = collect_more(&mut rx, deadline, Session { started, ..Session::default() }).await;
+            let s = collect_more(
+                &mut rx,
+                deadline,
+                Session {
+                    started,
+                    ..Session::default()
+                },
+            )
+            .await;
             (s, Instant::now())
         };
         let ((session, ended_at), ((ok, log), exited_at)) = tokio::join!(collecting, async {
@@ -169,7 +186,10 @@ mod tests {
         });
         assert!(ok, "ffmpeg failed: {log}");
         assert!(
-            session.ended.as_deref().is_some_and(|r| r.contains("no datagrams")),
+            session
+                .ended
+                .as_deref()
+                .is_some_and(|r| r.contains("no datagrams")),
             "ended: {:?}",
             session.ended
         );
@@ -179,7 +199,10 @@ mod tests {
         let bytes = session.bytes();
         assert!(bytes.len() > 50 * TS_PACKET);
         let codecs = probe_codecs(&bytes, "ts").await;
-        assert!(codecs.contains(&"h264".into()) && codecs.contains(&"aac".into()), "{codecs:?}");
+        assert!(
+            codecs.contains(&"h264".into()) && codecs.contains(&"aac".into()),
+            "{codecs:?}"
+        );
         assert!(counter("steadycast_input_malformed_total", channel, "a") >= 2);
     }
 
@@ -188,7 +211,17 @@ mod tests {
         install_recorder();
         let registry = InputRegistry::new();
         let bind = "127.0.0.1:0".parse().unwrap();
-        registry.add("udpuni", "a", InputSpec::Udp { bind, multicast: None, interface: None }).unwrap();
+        registry
+            .add(
+                "udpuni",
+                "a",
+                InputSpec::Udp {
+                    bind,
+                    multicast: None,
+                    interface: None,
+                },
+            )
+            .unwrap();
         let addr = registry.local_addr("udpuni", "a").unwrap();
         publish_and_check(&registry, "udpuni", &format!("udp://{addr}?pkt_size=1316")).await;
     }

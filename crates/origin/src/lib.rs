@@ -20,7 +20,7 @@ use store::{Catalog, DirStore};
 use tower_http::cors::{Any, CorsLayer};
 
 pub use error::OriginError;
-pub use live::LiveChannel;
+pub use live::{Alignment, LiveChannel};
 
 /// The largest object a pipeline may PUT: a 2 s segment at 100 Mb/s is 25 MB.
 pub const MAX_UPLOAD: usize = 32 << 20;

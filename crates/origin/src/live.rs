@@ -69,6 +69,7 @@ pub struct ServedInit {
 pub struct LiveSegment {
     pub start: u64,
     pub duration: u64,
+    pub samples: u32,
     pub feed: Feed,
     pub bytes: Bytes,
     pub stored_at: SystemTime,
@@ -91,6 +92,16 @@ pub struct LiveRendition {
     /// Serialises the packager's check-store-list of one rendition, so that two feeds
     /// delivering the same N never both write it.
     pub publish: tokio::sync::Mutex<()>,
+    pub alignment: std::sync::Mutex<Alignment>,
+}
+
+/// How the feeds' copies of the same segments compare: equal decode time, duration and sample
+/// count make copies interchangeable (the pipelines are locked).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Alignment {
+    pub compared: u64,
+    pub misaligned: u64,
+    pub last_misaligned: Option<String>,
 }
 
 impl LiveRendition {
@@ -102,6 +113,7 @@ impl LiveRendition {
             average_bandwidth,
             state: RwLock::new(RenditionState::default()),
             publish: tokio::sync::Mutex::new(()),
+            alignment: std::sync::Mutex::new(Alignment::default()),
         }
     }
 
@@ -126,6 +138,30 @@ impl LiveRendition {
             }
             entry.remove();
         }
+    }
+
+    /// Records how a second copy of segment `n` compares with the kept one.
+    pub fn compare_copies(&self, n: u64, kept: &LiveSegment, other: (u64, u64, u32)) -> bool {
+        let (start, duration, samples) = other;
+        let aligned = (kept.start, kept.duration, kept.samples) == (start, duration, samples);
+        let mut a = self.alignment.lock().unwrap_or_else(|e| e.into_inner());
+        a.compared += 1;
+        if !aligned {
+            a.misaligned += 1;
+            a.last_misaligned = Some(format!(
+                "segment {n}: kept starts {} lasts {} with {} samples; other starts {start} lasts \
+                 {duration} with {samples} samples",
+                kept.start, kept.duration, kept.samples
+            ));
+        }
+        aligned
+    }
+
+    pub fn alignment(&self) -> Alignment {
+        self.alignment
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// What the manifests say of this rendition, once its header is known.
@@ -186,6 +222,7 @@ mod tests {
         LiveSegment {
             start: n * 180_000,
             duration: 180_000,
+            samples: 60,
             feed: Feed::A,
             bytes: Bytes::new(),
             stored_at: SystemTime::UNIX_EPOCH,
@@ -202,6 +239,16 @@ mod tests {
         let window = r.window(10);
         assert_eq!(window.first().map(|s| s.n), Some(190));
         assert_eq!(window.last().map(|s| s.n), Some(199));
+    }
+
+    #[test]
+    fn copies_compare_on_time_duration_and_samples() {
+        let r = LiveRendition::new("360p", true, 1, 1);
+        assert!(r.compare_copies(7, &segment(7), (7 * 180_000, 180_000, 60)));
+        assert!(!r.compare_copies(8, &segment(8), (8 * 180_000 + 3000, 180_000, 60)));
+        let a = r.alignment();
+        assert_eq!((a.compared, a.misaligned), (2, 1));
+        assert!(a.last_misaligned.unwrap().starts_with("segment 8:"));
     }
 
     #[test]

@@ -192,9 +192,9 @@ async fn accept_segment(
     let info = inspect_segment(&body).map_err(|e| OriginError::BadRequest(e.to_string()))?;
     check_on_grid(channel, live, &track, &info, n)?;
     let _guard = live.publish.lock().await;
-    let kept = live.read().segments.get(&n).map(|s| s.feed);
-    let kept = match kept {
-        Some(feed) => Some(feed),
+    let in_memory = live.read().segments.get(&n).cloned();
+    let kept = match &in_memory {
+        Some(segment) => Some(segment.feed),
         None => origin
             .catalog
             .segment(&channel.spec.id, &live.name, n)
@@ -202,6 +202,17 @@ async fn accept_segment(
             .map(|s| s.feed),
     };
     if let Offer::AlreadyKept { kept } = SegmentChoice::offer(kept) {
+        if let Some(segment) = in_memory.filter(|s| s.feed != feed) {
+            let other = (info.base_decode_time, info.duration, info.sample_count);
+            let aligned = live.compare_copies(n, &segment, other);
+            let result = if aligned { "aligned" } else { "misaligned" };
+            let (id, name) = (channel.spec.id.clone(), live.name.clone());
+            metrics::counter!("steadycast_feed_copies_compared_total", "channel" => id.clone(),
+                "rendition" => name.clone(), "result" => result)
+            .increment(1);
+            metrics::gauge!("steadycast_pipelines_locked", "channel" => id, "rendition" => name)
+                .set(f64::from(u8::from(aligned)));
+        }
         return Ok((
             StatusCode::OK,
             format!("segment {n} already kept from feed {kept}\n"),
@@ -224,6 +235,7 @@ async fn accept_segment(
     let segment = LiveSegment {
         start: info.base_decode_time,
         duration: info.duration,
+        samples: info.sample_count,
         feed,
         bytes: body,
         stored_at: SystemTime::now(),

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use media::cmaf::inspect_init;
+use media::cmaf::{inspect_init, inspect_segment};
 use store::{Catalog, DirStore};
 
 use crate::OriginError;
@@ -48,9 +48,11 @@ pub async fn live_window(
                 tracing::warn!(channel = %id, key = %row.blob_key, "catalog lists a missing segment");
                 continue;
             };
+            let samples = inspect_segment(&bytes).map(|i| i.sample_count).unwrap_or(0);
             let segment = LiveSegment {
                 start: row.start,
                 duration: row.duration,
+                samples,
                 feed: row.feed,
                 bytes,
                 stored_at: SystemTime::now(),

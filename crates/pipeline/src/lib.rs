@@ -116,6 +116,13 @@ async fn run_session(
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         };
+        let lock = match lock.mode {
+            timeline::LockMode::Source => lock,
+            timeline::LockMode::Clock => Lock {
+                offset_us: input.agree_offset(session, lock.offset_us),
+                ..lock
+            },
+        };
         tracing::info!(channel = %ctx.spec.id, feed = %ctx.feed, mode = ?lock.mode,
             offset_us = lock.offset_us, "input locked to the epoch grid");
         metrics::gauge!("steadycast_pipeline_source_locked", &ctx.labels()).set(

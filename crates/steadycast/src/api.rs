@@ -19,6 +19,7 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/api/v1/channels", get(list).post(create))
         .route("/api/v1/channels/{id}", get(show).delete(delete))
+        .route("/api/v1/channels/{id}/alignment", get(alignment))
         .with_state(node)
 }
 
@@ -134,4 +135,29 @@ async fn delete(
             vec![],
         ))
     }
+}
+
+/// How the two pipelines' copies of each segment compare, per rendition.
+async fn alignment(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let channel = node.origin.channel(&id).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no running channel `{id}`"),
+            vec![],
+        )
+    })?;
+    let renditions: serde_json::Map<String, Value> = channel
+        .renditions
+        .iter()
+        .map(|(name, r)| {
+            (
+                name.clone(),
+                serde_json::to_value(r.alignment()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok(Json(json!({ "channel": id, "renditions": renditions })))
 }

@@ -1,0 +1,239 @@
+//! The end-to-end harness: a real `steadycast` process on loopback ports, real ffmpeg
+//! publishers and players, and polling with deadlines (never bare sleeps).
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_steadycast");
+
+/// A free loopback port (bound then released; the node binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free udp port")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A running node. Killed (SIGKILL) when dropped.
+pub struct TestNode {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub rtmp: SocketAddr,
+    pub srt: SocketAddr,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestNode {
+    /// Starts `steadycast serve` with `channels_toml` (the `[[channels]]` part of a config).
+    pub async fn serve(channels_toml: &str) -> TestNode {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut node = Self::serve_in(&dir, channels_toml).await;
+        node._tmp = Some(tmp);
+        node
+    }
+
+    /// Starts `steadycast serve` in `dir` (kept by the caller, so a restart finds its data).
+    pub async fn serve_in(dir: &Path, channels_toml: &str) -> TestNode {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let srt: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let config = format!(
+            "[server]\nlisten = \"{http}\"\ndata_dir = \"{}\"\nrtmp_listen = \"{rtmp}\"\n\
+             srt_listen = \"{srt}\"\n\n{channels_toml}",
+            dir.join("data").display()
+        );
+        let path = dir.join("steadycast.toml");
+        std::fs::write(&path, config).expect("write config");
+        let log = std::fs::File::create(dir.join("node.log")).expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn steadycast");
+        let node = TestNode {
+            child,
+            http,
+            rtmp,
+            srt,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        };
+        let url = node.url("/healthz");
+        wait_for("the node's /healthz", Duration::from_secs(20), || {
+            let url = url.clone();
+            async move { get(&url).await.filter(|(s, _)| *s == 200).map(|_| ()) }
+        })
+        .await;
+        node
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// Waits until every media playlist of `channel` lists at least `segments` segments.
+    pub async fn wait_for_segments(&self, channel: &str, renditions: &[&str], segments: usize) {
+        for r in renditions {
+            let url = self.url(&format!("/live/{channel}/{r}.m3u8"));
+            wait_for(
+                &format!("{segments} segments in {url}"),
+                Duration::from_secs(90),
+                || {
+                    let url = url.clone();
+                    async move {
+                        let (status, body) = get(&url).await?;
+                        let listed = body.lines().filter(|l| l.ends_with(".m4s")).count();
+                        (status == 200 && listed >= segments).then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+    }
+}
+
+/// GET `url`: status and body as text, or `None` if the request failed.
+pub async fn get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+pub async fn get_bytes(url: &str) -> (u16, bytes::Bytes) {
+    let response = reqwest::get(url).await.expect("GET");
+    let status = response.status().as_u16();
+    (status, response.bytes().await.expect("body"))
+}
+
+/// ffmpeg publishing a small test pattern and tone (15 fps, like the test channels) to `output`
+/// in `format`, until killed.
+pub fn publish(format: &str, output: &str) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "15",
+        ])
+        .args(["-c:a", "aac", "-b:a", "64k", "-f", format, output])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg publisher")
+}
+
+/// Plays `url` for `seconds` with ffmpeg as the client; returns its exit success and errors.
+pub async fn play(url: &str, seconds: u32) -> (bool, String) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-loglevel", "error", "-i", url])
+        .args(["-t", &seconds.to_string(), "-f", "null", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run ffmpeg player");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The streams ffprobe finds at `url`, as (codec_type, width, height).
+pub async fn probe(url: &str) -> Vec<(String, u32, u32)> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,width,height",
+            "-of",
+            "csv=p=0",
+            url,
+        ])
+        .output()
+        .await
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            let kind = f.next()?.to_string();
+            let w = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let h = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            Some((kind, w, h))
+        })
+        .collect()
+}
+
+/// A test channel: tiny ladder (320x180 and 160x90 at 15 fps), 1 s segments, ultrafast.
+pub fn channel_toml(id: &str, inputs: &str) -> String {
+    format!(
+        r#"
+[[channels]]
+id = "{id}"
+frame_rate = "15"
+segment_seconds = 1.0
+preset = "ultrafast"
+live_window_seconds = 20
+ingest_credential = "test-credential-{id}"
+audio = {{ bitrate_kbps = 64 }}
+ladder = [
+  {{ name = "180p", width = 320, height = 180, bitrate_kbps = 200 }},
+  {{ name = "90p", width = 160, height = 90, bitrate_kbps = 80 }},
+]
+{inputs}
+"#
+    )
+}
+
+pub const RENDITIONS: [&str; 3] = ["180p", "90p", "audio"];
