@@ -139,19 +139,20 @@ async fn accept_init(
             state.feed_inits.get(&feed).cloned(),
         )
     };
-    if same_as_feed.as_ref() == Some(&body) {
-        return Ok((StatusCode::OK, "header already stored\n".into()));
-    }
-    if let Some(served) = &served {
-        if *served != body {
-            // The feeds' copies will not be interchangeable byte for byte at the header; the
-            // served header stays (listed bytes never change) and the mismatch is reported.
-            metrics::counter!("steadycast_init_mismatch_total", "channel" => channel.spec.id.clone(),
-                "rendition" => live.name.clone())
-            .increment(1);
-            tracing::warn!(channel = %channel.spec.id, rendition = %live.name, %feed,
-                "CMAF header differs from the one served");
+    // A feed's header is stored once; listed bytes never change, so a different one later (an
+    // encoder restarted with other settings) is reported, not stored.
+    if let Some(stored) = same_as_feed {
+        if stored == body {
+            return Ok((StatusCode::OK, "header already stored\n".into()));
         }
+        report_header_mismatch(channel, live, feed);
+        return Ok((
+            StatusCode::OK,
+            "header differs from this feed's first; the first is kept\n".into(),
+        ));
+    }
+    if served.is_some_and(|served| served != body) {
+        report_header_mismatch(channel, live, feed);
     }
     let key = format!("live/{}/{}/init-{feed}.mp4", channel.spec.id, live.name);
     origin.blobs.put(&key, &body).await?;
@@ -173,6 +174,15 @@ async fn accept_init(
         });
     }
     Ok((StatusCode::CREATED, "header stored\n".into()))
+}
+
+/// The feeds' headers differ, so their segments are not interchangeable byte for byte.
+fn report_header_mismatch(channel: &LiveChannel, live: &LiveRendition, feed: Feed) {
+    metrics::counter!("steadycast_init_mismatch_total", "channel" => channel.spec.id.clone(),
+        "rendition" => live.name.clone())
+    .increment(1);
+    tracing::warn!(channel = %channel.spec.id, rendition = %live.name, %feed,
+        "CMAF header differs from the one served");
 }
 
 async fn accept_segment(

@@ -69,9 +69,9 @@ impl TestNode {
 
     /// Starts `steadycast serve` in `dir` (kept by the caller, so a restart finds its data).
     pub async fn serve_in(dir: &Path, channels_toml: &str) -> TestNode {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let srt: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let rtmp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let srt = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let config = format!(
             "[server]\nlisten = \"{http}\"\ndata_dir = \"{}\"\nrtmp_listen = \"{rtmp}\"\n\
              srt_listen = \"{srt}\"\n\n{channels_toml}",
