@@ -1,0 +1,259 @@
+//! The built-in test pattern on both pipelines (source-locked): identical, epoch-locked segments;
+//! a packager that refuses bad uploads without losing anything; a restart that continues.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use timeline::{FrameRate, SegmentGrid};
+
+const PATTERN: &str =
+    "[channels.inputs.pattern]\ntype = \"test-pattern\"\nsize = \"320x180\"\nframe_rate = \"15\"";
+
+fn grid() -> SegmentGrid {
+    SegmentGrid::new(FrameRate::new(15, 1).unwrap(), 15).unwrap()
+}
+
+fn listed(playlist: &str) -> Vec<u64> {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_suffix(".m4s")?.rsplit('/').next()?.parse().ok())
+        .collect()
+}
+
+async fn playlist(node: &TestNode, channel: &str, rendition: &str) -> Vec<u64> {
+    let (status, body) = get(&node.url(&format!("/live/{channel}/{rendition}.m3u8")))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    listed(&body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_pipelines_cut_identical_segments_on_the_epoch_grid() {
+    let node = TestNode::serve(&channel_toml("pattern", PATTERN)).await;
+    node.wait_for_segments("pattern", &RENDITIONS, 4).await;
+
+    let url = node.url("/api/v1/channels/pattern/alignment");
+    let report = wait_for(
+        "5 compared copies per rendition",
+        Duration::from_secs(60),
+        || {
+            let url = url.clone();
+            async move {
+                let v: serde_json::Value = serde_json::from_str(&get(&url).await?.1).ok()?;
+                RENDITIONS
+                    .iter()
+                    .all(|r| v["renditions"][r]["compared"].as_u64() >= Some(5))
+                    .then_some(v)
+            }
+        },
+    )
+    .await;
+    for r in RENDITIONS {
+        assert_eq!(report["renditions"][r]["misaligned"], 0, "{r}: {report}");
+    }
+
+    let grid = grid();
+    for r in RENDITIONS {
+        let numbers = playlist(&node, "pattern", r).await;
+        assert!(
+            numbers.windows(2).all(|w| w[1] == w[0] + 1),
+            "{r}: gap in {numbers:?}"
+        );
+        let newest = *numbers.last().unwrap();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let behind = now.saturating_sub(grid.start_time(newest));
+        assert!(
+            behind < Duration::from_secs(15),
+            "{r}: newest segment {newest} is {behind:?} old"
+        );
+        for &n in numbers.iter().rev().take(4) {
+            let (status, bytes) = get_bytes(&node.url(&format!("/live/pattern/{r}/{n}.m4s"))).await;
+            assert_eq!(status, 200);
+            let info = media::cmaf::inspect_segment(&bytes).unwrap();
+            if r == "audio" {
+                let start = grid.start_of(n, 48_000);
+                let late = info.base_decode_time.checked_sub(start);
+                assert!(
+                    late.is_some_and(|l| l < 1024),
+                    "audio {n}: tfdt {} vs {start}",
+                    info.base_decode_time
+                );
+            } else {
+                assert_eq!(info.base_decode_time, grid.start_of(n, 90_000), "{r} {n}");
+                assert!(info.starts_with_sync, "{r} {n} starts without a keyframe");
+                assert_eq!(info.sample_count, 15, "{r} {n}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packager_refuses_bad_uploads_and_loses_nothing() {
+    let node = TestNode::serve(&channel_toml("guarded", PATTERN)).await;
+    node.wait_for_segments("guarded", &RENDITIONS, 3).await;
+    let before = playlist(&node, "guarded", "180p").await;
+    let n = before[0];
+    let segment_url = node.url(&format!("/live/guarded/180p/{n}.m4s"));
+    let (_, original) = get_bytes(&segment_url).await;
+
+    let client = reqwest::Client::new();
+    let put = |path: String, credential: Option<&'static str>, body: Vec<u8>| {
+        let mut request = client.put(node.url(&path)).body(body);
+        if let Some(c) = credential {
+            request = request.bearer_auth(c);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let good = Some("test-credential-guarded");
+    let cases = [
+        (
+            format!("/ingest/guarded/a/180p/{n}.m4s"),
+            None,
+            original.to_vec(),
+            401,
+            "credential",
+        ),
+        (
+            format!("/ingest/guarded/a/180p/{n}.m4s"),
+            Some("nope"),
+            original.to_vec(),
+            401,
+            "wrong",
+        ),
+        (
+            format!("/ingest/guarded/a/180p/{n}.m4s"),
+            good,
+            b"garbage".to_vec(),
+            400,
+            "CMAF",
+        ),
+        (
+            format!("/ingest/guarded/a/180p/{}.m4s", n + 1000),
+            good,
+            original.to_vec(),
+            400,
+            "lies in segment",
+        ),
+        (
+            format!("/ingest/guarded/a/360p/{n}.m4s"),
+            good,
+            original.to_vec(),
+            404,
+            "no rendition",
+        ),
+        (
+            format!("/ingest/elsewhere/a/180p/{n}.m4s"),
+            good,
+            original.to_vec(),
+            404,
+            "unknown channel",
+        ),
+        (
+            format!("/ingest/guarded/c/180p/{n}.m4s"),
+            good,
+            original.to_vec(),
+            400,
+            "feed",
+        ),
+        (
+            format!("/ingest/guarded/a/180p/{n}.ts"),
+            good,
+            original.to_vec(),
+            400,
+            "expected",
+        ),
+        (
+            "/ingest/guarded/a/180p/init.mp4".to_string(),
+            good,
+            original.to_vec(),
+            400,
+            "header",
+        ),
+        (
+            format!("/ingest/guarded/a/180p/{n}.m4s"),
+            good,
+            vec![0; 33 << 20],
+            413,
+            "",
+        ),
+    ];
+    for (path, credential, body, status, says) in cases {
+        let (got, text) = put(path.clone(), credential, body).await;
+        assert_eq!(got, status, "PUT {path}: {text}");
+        assert!(
+            text.contains(says),
+            "PUT {path}: `{text}` does not say `{says}`"
+        );
+    }
+    // A copy of a kept segment is acknowledged, not stored again.
+    let (got, text) = put(
+        format!("/ingest/guarded/b/180p/{n}.m4s"),
+        good,
+        original.to_vec(),
+    )
+    .await;
+    assert_eq!(got, 200, "{text}");
+
+    let (_, after) = get_bytes(&segment_url).await;
+    assert_eq!(after, original, "a listed segment changed");
+    let now_listed = playlist(&node, "guarded", "180p").await;
+    assert!(
+        before
+            .iter()
+            .all(|n| now_listed.contains(n) || *n < now_listed[0]),
+        "{before:?} vs {now_listed:?}"
+    );
+    for (path, status) in [
+        ("/live/guarded/180p/1.m4s", 404),
+        ("/live/nope/main.m3u8", 404),
+        ("/live/guarded/x.txt", 404),
+    ] {
+        assert_eq!(get(&node.url(path)).await.unwrap().0, status, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_restarts_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::serve_in(dir.path(), &channel_toml("durable", PATTERN)).await;
+    node.wait_for_segments("durable", &RENDITIONS, 4).await;
+    let before = playlist(&node, "durable", "180p").await;
+    let kept = *before.last().unwrap();
+    let (_, bytes) = get_bytes(&node.url(&format!("/live/durable/180p/{kept}.m4s"))).await;
+    node.child.start_kill().unwrap();
+    node.child.wait().await.unwrap();
+
+    let node = TestNode::serve_in(dir.path(), &channel_toml("durable", PATTERN)).await;
+    let after = playlist(&node, "durable", "180p").await;
+    assert!(
+        after.contains(&kept),
+        "segment {kept} lost across the restart: {after:?}"
+    );
+    let (status, again) = get_bytes(&node.url(&format!("/live/durable/180p/{kept}.m4s"))).await;
+    assert_eq!(
+        (status, again),
+        (200, bytes),
+        "segment {kept} changed across the restart"
+    );
+    let url = node.url("/live/durable/180p.m3u8");
+    wait_for(
+        "new segments after the restart",
+        Duration::from_secs(60),
+        || {
+            let url = url.clone();
+            async move {
+                listed(&get(&url).await?.1)
+                    .last()
+                    .filter(|&&n| n > kept + 1)
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+}
