@@ -1,6 +1,8 @@
 //! The control surface: config errors, the channel API and the `steadycast channel` CLI, and
 //! channels surviving a restart.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use std::process::Stdio;

@@ -1,6 +1,8 @@
 //! End to end: real ffmpeg publishers over RTMP, SRT and UDP, a real node, ffmpeg and ffprobe as
 //! players. Loopback only; every wait has a deadline.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use std::time::Duration;

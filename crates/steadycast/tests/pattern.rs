@@ -1,6 +1,8 @@
 //! The built-in test pattern on both pipelines (source-locked): identical, epoch-locked segments;
 //! a packager that refuses bad uploads without losing anything; a restart that continues.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
