@@ -56,6 +56,8 @@ pub enum Command {
     /// Manage the channels of a running node through its API.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Measure the segmenter, the packager and the origin (run it from a release build).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Options that override the `[server]` table of the config.
@@ -172,6 +174,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve_forever(node, http).await
         }
         Command::Channel(command) => crate::client::channel_command(command).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

@@ -1,0 +1,251 @@
+//! `steadycast bench`: release-build figures for the README. It encodes a real ladder with the
+//! pipeline's own ffmpeg command, then measures the segmenter on that output, the packager
+//! storing it, and the origin answering playlists, MPDs and segments over loopback HTTP.
+//! Timings are printed, never asserted.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use ingest::Container;
+use origin::Origin;
+use pipeline::{EncoderPlan, Segmenting, Upload};
+use store::{Catalog, DirStore};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Seconds of media to encode for the measurements.
+    #[arg(long, default_value_t = 30)]
+    pub media_seconds: u32,
+    /// Seconds each throughput measurement runs.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Concurrent HTTP clients in the origin measurements.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let spec = crate::demo::channel();
+    let grid = spec.grid().map_err(anyhow::Error::msg)?;
+    println!(
+        "steadycast bench: demo ladder {} + audio, {} s of media",
+        ladder_names(&spec),
+        args.media_seconds
+    );
+    let encoded = encode(dir.path(), &spec, args.media_seconds).await?;
+
+    // Segmenter: ffmpeg's fragmented MP4 in 64 KiB reads, as the pipeline reads its stdout.
+    let started = Instant::now();
+    let (mut rounds, mut uploads) = (0u64, Vec::new());
+    while rounds == 0 || started.elapsed() < Duration::from_secs(args.seconds) {
+        uploads.clear();
+        let mut segmenting = Segmenting::new(&spec, grid);
+        for chunk in encoded.chunks(64 * 1024) {
+            segmenting.push(chunk, &mut |u| uploads.push(u))?;
+        }
+        rounds += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let megabytes = (encoded.len() as u64 * rounds) as f64 / 1e6;
+    println!(
+        "segmenter: {:.0} MB/s of fMP4 cut ({} uploads per pass, {rounds} passes of {:.1} MB)",
+        megabytes / secs,
+        uploads.len(),
+        encoded.len() as f64 / 1e6
+    );
+
+    let origin = Origin::new(
+        Catalog::open_sqlite(&dir.path().join("catalog.db")).await?,
+        DirStore::open(dir.path().join("segments")).await?,
+    );
+    origin
+        .add_channel(spec.clone(), "bench".to_string())
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = origin.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+
+    let started = Instant::now();
+    for upload in &uploads {
+        put(&client, &base, upload).await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "packager: {:.0} uploads/s stored and listed (one at a time, fsync each: {} in {secs:.2} s)",
+        uploads.len() as f64 / secs,
+        uploads.len()
+    );
+
+    let segment = uploads
+        .iter()
+        .rev()
+        .find(|u| u.rendition == "360p" && u.name != "init.mp4")
+        .context("no 360p segment")?;
+    let targets = [
+        ("HLS media playlist", "/live/demo/360p.m3u8".to_string()),
+        ("DASH MPD", "/live/demo/manifest.mpd".to_string()),
+        ("360p segment", format!("/live/demo/360p/{}", segment.name)),
+    ];
+    for (what, path) in targets {
+        let (rate, p50, p99) = load(&client, &format!("{base}{path}"), &args).await?;
+        println!(
+            "origin: {what}: {rate:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} clients, loopback, \
+             load generator in the same process)",
+            p50 * 1e3,
+            p99 * 1e3,
+            args.concurrency
+        );
+    }
+    Ok(())
+}
+
+fn ladder_names(spec: &channel::ChannelSpec) -> String {
+    spec.ladder
+        .iter()
+        .map(|r| format!("{}x{}", r.width, r.height))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// Encodes `seconds` of the test pattern with the pipeline's own command (file in, file out).
+async fn encode(dir: &Path, spec: &channel::ChannelSpec, seconds: u32) -> anyhow::Result<Bytes> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    let source = dir.join("source.ts");
+    let status = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000:sample_rate=48000",
+            "-t",
+            &seconds.to_string(),
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-bf",
+            "0",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+        ])
+        .args([
+            "-output_ts_offset",
+            &now.as_secs().to_string(),
+            "-f",
+            "mpegts",
+            "-y",
+        ])
+        .arg(&source)
+        .status()
+        .await
+        .context("running ffmpeg (is it installed?)")?;
+    if !status.success() {
+        bail!("ffmpeg could not make the source");
+    }
+    let head = std::fs::read(&source)?;
+    let pts = media::ts::first_pts(&head)?.context("source without timestamps")?;
+    let (_, offset_us) = timeline::lock_mpegts(pts, now);
+    let plan = EncoderPlan {
+        spec,
+        grid: spec.grid().map_err(anyhow::Error::msg)?,
+        container: Container::MpegTs,
+        offset_us,
+    };
+    let output = dir.join("ladder.mp4");
+    let args: Vec<String> = plan
+        .args()
+        .into_iter()
+        .map(|a| match a.as_str() {
+            "pipe:0" => source.display().to_string(),
+            "pipe:1" => output.display().to_string(),
+            _ => a,
+        })
+        .collect();
+    let status = tokio::process::Command::new("ffmpeg")
+        .args(&args)
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("the pipeline's ffmpeg command failed");
+    }
+    Ok(Bytes::from(std::fs::read(&output)?))
+}
+
+async fn put(client: &reqwest::Client, base: &str, upload: &Upload) -> anyhow::Result<()> {
+    let url = format!("{base}/ingest/demo/a/{}/{}", upload.rendition, upload.name);
+    let response = client
+        .put(&url)
+        .bearer_auth("bench")
+        .body(upload.body.clone())
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("PUT {url}: {}", response.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// `concurrency` clients GET `url` in a loop for `seconds`: requests/s, p50 and p99 latency.
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let url: Arc<str> = url.into();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let ok = match client.get(&*url).send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if !ok {
+                    return Err(anyhow::anyhow!("GET {url} failed"));
+                }
+                latencies.push(t.elapsed().as_secs_f64());
+            }
+            Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    all.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+    };
+    Ok((
+        all.len() as f64 / args.seconds as f64,
+        at(0.5).unwrap_or(0.0),
+        at(0.99).unwrap_or(0.0),
+    ))
+}
