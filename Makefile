@@ -20,3 +20,4 @@ test: lint
 bench: setup
 	cargo build --release --bin steadycast
 	./target/release/steadycast bench
+	cargo bench -p manifest

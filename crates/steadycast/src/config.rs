@@ -155,6 +155,13 @@ stream_key = "secret"
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../../steadycast.example.toml");
+        let config = parse(text, "steadycast.example.toml").unwrap();
+        assert_eq!(config.channels.len(), 2);
+    }
+
+    #[test]
     fn syntax_errors_name_file_and_line() {
         let err = parse(
             "[server]\nlisten = \"127.0.0.1:80\"\nlisten_typo = 3\n",
