@@ -32,20 +32,24 @@ async fn playlist(node: &TestNode, channel: &str, rendition: &str) -> Vec<u64> {
     listed(&body)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_pipelines_cut_identical_segments_on_the_epoch_grid() {
-    let node = TestNode::serve(&channel_toml("pattern", PATTERN)).await;
-    node.wait_for_segments("pattern", &RENDITIONS, 4).await;
-
-    let url = node.url("/api/v1/channels/pattern/alignment");
+/// Asserts that both pipelines' copies of at least 5 segments per rendition were identical in
+/// time and sample count, and that the served segments sit exactly on the epoch grid.
+async fn assert_epoch_locked(
+    node: &TestNode,
+    channel: &str,
+    renditions: &[&str],
+    grid: SegmentGrid,
+) {
+    node.wait_for_segments(channel, renditions, 4).await;
+    let url = node.url(&format!("/api/v1/channels/{channel}/alignment"));
     let report = wait_for(
         "5 compared copies per rendition",
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         || {
             let url = url.clone();
             async move {
                 let v: serde_json::Value = serde_json::from_str(&get(&url).await?.1).ok()?;
-                RENDITIONS
+                renditions
                     .iter()
                     .all(|r| v["renditions"][r]["compared"].as_u64() >= Some(5))
                     .then_some(v)
@@ -53,13 +57,10 @@ async fn both_pipelines_cut_identical_segments_on_the_epoch_grid() {
         },
     )
     .await;
-    for r in RENDITIONS {
+    let frames = u64::from(grid.frames());
+    for &r in renditions {
         assert_eq!(report["renditions"][r]["misaligned"], 0, "{r}: {report}");
-    }
-
-    let grid = grid();
-    for r in RENDITIONS {
-        let numbers = playlist(&node, "pattern", r).await;
+        let numbers = playlist(node, channel, r).await;
         assert!(
             numbers.windows(2).all(|w| w[1] == w[0] + 1),
             "{r}: gap in {numbers:?}"
@@ -72,7 +73,8 @@ async fn both_pipelines_cut_identical_segments_on_the_epoch_grid() {
             "{r}: newest segment {newest} is {behind:?} old"
         );
         for &n in numbers.iter().rev().take(4) {
-            let (status, bytes) = get_bytes(&node.url(&format!("/live/pattern/{r}/{n}.m4s"))).await;
+            let (status, bytes) =
+                get_bytes(&node.url(&format!("/live/{channel}/{r}/{n}.m4s"))).await;
             assert_eq!(status, 200);
             let info = media::cmaf::inspect_segment(&bytes).unwrap();
             if r == "audio" {
@@ -86,10 +88,47 @@ async fn both_pipelines_cut_identical_segments_on_the_epoch_grid() {
             } else {
                 assert_eq!(info.base_decode_time, grid.start_of(n, 90_000), "{r} {n}");
                 assert!(info.starts_with_sync, "{r} {n} starts without a keyframe");
-                assert_eq!(info.sample_count, 15, "{r} {n}");
+                assert_eq!(u64::from(info.sample_count), frames, "{r} {n}");
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_pipelines_cut_identical_segments_on_the_epoch_grid() {
+    let node = TestNode::serve(&channel_toml("pattern", PATTERN)).await;
+    assert_epoch_locked(&node, "pattern", &RENDITIONS, grid()).await;
+}
+
+/// NTSC (2 s = 60 frames = 2.002 s, 180180 ticks) and PAL rates lock like whole rates do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntsc_and_pal_rates_lock_to_the_grid() {
+    let channel = |id: &str, rate: &str| {
+        format!(
+            r#"
+[[channels]]
+id = "{id}"
+frame_rate = "{rate}"
+segment_seconds = 2.0
+preset = "ultrafast"
+audio = {{ bitrate_kbps = 64 }}
+ladder = [{{ name = "90p", width = 160, height = 90, bitrate_kbps = 80 }}]
+[channels.inputs.pattern]
+type = "test-pattern"
+size = "160x90"
+frame_rate = "{rate}"
+"#
+        )
+    };
+    let ntsc = TestNode::serve(&channel("ntsc", "30000/1001")).await;
+    let pal = TestNode::serve(&channel("pal", "25")).await;
+    let ntsc_grid = SegmentGrid::nearest(FrameRate::new(30000, 1001).unwrap(), 2.0).unwrap();
+    assert_eq!(ntsc_grid.duration_ticks(90_000), Some(180_180));
+    let pal_grid = SegmentGrid::nearest(FrameRate::new(25, 1).unwrap(), 2.0).unwrap();
+    tokio::join!(
+        assert_epoch_locked(&ntsc, "ntsc", &["90p", "audio"], ntsc_grid),
+        assert_epoch_locked(&pal, "pal", &["90p", "audio"], pal_grid),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
