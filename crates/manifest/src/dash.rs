@@ -2,14 +2,13 @@
 //!
 //! One dynamic Period anchored at the Unix epoch: `availabilityStartTime` is
 //! 1970-01-01T00:00:00Z, the Period starts at 0 and `presentationTimeOffset` is 0, so a media
-//! timestamp in seconds *is* the Unix time of that sample and segment `N` is addressed by its
-//! epoch number (`$Number$` = `N`). Every Representation carries an explicit `SegmentTimeline`
-//! because audio cuts land within one AAC frame of `N·D` (DESIGN.md §2): only a timeline states
-//! them exactly.
+//! timestamp in seconds *is* the Unix time of that sample. Every Representation carries an
+//! explicit `SegmentTimeline` because audio cuts land within one AAC frame of `N·D` (DESIGN.md
+//! §2): only a timeline states them exactly.
 //!
-//! A missing segment number is a gap: the next `S` states its time (`@t`) and its number (`@n`,
-//! ISO/IEC 23009-1 5.3.9.6), since numbering inside a timeline is otherwise consecutive and the
-//! following segments would be requested under the wrong `N`.
+//! Segments are addressed by time (`$Time$`, the segment's tfdt), not by number: after a gap
+//! (a segment neither pipeline made) a `$Number$` template would need `S@n`, which dash.js
+//! ignores, and players would ask for the wrong segments. The origin maps a time back to `N`.
 
 use crate::text::{
     TemplateLiteral, XmlAttr, XsdDuration, push_iso8601, push_uint, scale_ceil, secs_to_millis,
@@ -249,28 +248,26 @@ fn audio_set(
 }
 
 fn segment_template(out: &mut String, r: &Rendition, segments: &[SegmentRef], query: &str) {
-    let Some(first) = segments.first() else {
+    if segments.is_empty() {
         return;
-    };
+    }
     let q = TemplateLiteral(query);
     w!(
         out,
         "        <SegmentTemplate timescale=\"{}\" presentationTimeOffset=\"0\" \
          initialization=\"$RepresentationID$/init.mp4{q}\" \
-         media=\"$RepresentationID$/$Number$.m4s{q}\" startNumber=\"{}\">\n",
+         media=\"$RepresentationID$/t$Time$.m4s{q}\">\n",
         r.timescale,
-        first.n
     );
     out.push_str("          <SegmentTimeline>\n");
     timeline(out, segments);
     out.push_str("          </SegmentTimeline>\n        </SegmentTemplate>\n");
 }
 
-/// `S` entries: a run of consecutive numbers, each starting where the previous ended, with one
-/// duration becomes one `S` with `@r`. `@t` is written on the first entry and wherever the time
-/// jumps, `@n` wherever the number jumps.
+/// `S` entries: a run of segments, each starting where the previous ended, with one duration
+/// becomes one `S` with `@r`. `@t` is written on the first entry and wherever the time jumps.
 fn timeline(out: &mut String, segments: &[SegmentRef]) {
-    let follows = |a: &SegmentRef, b: &SegmentRef| b.n == a.n + 1 && b.start == a.end();
+    let follows = |a: &SegmentRef, b: &SegmentRef| b.start == a.end();
     let mut prev: Option<&SegmentRef> = None;
     let mut i = 0;
     while let Some(s) = segments.get(i) {
@@ -285,11 +282,6 @@ fn timeline(out: &mut String, segments: &[SegmentRef]) {
         if prev.is_none_or(|p| s.start != p.end()) {
             out.push_str(" t=\"");
             push_uint(out, s.start, 1);
-            out.push('"');
-        }
-        if prev.is_some_and(|p| s.n != p.n + 1) {
-            out.push_str(" n=\"");
-            push_uint(out, s.n, 1);
             out.push('"');
         }
         out.push_str(" d=\"");

@@ -13,12 +13,12 @@ fn params(query: &str) -> MpdParams<'_> {
     }
 }
 
-/// A segment as (t, d, N).
-type Triple = (u64, u64, u64);
+/// A segment as (t, d): what a `$Time$` template addresses it by.
+type Pair = (u64, u64);
 
-/// Expands every Representation's SegmentTimeline back into (id, [(t, d, N)]) following
-/// ISO/IEC 23009-1 5.3.9.6: `@t` and `@n` restart time and number, else both run on.
-fn expand(mpd: &str) -> Vec<(String, Vec<Triple>)> {
+/// Expands every Representation's SegmentTimeline back into (id, [(t, d)]) following
+/// ISO/IEC 23009-1 5.3.9.6: `@t` restarts time, else it runs on.
+fn expand(mpd: &str) -> Vec<(String, Vec<Pair>)> {
     let doc = roxmltree::Document::parse(mpd).unwrap_or_else(|e| panic!("{e}\n{mpd}"));
     let num = |n: roxmltree::Node, a: &str| n.attribute(a).map(|v| v.parse::<u64>().unwrap());
     let mut reps = Vec::new();
@@ -34,16 +34,16 @@ fn expand(mpd: &str) -> Vec<(String, Vec<Triple>)> {
             .children()
             .find(|n| n.has_tag_name("SegmentTimeline"))
             .unwrap();
-        let (mut t, mut number) = (0, num(template, "startNumber").unwrap_or(1));
+        assert_eq!(template.attribute("startNumber"), None);
+        let mut t = 0;
         let mut out = Vec::new();
         for s in timeline.children().filter(|n| n.has_tag_name("S")) {
+            assert_eq!(s.attribute("n"), None, "a $Time$ timeline needs no @n");
             t = num(s, "t").unwrap_or(t);
-            number = num(s, "n").unwrap_or(number);
             let d = num(s, "d").unwrap();
             for _ in 0..=num(s, "r").unwrap_or(0) {
-                out.push((t, d, number));
+                out.push((t, d));
                 t += d;
-                number += 1;
             }
         }
         reps.push((rep.attribute("id").unwrap().to_string(), out));
@@ -51,11 +51,8 @@ fn expand(mpd: &str) -> Vec<(String, Vec<Triple>)> {
     reps
 }
 
-fn triples(segments: &[SegmentRef]) -> Vec<Triple> {
-    segments
-        .iter()
-        .map(|s| (s.start, s.duration, s.n))
-        .collect()
+fn pairs(segments: &[SegmentRef]) -> Vec<Pair> {
+    segments.iter().map(|s| (s.start, s.duration)).collect()
 }
 
 #[test]
@@ -71,18 +68,18 @@ fn mpd_expected_text() {
   <Period id="0" start="PT0S">
     <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" maxWidth="320" maxHeight="180" maxFrameRate="30000/1001">
       <Representation id="v160" bandwidth="150000" codecs="avc1.42C00C" width="160" height="90" frameRate="30000/1001" sar="1:1">
-        <SegmentTemplate timescale="90000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/$Number$.m4s?token=a&amp;b=1" startNumber="896911164">
+        <SegmentTemplate timescale="90000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/t$Time$.m4s?token=a&amp;b=1">
           <SegmentTimeline>
             <S t="161605453529520" d="180180" r="1"/>
-            <S t="161605454070060" n="896911167" d="180180"/>
+            <S t="161605454070060" d="180180"/>
           </SegmentTimeline>
         </SegmentTemplate>
       </Representation>
       <Representation id="v320" bandwidth="400000" codecs="avc1.42C01E" width="320" height="180" frameRate="30000/1001" sar="1:1">
-        <SegmentTemplate timescale="90000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/$Number$.m4s?token=a&amp;b=1" startNumber="896911164">
+        <SegmentTemplate timescale="90000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/t$Time$.m4s?token=a&amp;b=1">
           <SegmentTimeline>
             <S t="161605453529520" d="180180" r="1"/>
-            <S t="161605454070060" n="896911167" d="180180"/>
+            <S t="161605454070060" d="180180"/>
           </SegmentTimeline>
         </SegmentTemplate>
       </Representation>
@@ -90,10 +87,10 @@ fn mpd_expected_text() {
     <AdaptationSet id="1" contentType="audio" mimeType="audio/mp4" lang="en" segmentAlignment="true" startWithSAP="1">
       <Representation id="audio" bandwidth="69000" codecs="mp4a.40.2" audioSamplingRate="48000">
         <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>
-        <SegmentTemplate timescale="48000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/$Number$.m4s?token=a&amp;b=1" startNumber="896911164">
+        <SegmentTemplate timescale="48000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/t$Time$.m4s?token=a&amp;b=1">
           <SegmentTimeline>
             <S t="86189575216128" d="96256" r="1"/>
-            <S t="86189575504896" n="896911167" d="95232"/>
+            <S t="86189575504896" d="95232"/>
           </SegmentTimeline>
         </SegmentTemplate>
       </Representation>
@@ -121,9 +118,9 @@ fn timeline_expands_back_across_gaps_and_runs() {
     let reps = expand(&text);
     let ids: Vec<_> = reps.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["v160", "v320", "audio"]);
-    assert_eq!(reps[0].1, triples(&video));
-    assert_eq!(reps[1].1, triples(&video));
-    assert_eq!(reps[2].1, triples(&audio));
+    assert_eq!(reps[0].1, pairs(&video));
+    assert_eq!(reps[1].1, pairs(&video));
+    assert_eq!(reps[2].1, pairs(&audio));
     // Video compresses to one S per contiguous run: three runs.
     let v160 = text.split("</Representation>").next().unwrap();
     assert_eq!(v160.matches("<S ").count(), 3, "{v160}");
@@ -147,11 +144,11 @@ fn unequal_durations_are_never_merged() {
         "only the first S needs @t"
     );
     assert_eq!(text.matches("<S ").count(), 6);
-    assert_eq!(expand(&text)[0].1, triples(&segs));
+    assert_eq!(expand(&text)[0].1, pairs(&segs));
 }
 
 #[test]
-fn time_jump_without_number_jump_states_t_only() {
+fn a_time_jump_states_t() {
     let mut segs: Vec<_> = (N0..N0 + 4).map(|n| seg(n, n * VIDEO_D, VIDEO_D)).collect();
     for s in &mut segs[2..] {
         s.start += 3000;
@@ -167,7 +164,7 @@ fn time_jump_without_number_jump_states_t_only() {
         "{text}"
     );
     assert!(!text.contains(" n=\""), "{text}");
-    assert_eq!(expand(&text)[0].1, triples(&segs));
+    assert_eq!(expand(&text)[0].1, pairs(&segs));
 }
 
 #[test]
@@ -176,7 +173,7 @@ fn query_is_xml_escaped_and_dollar_doubled() {
     let rs = &fixture::renditions()[..1];
     let text = live_mpd(rs, &[&segs], &params("?token=x$y&exp=1<2"));
     assert!(
-        text.contains(r#"media="$RepresentationID$/$Number$.m4s?token=x$$y&amp;exp=1&lt;2""#),
+        text.contains(r#"media="$RepresentationID$/t$Time$.m4s?token=x$$y&amp;exp=1&lt;2""#),
         "{text}"
     );
     let doc = roxmltree::Document::parse(&text).unwrap();
@@ -210,8 +207,14 @@ fn one_segment() {
     let segs = [seg(N0, N0 * VIDEO_D, VIDEO_D)];
     let rs = &fixture::renditions()[1..2];
     let text = live_mpd(rs, &[&segs], &params(""));
-    assert!(text.contains(&format!("startNumber=\"{N0}\">\n          <SegmentTimeline>\n            <S t=\"{}\" d=\"180180\"/>\n", N0 * VIDEO_D)), "{text}");
-    assert_eq!(expand(&text)[0].1, triples(&segs));
+    assert!(
+        text.contains(&format!(
+            "t$Time$.m4s\">\n          <SegmentTimeline>\n            <S t=\"{}\" d=\"180180\"/>\n",
+            N0 * VIDEO_D
+        )),
+        "{text}"
+    );
+    assert_eq!(expand(&text)[0].1, pairs(&segs));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use manifest::{dash, hls};
 
-use crate::live::LiveChannel;
+use crate::live::{LiveChannel, LiveRendition};
 use crate::{Origin, OriginError};
 
 const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
@@ -76,15 +76,25 @@ pub async fn media(
         let init = live.read().init.as_ref().map(|i| i.bytes.clone());
         init.ok_or_else(|| OriginError::NotFound(format!("`{rendition}` has no header yet")))?
     } else {
-        let n = file
+        let name = file
             .strip_suffix(".m4s")
-            .and_then(|n| n.parse::<u64>().ok())
             .ok_or_else(|| OriginError::NotFound(format!("no `{file}` here")))?;
-        let in_memory = live.read().segments.get(&n).map(|s| s.bytes.clone());
-        match in_memory {
-            Some(bytes) => bytes,
+        let (n, time) = segment_address(&channel, live, name)?;
+        let in_memory = live
+            .read()
+            .segments
+            .get(&n)
+            .map(|s| (s.start, s.bytes.clone()));
+        let (start, bytes) = match in_memory {
+            Some(found) => found,
             None => stored_segment(&origin, &channel_id, &rendition, n).await?,
+        };
+        if time.is_some_and(|t| t != start) {
+            return Err(OriginError::NotFound(format!(
+                "no segment of `{rendition}` starts at {name}"
+            )));
         }
+        bytes
     };
     ranged(bytes, content_type, &headers)
 }
@@ -95,12 +105,33 @@ fn find_channel(origin: &Origin, id: &str) -> Result<Arc<LiveChannel>, OriginErr
         .ok_or_else(|| OriginError::NotFound(format!("unknown channel `{id}`")))
 }
 
+/// A segment's number, from `N` (HLS) or `t{tfdt}` (DASH's `$Time$`; the time is returned too,
+/// so that only the segment starting exactly there answers).
+fn segment_address(
+    channel: &LiveChannel,
+    live: &LiveRendition,
+    name: &str,
+) -> Result<(u64, Option<u64>), OriginError> {
+    let not_here = || OriginError::NotFound(format!("no `{name}.m4s` here"));
+    if let Some(time) = name.strip_prefix('t') {
+        let time: u64 = time.parse().map_err(|_| not_here())?;
+        let timescale = live
+            .read()
+            .init
+            .as_ref()
+            .map(|i| i.track.timescale)
+            .ok_or_else(not_here)?;
+        return Ok((channel.grid.segment_of(time, timescale), Some(time)));
+    }
+    Ok((name.parse().map_err(|_| not_here())?, None))
+}
+
 async fn stored_segment(
     origin: &Origin,
     channel: &str,
     rendition: &str,
     n: u64,
-) -> Result<Bytes, OriginError> {
+) -> Result<(u64, Bytes), OriginError> {
     let not_yet =
         || OriginError::NotFound(format!("segment {n} of `{rendition}` is not published"));
     let row = origin
@@ -108,7 +139,8 @@ async fn stored_segment(
         .segment(channel, rendition, n)
         .await?
         .ok_or_else(not_yet)?;
-    origin.blobs.get(&row.blob_key).await?.ok_or_else(not_yet)
+    let bytes = origin.blobs.get(&row.blob_key).await?.ok_or_else(not_yet)?;
+    Ok((row.start, bytes))
 }
 
 fn renditions(channel: &LiveChannel) -> Result<Vec<manifest::Rendition>, OriginError> {

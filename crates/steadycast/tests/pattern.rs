@@ -87,6 +87,17 @@ async fn assert_epoch_locked(
                 );
             } else {
                 assert_eq!(info.base_decode_time, grid.start_of(n, 90_000), "{r} {n}");
+                // DASH addresses the same segment by its time ($Time$), and only that time.
+                let by_time = node.url(&format!(
+                    "/live/{channel}/{r}/t{}.m4s",
+                    info.base_decode_time
+                ));
+                assert_eq!(get_bytes(&by_time).await, (200, bytes.clone()), "{by_time}");
+                let off = node.url(&format!(
+                    "/live/{channel}/{r}/t{}.m4s",
+                    info.base_decode_time + 1
+                ));
+                assert_eq!(get_bytes(&off).await.0, 404, "{off}");
                 assert!(info.starts_with_sync, "{r} {n} starts without a keyframe");
                 assert_eq!(u64::from(info.sample_count), frames, "{r} {n}");
             }
