@@ -2,6 +2,7 @@
 //! grid and its windows. Defined in TOML (`steadycast serve --config`) or JSON (the REST API),
 //! checked by [`ChannelSpec::validate`] before anything runs.
 
+mod event;
 mod input;
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use timeline::{Feed, FrameRate, SegmentGrid};
 
+pub use event::{Event, EventKind, Events};
 pub use input::InputSpec;
 
 /// A channel definition.

@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use channel::{EventKind, Events};
 use tokio::sync::broadcast;
 
 /// How many chunks a subscriber may fall behind before it is told it lagged. Chunks are at most
@@ -72,6 +73,7 @@ pub struct InputPort {
     events: broadcast::Sender<InputEvent>,
     live: Mutex<Option<LiveSession>>,
     sessions: AtomicU64,
+    log: Events,
 }
 
 /// The session in progress, for a subscriber that joins (or restarts) in the middle of it.
@@ -92,13 +94,23 @@ const MAX_PROLOGUE: usize = 1 << 20;
 
 impl InputPort {
     pub fn new(id: InputId) -> Arc<Self> {
+        Self::with_events(id, Events::default())
+    }
+
+    /// A port that reports its publishers coming and going to `log`.
+    pub fn with_events(id: InputId, log: Events) -> Arc<Self> {
         let (events, _) = broadcast::channel(PORT_CAPACITY);
         Arc::new(Self {
             id,
             events,
             live: Mutex::new(None),
             sessions: AtomicU64::new(0),
+            log,
         })
+    }
+
+    fn source(&self) -> String {
+        format!("input {}", self.id.input)
     }
 
     pub fn id(&self) -> &InputId {
@@ -151,6 +163,13 @@ impl InputPort {
         metrics::gauge!("steadycast_input_connected", &labels).set(1.0);
         metrics::counter!("steadycast_input_sessions_total", &labels).increment(1);
         tracing::info!(input = %self.id, peer, session, ?container, "input started");
+        let detail = format!("{peer} publishing {container:?}, session {session}");
+        self.log.emit(
+            &self.id.channel,
+            &self.source(),
+            EventKind::InputStarted,
+            detail,
+        );
         let _ = self.events.send(InputEvent::Started { session, container });
         Ok(Publisher {
             port: self.clone(),
@@ -214,6 +233,13 @@ impl Drop for Publisher {
             .take()
             .unwrap_or_else(|| "publisher left".to_string());
         tracing::info!(input = %self.port.id, session = self.session, %reason, "input ended");
+        let detail = format!("session {}: {reason}", self.session);
+        self.port.log.emit(
+            &self.port.id.channel,
+            &self.port.source(),
+            EventKind::InputEnded,
+            detail,
+        );
         metrics::gauge!("steadycast_input_connected", &self.port.labels()).set(0.0);
         let _ = self.port.events.send(InputEvent::Ended {
             session: self.session,

@@ -77,6 +77,7 @@ struct Inner {
 #[derive(Default)]
 pub struct InputRegistry {
     inner: Mutex<Inner>,
+    events: channel::Events,
 }
 
 /// What the shared listeners get for an input: its port and the token cancelled on removal.
@@ -97,6 +98,14 @@ fn valid_name(name: &str) -> bool {
 impl InputRegistry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A registry whose ports report publishers coming and going to `events`.
+    pub fn with_events(events: channel::Events) -> Self {
+        Self {
+            inner: Mutex::default(),
+            events,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -189,7 +198,7 @@ impl InputRegistry {
         } else {
             None
         };
-        let port = InputPort::new(id.clone());
+        let port = InputPort::with_events(id.clone(), self.events.clone());
         let bind_error = |protocol: &'static str, addr: SocketAddr| {
             let id = id.clone();
             move |source| RegistryError::Bind {

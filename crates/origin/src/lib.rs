@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, put};
-use channel::ChannelSpec;
+use channel::{ChannelSpec, Events};
 use store::{Catalog, DirStore};
 use tower_http::cors::{Any, CorsLayer};
 
@@ -29,14 +29,16 @@ pub const MAX_UPLOAD: usize = 32 << 20;
 pub struct Origin {
     catalog: Catalog,
     blobs: DirStore,
+    events: Events,
     channels: RwLock<HashMap<String, Arc<LiveChannel>>>,
 }
 
 impl Origin {
-    pub fn new(catalog: Catalog, blobs: DirStore) -> Arc<Self> {
+    pub fn new(catalog: Catalog, blobs: DirStore, events: Events) -> Arc<Self> {
         Arc::new(Self {
             catalog,
             blobs,
+            events,
             channels: RwLock::new(HashMap::new()),
         })
     }

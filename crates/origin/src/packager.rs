@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use channel::EventKind;
 use media::cmaf::{SegmentInfo, inspect_init, inspect_segment};
 use media::fmp4::TrackInfo;
 use store::{InitRow, SegmentRow};
@@ -145,14 +146,14 @@ async fn accept_init(
         if stored == body {
             return Ok((StatusCode::OK, "header already stored\n".into()));
         }
-        report_header_mismatch(channel, live, feed);
+        report_header_mismatch(origin, channel, live, feed);
         return Ok((
             StatusCode::OK,
             "header differs from this feed's first; the first is kept\n".into(),
         ));
     }
     if served.is_some_and(|served| served != body) {
-        report_header_mismatch(channel, live, feed);
+        report_header_mismatch(origin, channel, live, feed);
     }
     let key = format!("live/{}/{}/init-{feed}.mp4", channel.spec.id, live.name);
     origin.blobs.put(&key, &body).await?;
@@ -177,7 +178,22 @@ async fn accept_init(
 }
 
 /// The feeds' headers differ, so their segments are not interchangeable byte for byte.
-fn report_header_mismatch(channel: &LiveChannel, live: &LiveRendition, feed: Feed) {
+fn report_header_mismatch(
+    origin: &Origin,
+    channel: &LiveChannel,
+    live: &LiveRendition,
+    feed: Feed,
+) {
+    let detail = format!(
+        "rendition {}: feed {feed}'s CMAF header differs from the one served",
+        live.name
+    );
+    origin.events.emit(
+        &channel.spec.id,
+        "packager",
+        EventKind::HeaderMismatch,
+        detail,
+    );
     metrics::counter!("steadycast_init_mismatch_total", "channel" => channel.spec.id.clone(),
         "rendition" => live.name.clone())
     .increment(1);
@@ -215,6 +231,16 @@ async fn accept_segment(
         if let Some(segment) = in_memory.filter(|s| s.feed != feed) {
             let other = (info.base_decode_time, info.duration, info.sample_count);
             let aligned = live.compare_copies(n, &segment, other);
+            if !aligned {
+                let detail = live.alignment().last_misaligned.unwrap_or_default();
+                let detail = format!("rendition {}: {detail}", live.name);
+                origin.events.emit(
+                    &channel.spec.id,
+                    "packager",
+                    EventKind::CopiesMisaligned,
+                    detail,
+                );
+            }
             let result = if aligned { "aligned" } else { "misaligned" };
             let (id, name) = (channel.spec.id.clone(), live.name.clone());
             metrics::counter!("steadycast_feed_copies_compared_total", "channel" => id.clone(),

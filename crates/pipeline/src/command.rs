@@ -25,6 +25,8 @@ impl EncoderPlan<'_> {
             "-loglevel",
             "warning",
         ]);
+        // A short probe: an encoder (re)starting sooner rejoins the grid sooner.
+        push(&["-analyzeduration", "1500000", "-probesize", "4000000"]);
         push(&["-itsoffset", &format_offset(self.offset_us), "-copyts"]);
         push(&["-f", self.container.ffmpeg_format(), "-i", "pipe:0"]);
         push(&["-filter_complex", &self.filter_graph()]);

@@ -17,19 +17,25 @@ use crate::deliver::Delivery;
 use crate::segmenting::Segmenting;
 
 /// Why a run of the encoder ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RunEnd {
     /// The publisher left; the encoder flushed what it had.
+    #[error("the input ended")]
     InputEnded,
     /// A new publisher session began; the next run starts from it.
+    #[error("a new input session {session} began")]
     NewSession { session: u64, container: Container },
     /// The encoder exited or crashed while its input was live.
+    #[error("the encoder died: {0}")]
     EncoderDied(String),
     /// The encoder took input but wrote nothing for the hang timeout.
+    #[error("the encoder hung: input taken, nothing written")]
     Hung,
     /// The subscription fell too far behind to continue this container (FLV cannot resync).
+    #[error("the encoder fell behind its input")]
     Lagged,
     /// The input port is gone (channel deleted).
+    #[error("the input was removed")]
     PortClosed,
 }
 
@@ -53,6 +59,8 @@ pub async fn run(
         return RunEnd::EncoderDied("ffmpeg pipes not captured".to_string());
     };
     let labels = ctx.labels();
+    ctx.status
+        .update(|s| (s.phase, s.encoder_pid) = (crate::Phase::Encoding, child.id()));
     tokio::spawn(relay_log(stderr, ctx.spec.id.clone(), ctx.feed.as_str()));
     let last_output = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -137,15 +145,30 @@ async fn feed(
                 return RunEnd::EncoderDied(why.unwrap_or_else(|e| e.to_string()));
             }
             _ = watchdog.tick() => {
-                let out = Duration::from_millis(last_output.load(Ordering::Relaxed));
+                let out = last_output.load(Ordering::Relaxed);
                 let fed_for = last_input.duration_since(started);
-                if fed_for > out + ctx.hang_timeout && last_input.elapsed() < ctx.hang_timeout {
+                if is_hung(ctx, out, fed_for, last_input.elapsed()) {
                     return RunEnd::Hung;
                 }
             }
         }
     }
 }
+
+/// Hung: the input kept coming (fed until `fed_for` after start, last `since_input` ago) but the
+/// last output (`out_ms` after start, 0 for none) is older than the timeout. Before its first
+/// output an encoder also probes its input and waits for a segment boundary, so it gets longer.
+fn is_hung(ctx: &PipelineCtx, out_ms: u64, fed_for: Duration, since_input: Duration) -> bool {
+    let timeout = if out_ms == 0 {
+        ctx.hang_timeout + STARTUP_ALLOWANCE + ctx.grid_duration() * 2
+    } else {
+        ctx.hang_timeout
+    };
+    since_input < timeout && fed_for > Duration::from_millis(out_ms) + timeout
+}
+
+/// Probing the input (`-analyzeduration`) and starting the encoders.
+const STARTUP_ALLOWANCE: Duration = Duration::from_secs(5);
 
 /// Lets a flushing encoder finish its last fragments, then makes sure it is gone.
 async fn finish(

@@ -20,6 +20,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/channels", get(list).post(create))
         .route("/api/v1/channels/{id}", get(show).delete(delete))
         .route("/api/v1/channels/{id}/alignment", get(alignment))
+        .route("/api/v1/channels/{id}/events", get(events))
         .with_state(node)
 }
 
@@ -59,9 +60,20 @@ fn describe(node: &Node, spec: &ChannelSpec, with_secret: bool) -> Value {
         .map(|(name, url)| (name, Value::String(url)))
         .collect();
     let base = format!("http://{}/live/{}", node.http, spec.id);
+    let pipelines: serde_json::Map<String, Value> = node
+        .pipelines(&spec.id)
+        .into_iter()
+        .map(|(feed, state)| {
+            (
+                feed.to_string(),
+                serde_json::to_value(state).unwrap_or_default(),
+            )
+        })
+        .collect();
     json!({
         "channel": shown,
         "running": node.is_running(&spec.id),
+        "pipelines": pipelines,
         "input_urls": inputs,
         "playback": { "hls": format!("{base}/main.m3u8"), "dash": format!("{base}/manifest.mpd") },
     })
@@ -160,4 +172,24 @@ async fn alignment(
         })
         .collect();
     Ok(Json(json!({ "channel": id, "renditions": renditions })))
+}
+
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    limit: Option<u32>,
+}
+
+/// The channel's newest events (input loss, encoder restarts, lock, failover), newest first.
+async fn events(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(100).min(1000);
+    let events = node
+        .catalog
+        .events(&id, limit)
+        .await
+        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    Ok(Json(json!({ "channel": id, "events": events })))
 }

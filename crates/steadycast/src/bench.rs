@@ -62,6 +62,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let origin = Origin::new(
         Catalog::open_sqlite(&dir.path().join("catalog.db")).await?,
         DirStore::open(dir.path().join("segments")).await?,
+        channel::Events::default(),
     );
     origin
         .add_channel(spec.clone(), "bench".to_string())

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use channel::{ChannelSpec, InputSpec};
+use channel::{ChannelSpec, Event, Events, InputSpec};
 use ingest::InputRegistry;
 use origin::Origin;
-use pipeline::{PackagerTarget, PipelineConfig};
+use pipeline::{PackagerTarget, PipelineConfig, PipelineState, PipelineStatus};
 use rand::Rng;
 use store::{Catalog, DirStore};
 use timeline::Feed;
@@ -18,6 +18,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
+
+/// A started channel: its pipeline tasks and their status.
+struct RunningChannel {
+    tasks: Vec<JoinHandle<()>>,
+    pipelines: Vec<(Feed, Arc<PipelineStatus>)>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -42,7 +48,8 @@ pub struct Node {
     pub http: SocketAddr,
     /// Where this node's pipelines deliver: its own HTTP listener.
     packager_url: String,
-    running: Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
+    running: Mutex<HashMap<String, RunningChannel>>,
+    pub events: Events,
     pub cancel: CancellationToken,
 }
 
@@ -55,8 +62,9 @@ impl Node {
             .await
             .context("opening the catalog")?;
         let blobs = DirStore::open(server.data_dir.join("segments")).await?;
-        let origin = Origin::new(catalog.clone(), blobs);
-        let inputs = Arc::new(InputRegistry::new());
+        let events = event_log(catalog.clone());
+        let origin = Origin::new(catalog.clone(), blobs, events.clone());
+        let inputs = Arc::new(InputRegistry::with_events(events.clone()));
         let cancel = CancellationToken::new();
         if let Some(addr) = server.rtmp_listen {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -90,6 +98,7 @@ impl Node {
             http,
             packager_url: format!("http://{host}"),
             running: Mutex::new(HashMap::new()),
+            events,
             cancel,
         }))
     }
@@ -162,10 +171,7 @@ impl Node {
     }
 
     pub fn is_running(&self, id: &str) -> bool {
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(id)
+        self.lock_running().contains_key(id)
     }
 
     async fn start_channel(&self, spec: &ChannelSpec) -> Result<(), NodeError> {
@@ -191,7 +197,7 @@ impl Node {
             self.inputs.remove_channel(&spec.id);
             return Err(e.into());
         }
-        let mut tasks = Vec::new();
+        let (mut tasks, mut pipelines) = (Vec::new(), Vec::new());
         for feed in Feed::BOTH {
             let Some(port) = spec.input_of(feed).and_then(|name| ports.get(name)) else {
                 continue;
@@ -205,7 +211,10 @@ impl Node {
                     credential: credential.clone(),
                 }],
                 hang_timeout: Duration::from_secs(self.server.hang_timeout_seconds),
+                status: Arc::default(),
+                events: self.events.clone(),
             };
+            pipelines.push((feed, config.status.clone()));
             let id = spec.id.clone();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = pipeline::run(config).await {
@@ -213,24 +222,35 @@ impl Node {
                 }
             }));
         }
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(spec.id.clone(), tasks);
+        let running = RunningChannel { tasks, pipelines };
+        self.lock_running().insert(spec.id.clone(), running);
         Ok(())
     }
 
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningChannel>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn stop_channel(&self, id: &str) {
-        let tasks = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        for task in tasks.into_iter().flatten() {
+        let running = self.lock_running().remove(id);
+        for task in running.into_iter().flat_map(|r| r.tasks) {
             task.abort();
         }
         self.inputs.remove_channel(id);
         self.origin.remove_channel(id);
+    }
+
+    /// What each pipeline of a running channel is doing.
+    pub fn pipelines(&self, id: &str) -> Vec<(Feed, PipelineState)> {
+        let running = self.lock_running();
+        let Some(channel) = running.get(id) else {
+            return Vec::new();
+        };
+        channel
+            .pipelines
+            .iter()
+            .map(|(feed, status)| (*feed, status.snapshot()))
+            .collect()
     }
 
     /// The URLs a user gives their encoder, one per input.
@@ -267,6 +287,32 @@ impl Node {
             })
             .collect()
     }
+}
+
+/// Events go to the log (target `steadycast::event`, JSON with `--log-format json`) and, through
+/// a bounded queue, to the catalog; when the catalog falls behind, events are still logged.
+fn event_log(catalog: Catalog) -> Events {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(1024);
+    tokio::spawn(async move {
+        let mut written = 0u64;
+        while let Some(event) = rx.recv().await {
+            if let Err(e) = catalog.insert_event(&event).await {
+                tracing::warn!(error = %e, "event not stored");
+            }
+            written += 1;
+            if written % 1000 == 0 {
+                let week_ago = event.at_ms.saturating_sub(7 * 24 * 3600 * 1000);
+                let _ = catalog.prune_events(week_ago).await;
+            }
+        }
+    });
+    Events::new(move |event| {
+        tracing::info!(target: "steadycast::event", channel = %event.channel, source = %event.source,
+            kind = ?event.kind, detail = %event.detail, "event");
+        if tx.try_send(event).is_err() {
+            metrics::counter!("steadycast_events_dropped_total").increment(1);
+        }
+    })
 }
 
 /// A random 128-bit secret, hex.

@@ -2,6 +2,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use channel::Event;
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -203,6 +204,60 @@ impl Catalog {
         Ok(segments)
     }
 
+    pub async fn insert_event(&self, e: &Event) -> Result<()> {
+        let kind = serde_json::to_value(e.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from));
+        sqlx::query(
+            "INSERT INTO events (channel, at_ms, source, kind, detail) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&e.channel)
+        .bind(e.at_ms as i64)
+        .bind(&e.source)
+        .bind(kind.unwrap_or_default())
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` events of a channel, newest first.
+    pub async fn events(&self, channel: &str, limit: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT channel, at_ms, source, kind, detail FROM events
+             WHERE channel = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(channel)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let kind: String = r.try_get("kind")?;
+            // A kind this build does not know (written by a newer one) is skipped, not fatal.
+            let Ok(kind) = serde_json::from_value(serde_json::Value::String(kind)) else {
+                continue;
+            };
+            events.push(Event {
+                at_ms: r.try_get::<i64, _>("at_ms")? as u64,
+                channel: r.try_get("channel")?,
+                source: r.try_get("source")?,
+                kind,
+                detail: r.try_get("detail")?,
+            });
+        }
+        Ok(events)
+    }
+
+    /// Forgets events older than `before_ms` (Unix milliseconds).
+    pub async fn prune_events(&self, before_ms: u64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM events WHERE at_ms < ?")
+            .bind(before_ms as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -247,6 +302,7 @@ fn now_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use channel::EventKind;
 
     async fn catalog() -> (tempfile::TempDir, Catalog) {
         let dir = tempfile::tempdir().unwrap();
@@ -312,6 +368,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(before.iter().map(|s| s.n).collect::<Vec<_>>(), [103, 104]);
+    }
+
+    #[tokio::test]
+    async fn events_newest_first_and_pruned() {
+        let (_dir, catalog) = catalog().await;
+        for (i, kind) in [
+            EventKind::InputStarted,
+            EventKind::EncoderStarted,
+            EventKind::EncoderRestarted,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let event = Event {
+                at_ms: 1_000 + i as u64,
+                channel: "demo".into(),
+                source: "pipeline a".into(),
+                kind,
+                detail: format!("#{i}"),
+            };
+            catalog.insert_event(&event).await.unwrap();
+        }
+        let events = catalog.events("demo", 2).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            [EventKind::EncoderRestarted, EventKind::EncoderStarted]
+        );
+        assert!(catalog.events("other", 10).await.unwrap().is_empty());
+        assert_eq!(catalog.prune_events(1_002).await.unwrap(), 2);
+        assert_eq!(catalog.events("demo", 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

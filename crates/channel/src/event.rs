@@ -1,0 +1,107 @@
+//! Structured events: every input loss, encoder start or restart, lock and failover is one
+//! [`Event`], written to the log as JSON and kept in the catalog for the events API.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A publisher connected to an input.
+    InputStarted,
+    /// A publisher left or went silent.
+    InputEnded,
+    /// An encoder started on an input session, with its lock mode.
+    EncoderStarted,
+    /// An encoder died, hung or fell behind and is being restarted.
+    EncoderRestarted,
+    /// An encoder stopped because its input ended.
+    EncoderStopped,
+    /// The two pipelines' CMAF headers for a rendition differ.
+    HeaderMismatch,
+    /// The two pipelines' copies of a segment differ in time or sample count.
+    CopiesMisaligned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix time, milliseconds.
+    pub at_ms: u64,
+    pub channel: String,
+    /// What reported it: `input main`, `pipeline a`, `packager`.
+    pub source: String,
+    pub kind: EventKind,
+    pub detail: String,
+}
+
+/// Where events go. Cheap to clone; a node wires it to its log and catalog.
+#[derive(Clone, Default)]
+pub struct Events(Option<Arc<dyn Fn(Event) + Send + Sync>>);
+
+impl Events {
+    pub fn new(sink: impl Fn(Event) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(sink)))
+    }
+
+    /// Emits an event stamped now (the one clock read of this crate: an event happens when it
+    /// is reported).
+    pub fn emit(&self, channel: &str, source: &str, kind: EventKind, detail: impl Into<String>) {
+        if let Some(sink) = &self.0 {
+            let at_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            sink(Event {
+                at_ms: at_ms as u64,
+                channel: channel.to_string(),
+                source: source.to_string(),
+                kind,
+                detail: detail.into(),
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Events(sink)"
+        } else {
+            "Events(none)"
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[test]
+    fn events_reach_the_sink_stamped() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let events = Events::new(move |e| sink.lock().unwrap().push(e));
+        events.emit(
+            "demo",
+            "pipeline a",
+            EventKind::EncoderRestarted,
+            "ffmpeg exited",
+        );
+        Events::default().emit(
+            "demo",
+            "pipeline b",
+            EventKind::EncoderStarted,
+            "nobody listens",
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].kind, EventKind::EncoderRestarted);
+        assert!(seen[0].at_ms > 1_700_000_000_000);
+        let json = serde_json::to_string(&seen[0]).unwrap();
+        assert!(json.contains("\"kind\":\"encoder_restarted\""), "{json}");
+    }
+}
