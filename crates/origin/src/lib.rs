@@ -77,20 +77,6 @@ impl Origin {
             .cloned()
     }
 
-    /// Whether every channel has a header for each rendition (a node is ready once it can
-    /// answer manifests fully).
-    pub fn channel_ids(&self) -> Vec<String> {
-        let mut ids: Vec<_> = self
-            .channels
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        ids.sort();
-        ids
-    }
-
     /// The packager ingest and playback routes, with CORS for browser players.
     pub fn router(self: &Arc<Self>) -> Router {
         let cors = CorsLayer::new()
