@@ -11,6 +11,7 @@
 //! panic, and no allocation is sized by an unchecked length field.
 
 pub mod cmaf;
+pub mod digest;
 mod error;
 pub mod fmp4;
 pub mod mp4;

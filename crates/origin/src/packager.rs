@@ -83,6 +83,7 @@ async fn accept(
         .channel(channel_id)
         .ok_or_else(|| OriginError::NotFound(format!("unknown channel `{channel_id}`")))?;
     authorize(&channel, headers)?;
+    check_digest(headers, &body)?;
     let feed: Feed = feed.parse().map_err(OriginError::BadRequest)?;
     let live = channel.renditions.get(rendition).ok_or_else(|| {
         OriginError::NotFound(format!(
@@ -111,6 +112,20 @@ fn authorize(channel: &LiveChannel, headers: &HeaderMap) -> Result<(), OriginErr
         return Err(OriginError::Unauthorized("wrong ingest credential".into()));
     }
     Ok(())
+}
+
+/// Bytes damaged on the way can still parse as CMAF; a `Content-Digest` from the pipeline
+/// catches them. Uploads without one are judged on their structure alone.
+fn check_digest(headers: &HeaderMap, body: &[u8]) -> Result<(), OriginError> {
+    let Some(header) = headers.get("content-digest").and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    match media::digest::matches_digest(header, body) {
+        Some(false) => Err(OriginError::BadRequest(
+            "Content-Digest does not match the body".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

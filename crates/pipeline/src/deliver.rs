@@ -2,11 +2,14 @@
 //! packagers on other machines). One bounded queue and worker per packager: a slow or dead
 //! packager loses its own uploads and never stalls the encoder or the other packager.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use timeline::Feed;
 use tokio::sync::mpsc;
+
+use crate::fault::{DeliveryFault, Faults, damage};
 
 /// Uploads waiting per packager; about a minute of a 4-rendition ladder at 2 s segments.
 const QUEUE: usize = 128;
@@ -36,7 +39,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn start(targets: &[PackagerTarget], channel: &str, feed: Feed) -> Self {
+    pub fn start(
+        targets: &[PackagerTarget],
+        channel: &str,
+        feed: Feed,
+        faults: Arc<Faults>,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(4)
@@ -51,6 +59,7 @@ impl Delivery {
                     target: target.clone(),
                     channel: channel.to_string(),
                     feed,
+                    faults: faults.clone(),
                 };
                 tokio::spawn(worker.run(rx));
                 tx
@@ -83,6 +92,7 @@ struct Worker {
     target: PackagerTarget,
     channel: String,
     feed: Feed,
+    faults: Arc<Faults>,
 }
 
 impl Worker {
@@ -101,13 +111,25 @@ impl Worker {
             ("channel", self.channel.clone()),
             ("feed", self.feed.as_str().to_string()),
         ];
+        // The digest is of what the pipeline made; a fault damages the bytes after it, as a
+        // network would.
+        let digest = media::digest::content_digest(&upload.body);
+        let body = match self.faults.current() {
+            Some(DeliveryFault::Delay { ms }) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                upload.body.clone()
+            }
+            Some(fault) if upload.name != "init.mp4" => damage(fault, &upload.body),
+            _ => upload.body.clone(),
+        };
         for attempt in 1..=ATTEMPTS {
             let sent = self
                 .client
                 .put(&url)
                 .bearer_auth(&self.target.credential)
                 .header("content-type", "video/mp4")
-                .body(upload.body.clone())
+                .header("content-digest", &digest)
+                .body(body.clone())
                 .send()
                 .await;
             match sent {

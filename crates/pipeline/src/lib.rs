@@ -6,6 +6,7 @@
 mod command;
 mod deliver;
 mod encoder;
+mod fault;
 mod lock;
 mod segmenting;
 mod status;
@@ -23,6 +24,7 @@ use tokio::sync::broadcast;
 pub use command::EncoderPlan;
 pub use deliver::{Delivery, PackagerTarget, Upload};
 pub use encoder::RunEnd;
+pub use fault::{DeliveryFault, Faults};
 pub use lock::{Lock, LockError, SessionHead};
 pub use segmenting::{Progress, Segmenting, SegmentingError};
 pub use status::{Phase, PipelineState, PipelineStatus};
@@ -37,6 +39,8 @@ pub struct PipelineConfig {
     pub hang_timeout: Duration,
     pub status: Arc<PipelineStatus>,
     pub events: Events,
+    /// Faults a chaos run injects into this pipeline's delivery.
+    pub faults: Arc<Faults>,
 }
 
 pub(crate) struct PipelineCtx {
@@ -75,7 +79,12 @@ impl PipelineCtx {
 pub async fn run(config: PipelineConfig) -> Result<(), String> {
     let grid = config.spec.grid()?;
     let ctx = PipelineCtx {
-        delivery: Delivery::start(&config.packagers, &config.spec.id, config.feed),
+        delivery: Delivery::start(
+            &config.packagers,
+            &config.spec.id,
+            config.feed,
+            config.faults.clone(),
+        ),
         spec: config.spec,
         feed: config.feed,
         grid,

@@ -21,6 +21,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/channels/{id}", get(show).delete(delete))
         .route("/api/v1/channels/{id}/alignment", get(alignment))
         .route("/api/v1/channels/{id}/events", get(events))
+        .route(
+            "/api/v1/channels/{id}/faults",
+            axum::routing::post(inject_fault).delete(clear_faults),
+        )
         .with_state(node)
 }
 
@@ -192,4 +196,59 @@ async fn events(
         .await
         .map_err(|e| ApiError::from(NodeError::from(e)))?;
     Ok(Json(json!({ "channel": id, "events": events })))
+}
+
+#[derive(serde::Deserialize)]
+struct FaultRequest {
+    feed: timeline::Feed,
+    fault: pipeline::DeliveryFault,
+    seconds: u64,
+}
+
+fn faults_allowed(node: &Node) -> Result<(), ApiError> {
+    if node.server.allow_faults {
+        return Ok(());
+    }
+    let why = "fault injection is off; start the node with --allow-faults (for chaos runs only)";
+    Err(ApiError(StatusCode::FORBIDDEN, why.into(), vec![]))
+}
+
+/// Damages or delays one pipeline's deliveries for a while (chaos runs).
+async fn inject_fault(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    body: Result<Json<FaultRequest>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    faults_allowed(&node)?;
+    let Json(request) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "malformed fault".into(),
+            vec![e.body_text()],
+        )
+    })?;
+    let faults = node.faults(&id, request.feed).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no running pipeline {} of `{id}`", request.feed),
+            vec![],
+        )
+    })?;
+    let lasting = std::time::Duration::from_secs(request.seconds.min(3600));
+    faults.inject(request.fault, lasting);
+    tracing::warn!(channel = %id, feed = %request.feed, fault = ?request.fault, seconds = lasting.as_secs(), "fault injected");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn clear_faults(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    faults_allowed(&node)?;
+    for feed in timeline::Feed::BOTH {
+        if let Some(faults) = node.faults(&id, feed) {
+            faults.clear();
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

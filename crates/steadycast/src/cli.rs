@@ -78,6 +78,9 @@ pub struct NodeArgs {
     /// Restart an encoder that takes input but writes nothing for this many seconds [default: 15].
     #[arg(long, env = "STEADYCAST_HANG_TIMEOUT")]
     pub hang_timeout_seconds: Option<u64>,
+    /// Accept fault injection through the API (for `steadycast chaos`; never in production).
+    #[arg(long, env = "STEADYCAST_ALLOW_FAULTS")]
+    pub allow_faults: bool,
 }
 
 impl NodeArgs {
@@ -97,6 +100,7 @@ impl NodeArgs {
         if let Some(v) = self.hang_timeout_seconds {
             server.hang_timeout_seconds = v;
         }
+        server.allow_faults |= self.allow_faults;
     }
 }
 

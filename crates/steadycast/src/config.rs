@@ -34,6 +34,10 @@ pub struct ServerConfig {
     /// An encoder that takes input but writes nothing for this long is restarted.
     #[serde(default = "default_hang_timeout")]
     pub hang_timeout_seconds: u64,
+    /// Lets `POST /api/v1/channels/{id}/faults` (and `steadycast chaos`) damage or delay a
+    /// pipeline's deliveries. Off by default: it exists to prove failover, not for production.
+    #[serde(default)]
+    pub allow_faults: bool,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +48,7 @@ impl Default for ServerConfig {
             rtmp_listen: default_rtmp(),
             srt_listen: default_srt(),
             hang_timeout_seconds: default_hang_timeout(),
+            allow_faults: false,
         }
     }
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use channel::{ChannelSpec, Event, Events, InputSpec};
 use ingest::InputRegistry;
 use origin::Origin;
-use pipeline::{PackagerTarget, PipelineConfig, PipelineState, PipelineStatus};
+use pipeline::{Faults, PackagerTarget, PipelineConfig, PipelineState, PipelineStatus};
 use rand::Rng;
 use store::{Catalog, DirStore};
 use timeline::Feed;
@@ -22,7 +22,13 @@ use crate::config::ServerConfig;
 /// A started channel: its pipeline tasks and their status.
 struct RunningChannel {
     tasks: Vec<JoinHandle<()>>,
-    pipelines: Vec<(Feed, Arc<PipelineStatus>)>,
+    pipelines: Vec<RunningPipeline>,
+}
+
+struct RunningPipeline {
+    feed: Feed,
+    status: Arc<PipelineStatus>,
+    faults: Arc<Faults>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,8 +219,13 @@ impl Node {
                 hang_timeout: Duration::from_secs(self.server.hang_timeout_seconds),
                 status: Arc::default(),
                 events: self.events.clone(),
+                faults: Arc::default(),
             };
-            pipelines.push((feed, config.status.clone()));
+            pipelines.push(RunningPipeline {
+                feed,
+                status: config.status.clone(),
+                faults: config.faults.clone(),
+            });
             let id = spec.id.clone();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = pipeline::run(config).await {
@@ -249,8 +260,19 @@ impl Node {
         channel
             .pipelines
             .iter()
-            .map(|(feed, status)| (*feed, status.snapshot()))
+            .map(|p| (p.feed, p.status.snapshot()))
             .collect()
+    }
+
+    /// The fault-injection handle of a running pipeline.
+    pub fn faults(&self, id: &str, feed: Feed) -> Option<Arc<Faults>> {
+        let running = self.lock_running();
+        let channel = running.get(id)?;
+        channel
+            .pipelines
+            .iter()
+            .find(|p| p.feed == feed)
+            .map(|p| p.faults.clone())
     }
 
     /// The URLs a user gives their encoder, one per input.

@@ -155,6 +155,18 @@ async fn channels_are_managed_by_api_and_cli_and_survive_a_restart() {
         get(&node.url("/api/v1/channels/sports")).await.unwrap().0,
         404
     );
+    let fault = json!({ "feed": "a", "fault": { "kind": "corrupt" }, "seconds": 5 });
+    let refused = client
+        .post(node.url("/api/v1/channels/news/faults"))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        403,
+        "fault injection must be off by default"
+    );
     let (status, metrics) = get(&node.url("/metrics")).await.unwrap();
     assert_eq!(status, 200);
     assert!(
