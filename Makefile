@@ -15,6 +15,7 @@ lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test: lint
+	@scripts/setup.sh --browser
 	cargo test --workspace
 
 bench: setup

@@ -12,9 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::broadcast;
 
-use crate::PipelineCtx;
 use crate::deliver::Delivery;
 use crate::segmenting::Segmenting;
+use crate::{PipelineCtx, PipelineStatus};
 
 /// Why a run of the encoder ended.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -59,17 +59,21 @@ pub async fn run(
         return RunEnd::EncoderDied("ffmpeg pipes not captured".to_string());
     };
     let labels = ctx.labels();
-    ctx.status
-        .update(|s| (s.phase, s.encoder_pid) = (crate::Phase::Encoding, child.id()));
+    ctx.status.update(|s| {
+        (s.phase, s.encoder_pid, s.segments_this_run) = (crate::Phase::Encoding, child.id(), 0);
+    });
     tokio::spawn(relay_log(stderr, ctx.spec.id.clone(), ctx.feed.as_str()));
     let last_output = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut output = tokio::spawn(segment_output(
         stdout,
-        Segmenting::new(&ctx.spec, ctx.grid),
-        ctx.delivery.clone(),
-        last_output.clone(),
-        started,
+        OutputSide {
+            segmenting: Segmenting::new(&ctx.spec, ctx.grid),
+            delivery: ctx.delivery.clone(),
+            last_output: last_output.clone(),
+            started,
+            status: ctx.status.clone(),
+        },
     ));
     metrics::gauge!("steadycast_pipeline_up", &labels).set(1.0);
 
@@ -197,14 +201,18 @@ fn spawn(args: &[String]) -> std::io::Result<Child> {
         .spawn()
 }
 
-/// Reads ffmpeg's output until it ends; returns why it ended.
-async fn segment_output(
-    mut stdout: ChildStdout,
-    mut segmenting: Segmenting,
+/// What the output task owns: the segmenter, where uploads go, and what it reports.
+struct OutputSide {
+    segmenting: Segmenting,
     delivery: Delivery,
+    /// Milliseconds after `started` of the last output, for the hang watchdog.
     last_output: Arc<AtomicU64>,
     started: Instant,
-) -> String {
+    status: Arc<PipelineStatus>,
+}
+
+/// Reads ffmpeg's output until it ends; returns why it ended.
+async fn segment_output(mut stdout: ChildStdout, mut side: OutputSide) -> String {
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match stdout.read(&mut buf).await {
@@ -212,9 +220,19 @@ async fn segment_output(
             Ok(n) => n,
             Err(e) => return format!("reading ffmpeg output: {e}"),
         };
-        last_output.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        if let Err(e) = segmenting.push(&buf[..n], &mut |upload| delivery.send(upload)) {
-            return e.to_string();
+        let at = side.started.elapsed().as_millis() as u64;
+        side.last_output.store(at, Ordering::Relaxed);
+        let delivery = &side.delivery;
+        match side
+            .segmenting
+            .push(&buf[..n], &mut |upload| delivery.send(upload))
+        {
+            Ok(progress) if progress.segments > 0 => {
+                side.status
+                    .update(|s| s.segments_this_run += u64::from(progress.segments));
+            }
+            Ok(_) => {}
+            Err(e) => return e.to_string(),
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct PipelineState {
     /// Microseconds added to the input's timestamps to make them Unix time.
     pub offset_us: Option<i64>,
     pub encoder_pid: Option<u32>,
+    /// Segments the running encoder has delivered: a restarted pipeline has rejoined once
+    /// this counts again.
+    pub segments_this_run: u64,
     pub restarts: u64,
     pub last_error: Option<String>,
 }

@@ -58,6 +58,12 @@ pub enum Command {
     Channel(ChannelCommand),
     /// Measure the segmenter, the packager and the origin (run it from a release build).
     Bench(crate::bench::BenchArgs),
+    /// Play a live HLS or DASH stream as a viewer would and check its steady state; exits
+    /// non-zero on any violation.
+    Verify(verify::VerifyArgs),
+    /// Inject a failure into a running node while verify watches; exits non-zero when the
+    /// viewer saw it. `--list` explains the scenarios.
+    Chaos(crate::chaos::ChaosArgs),
 }
 
 /// Options that override the `[server]` table of the config.
@@ -179,6 +185,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Channel(command) => crate::client::channel_command(command).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Verify(args) => verify::main(args).await,
+        Command::Chaos(args) => crate::chaos::run(args).await,
     }
 }
 
@@ -197,6 +205,7 @@ async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask
         .router()
         .merge(api::router(node.clone()))
         .merge(ops::router(node.clone(), metrics))
+        .merge(crate::web::router(node.clone()))
         .layer(axum::middleware::from_fn(ops::track_requests));
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!(%http, "HTTP up");
@@ -218,6 +227,7 @@ async fn serve_forever(node: Arc<Node>, http: HttpTask) -> anyhow::Result<()> {
 fn print_channel(node: &Node, spec: &channel::ChannelSpec) {
     let base = format!("http://{}/live/{}", node.http, spec.id);
     println!("channel {}", spec.id);
+    println!("  watch: http://{}/?channel={}", node.http, spec.id);
     println!("  HLS:  {base}/main.m3u8");
     println!("  DASH: {base}/manifest.mpd");
     for (name, url) in node.input_urls(spec) {

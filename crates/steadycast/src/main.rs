@@ -2,12 +2,14 @@
 
 mod api;
 mod bench;
+mod chaos;
 mod cli;
 mod client;
 mod config;
 mod demo;
 mod node;
 mod ops;
+mod web;
 
 use std::process::ExitCode;
 

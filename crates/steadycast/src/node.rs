@@ -322,7 +322,7 @@ fn event_log(catalog: Catalog) -> Events {
                 tracing::warn!(error = %e, "event not stored");
             }
             written += 1;
-            if written % 1000 == 0 {
+            if written.is_multiple_of(1000) {
                 let week_ago = event.at_ms.saturating_sub(7 * 24 * 3600 * 1000);
                 let _ = catalog.prune_events(week_ago).await;
             }

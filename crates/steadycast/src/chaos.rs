@@ -1,0 +1,255 @@
+//! `steadycast chaos`: injects one failure into a running node while `verify` watches the
+//! channel as a viewer, and reports verify's verdict with the scenario's timeline. The node must
+//! run on this machine (encoders are signalled by pid) and, for delivery faults, with
+//! `--allow-faults`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+
+#[derive(Args)]
+pub struct ChaosArgs {
+    /// The failure to inject.
+    #[arg(long, value_enum, required_unless_present = "list")]
+    pub scenario: Option<Scenario>,
+    /// Explain every scenario and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// The node's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "STEADYCAST_API")]
+    pub node: String,
+    /// The channel to hurt.
+    #[arg(long, default_value = "demo")]
+    pub channel: String,
+    /// How long verify watches; the failure is injected after a third of it.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    KillPipeline,
+    HangPipeline,
+    SlowPackagerIngest,
+    CorruptFeed,
+}
+
+impl Scenario {
+    fn explain(self) -> &'static str {
+        match self {
+            Scenario::KillPipeline => {
+                "kill -9 pipeline a's encoder; once it has rejoined, kill pipeline b's. The \
+                 supervisor restarts each; the other pipeline's copies cover. Expect: seamless."
+            }
+            Scenario::HangPipeline => {
+                "SIGSTOP pipeline a's encoder: it takes no input and writes nothing, so the \
+                 supervisor kills and restarts it after the hang timeout. Expect: seamless."
+            }
+            Scenario::SlowPackagerIngest => {
+                "delay every upload of pipeline a by 3 s for a third of the run: b's copies \
+                 arrive first and are served. Expect: seamless."
+            }
+            Scenario::CorruptFeed => {
+                "pipeline a uploads corrupted, then truncated segments: the packager refuses \
+                 them (Content-Digest, CMAF checks) and serves b's. Expect: seamless."
+            }
+        }
+    }
+}
+
+/// Scenarios of issue 3 that need input failover, which is not built yet.
+const NOT_YET: &str = "not yet: cut-primary-input, cut-all-inputs-of-one-pipeline, flap-input \
+                       and unsynchronised-feeds (they need input failover)";
+
+pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    let Some(scenario) = args.scenario.filter(|_| !args.list) else {
+        for s in Scenario::value_variants() {
+            let name = s
+                .to_possible_value()
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default();
+            println!("{name:22} {}", s.explain());
+        }
+        println!("{NOT_YET}");
+        return Ok(());
+    };
+    let api = Api {
+        client: reqwest::Client::new(),
+        base: args.node.trim_end_matches('/').into(),
+        channel: args.channel.clone(),
+    };
+    api.channel()
+        .await
+        .with_context(|| format!("channel `{}` on {}", args.channel, args.node))?;
+    let watch = verify::VerifyArgs {
+        url: format!("{}/live/{}/main.m3u8", api.base, args.channel),
+        seconds: args.seconds as f64,
+        renditions: Vec::new(),
+        buffer_segments: 3,
+        json: false,
+    };
+    let viewer = tokio::spawn(async move { verify::run(&watch).await });
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds / 3)).await;
+    println!(
+        "chaos: {scenario:?} on `{}`: {}",
+        args.channel,
+        scenario.explain()
+    );
+    let timeline = inject(&api, scenario, Duration::from_secs(args.seconds / 3)).await?;
+    for (at, what) in &timeline {
+        println!("  +{:>6.1} s  {what}", (*at - started).as_secs_f64());
+    }
+    let report = viewer.await.context("verify task")??;
+    println!("{}", report.to_text());
+    if !report.passed() {
+        bail!("the viewer saw the failure: {:?}", report.verdict);
+    }
+    println!("chaos: {scenario:?}: seamless, as designed");
+    Ok(())
+}
+
+struct Api {
+    client: reqwest::Client,
+    base: String,
+    channel: String,
+}
+
+impl Api {
+    async fn channel(&self) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1/channels/{}", self.base, self.channel);
+        let response = self.client.get(&url).send().await?;
+        if !response.status().is_success() {
+            bail!("GET {url}: {}", response.status());
+        }
+        Ok(response.json().await?)
+    }
+
+    async fn pipeline(&self, feed: &str) -> anyhow::Result<Value> {
+        Ok(self.channel().await?["pipelines"][feed].clone())
+    }
+
+    async fn fault(&self, fault: Value) -> anyhow::Result<()> {
+        let url = format!("{}/api/v1/channels/{}/faults", self.base, self.channel);
+        let response = match fault {
+            Value::Null => self.client.delete(&url).send().await?,
+            fault => self.client.post(&url).json(&fault).send().await?,
+        };
+        if !response.status().is_success() {
+            bail!("{url}: {}", response.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// Signals pipeline `feed`'s encoder, then waits until the supervisor replaced it and the
+    /// new encoder delivered a segment of every rendition (it rejoined). Returns the old pid
+    /// and when the pipeline was encoding again and when it rejoined.
+    async fn signal_and_await_rejoin(
+        &self,
+        feed: &str,
+        signal: &str,
+    ) -> anyhow::Result<(u64, Instant, Instant)> {
+        let channel = self.channel().await?;
+        let renditions = channel["channel"]["ladder"].as_array().map_or(0, Vec::len) as u64 + 1;
+        let before = &channel["pipelines"][feed];
+        let pid = before["encoder_pid"]
+            .as_u64()
+            .with_context(|| format!("pipeline {feed} has no encoder running"))?;
+        let restarts = before["restarts"].as_u64().unwrap_or(0);
+        let status = tokio::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill {signal} {pid} failed (is the node on this machine?)");
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut encoding = None;
+        while Instant::now() < deadline {
+            let now = self.pipeline(feed).await?;
+            let replaced = now["restarts"].as_u64() > Some(restarts)
+                && now["phase"] == "encoding"
+                && now["encoder_pid"].as_u64().is_some_and(|p| p != pid);
+            if replaced {
+                let since = *encoding.get_or_insert_with(Instant::now);
+                if now["segments_this_run"].as_u64() >= Some(renditions) {
+                    return Ok((pid, since, Instant::now()));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("pipeline {feed} did not rejoin within 2 minutes")
+    }
+}
+
+fn note(timeline: &mut Vec<(Instant, String)>, what: String) {
+    timeline.push((Instant::now(), what));
+}
+
+/// Runs the scenario; returns its timeline.
+async fn inject(
+    api: &Api,
+    scenario: Scenario,
+    span: Duration,
+) -> anyhow::Result<Vec<(Instant, String)>> {
+    let mut timeline = Vec::new();
+    match scenario {
+        Scenario::KillPipeline | Scenario::HangPipeline => {
+            let (signal, feeds) = match scenario {
+                Scenario::KillPipeline => ("-KILL", &["a", "b"][..]),
+                _ => ("-STOP", &["a"][..]),
+            };
+            for feed in feeds {
+                let hit = Instant::now();
+                note(
+                    &mut timeline,
+                    format!("signal {signal} to pipeline {feed}'s encoder"),
+                );
+                let (pid, encoding, rejoined) = api.signal_and_await_rejoin(feed, signal).await?;
+                timeline.push((
+                    encoding,
+                    format!(
+                        "pipeline {feed} encoding again ({:.1} s after the signal to pid {pid})",
+                        (encoding - hit).as_secs_f64()
+                    ),
+                ));
+                note(
+                    &mut timeline,
+                    format!(
+                        "pipeline {feed} rejoined: every rendition delivered ({:.1} s after the signal)",
+                        (rejoined - hit).as_secs_f64()
+                    ),
+                );
+            }
+        }
+        Scenario::SlowPackagerIngest => {
+            let fault = json!({ "feed": "a", "fault": { "kind": "delay", "ms": 3000 }, "seconds": span.as_secs() });
+            api.fault(fault).await?;
+            note(
+                &mut timeline,
+                format!("pipeline a's uploads delayed 3 s for {} s", span.as_secs()),
+            );
+            tokio::time::sleep(span).await;
+            note(&mut timeline, "delay over".into());
+        }
+        Scenario::CorruptFeed => {
+            for kind in ["corrupt", "truncate"] {
+                let fault = json!({ "feed": "a", "fault": { "kind": kind }, "seconds": span.as_secs() / 2 });
+                api.fault(fault).await?;
+                note(
+                    &mut timeline,
+                    format!(
+                        "pipeline a's segments {kind}ed for {} s",
+                        span.as_secs() / 2
+                    ),
+                );
+                tokio::time::sleep(span / 2).await;
+            }
+            api.fault(Value::Null).await?;
+            note(&mut timeline, "faults cleared".into());
+        }
+    }
+    Ok(timeline)
+}
