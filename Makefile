@@ -1,4 +1,5 @@
 # The two commands of the README: `make run` (the demo channel) and `make test` (every test).
+SHELL := /bin/bash
 ARGS ?=
 
 .PHONY: run test setup lint bench
@@ -14,9 +15,12 @@ lint: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# The last line totals every test binary's results ("N passed, N failed").
 test: lint
 	@scripts/setup.sh --browser
-	cargo test --workspace
+	@mkdir -p target
+	set -o pipefail; cargo test --workspace 2>&1 | tee target/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test.log
 
 bench: setup
 	cargo build --release --bin steadycast

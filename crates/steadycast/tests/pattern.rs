@@ -111,9 +111,10 @@ async fn both_pipelines_cut_identical_segments_on_the_epoch_grid() {
     assert_epoch_locked(&node, "pattern", &RENDITIONS, grid()).await;
 }
 
-/// NTSC (2 s = 60 frames = 2.002 s, 180180 ticks) and PAL rates lock like whole rates do.
+/// PAL, NTSC and the high rates lock like 15 fps does: 2 s is 50, 60 (2.002 s = 180180 ticks),
+/// 100 and 120 (2.002 s) frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ntsc_and_pal_rates_lock_to_the_grid() {
+async fn broadcast_frame_rates_lock_to_the_grid() {
     let channel = |id: &str, rate: &str| {
         format!(
             r#"
@@ -131,15 +132,26 @@ frame_rate = "{rate}"
 "#
         )
     };
-    let ntsc = TestNode::serve(&channel("ntsc", "30000/1001")).await;
-    let pal = TestNode::serve(&channel("pal", "25")).await;
-    let ntsc_grid = SegmentGrid::nearest(FrameRate::new(30000, 1001).unwrap(), 2.0).unwrap();
-    assert_eq!(ntsc_grid.duration_ticks(90_000), Some(180_180));
-    let pal_grid = SegmentGrid::nearest(FrameRate::new(25, 1).unwrap(), 2.0).unwrap();
-    tokio::join!(
-        assert_epoch_locked(&ntsc, "ntsc", &["90p", "audio"], ntsc_grid),
-        assert_epoch_locked(&pal, "pal", &["90p", "audio"], pal_grid),
-    );
+    let rates = [
+        ("pal", "25"),
+        ("ntsc", "30000/1001"),
+        ("p50", "50"),
+        ("p5994", "60000/1001"),
+    ];
+    let mut nodes = Vec::new();
+    for (id, rate) in rates {
+        nodes.push((
+            id,
+            rate.parse::<FrameRate>().unwrap(),
+            TestNode::serve(&channel(id, rate)).await,
+        ));
+    }
+    let checks = nodes.iter().map(|(id, rate, node)| {
+        let grid = SegmentGrid::nearest(*rate, 2.0).unwrap();
+        assert!(grid.duration_ticks(90_000).is_some(), "{id}");
+        assert_epoch_locked(node, id, &["90p", "audio"], grid)
+    });
+    futures::future::join_all(checks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
