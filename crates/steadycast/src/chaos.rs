@@ -235,7 +235,7 @@ async fn inject(
             note(&mut timeline, "delay over".into());
         }
         Scenario::CorruptFeed => {
-            for kind in ["corrupt", "truncate"] {
+            for (kind, done) in [("corrupt", "corrupted"), ("truncate", "truncated")] {
                 let fault = json!({ "feed": "a", "fault": { "kind": kind }, "seconds": span.as_secs() / 2 });
                 api.fault(fault).await?;
                 note(
