@@ -240,10 +240,7 @@ async fn inject(
                 api.fault(fault).await?;
                 note(
                     &mut timeline,
-                    format!(
-                        "pipeline a's segments {kind}ed for {} s",
-                        span.as_secs() / 2
-                    ),
+                    format!("pipeline a's segments {done} for {} s", span.as_secs() / 2),
                 );
                 tokio::time::sleep(span / 2).await;
             }
