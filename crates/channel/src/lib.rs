@@ -39,6 +39,10 @@ pub struct ChannelSpec {
     /// How many seconds a live playlist or MPD lists.
     #[serde(default = "default_live_window")]
     pub live_window_seconds: u32,
+    /// How far back segments are kept (the startover / DVR window); older ones are deleted
+    /// from the catalog and the store.
+    #[serde(default = "default_startover_window")]
+    pub startover_window_seconds: u32,
     /// The secret pipelines present when they PUT segments to the packager. Generated when
     /// absent; never shown in listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +150,9 @@ impl ChannelSpec {
         if !(6..=86_400).contains(&self.live_window_seconds) {
             errors.push("live_window_seconds: give 6 to 86400".to_string());
         }
+        if self.startover_window_seconds < self.live_window_seconds {
+            errors.push("startover_window_seconds: give at least live_window_seconds".to_string());
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -226,6 +233,10 @@ fn default_preset() -> String {
 
 fn default_live_window() -> u32 {
     60
+}
+
+fn default_startover_window() -> u32 {
+    2 * 3600
 }
 
 fn default_audio_bitrate() -> u32 {

@@ -48,6 +48,7 @@ fn every_problem_is_named() {
         segment_seconds = 0.01
         preset = "warp"
         live_window_seconds = 1
+        startover_window_seconds = 0
         [inputs.x]
         type = "tcp"
         bind = "127.0.0.1:5000"
@@ -72,7 +73,8 @@ fn every_problem_is_named() {
         "641x360",
         "bitrate_kbps",
         "preset `warp`",
-        "live_window_seconds",
+        "live_window_seconds: give 6",
+        "startover_window_seconds",
     ] {
         assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
     }

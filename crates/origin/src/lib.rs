@@ -7,6 +7,7 @@ mod live;
 mod packager;
 mod playback;
 mod restore;
+mod retention;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

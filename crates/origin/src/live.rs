@@ -164,6 +164,12 @@ impl LiveRendition {
             .clone()
     }
 
+    /// Forgets the segments numbered below `n` (retention removed them from the store).
+    pub fn forget_before(&self, n: u64) {
+        let mut state = self.write();
+        state.segments = state.segments.split_off(&n);
+    }
+
     /// What the manifests say of this rendition, once its header is known.
     pub fn manifest_rendition(&self, spec: &ChannelSpec) -> Option<manifest::Rendition> {
         let state = self.read();

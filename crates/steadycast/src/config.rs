@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// pipeline's deliveries. Off by default: it exists to prove failover, not for production.
     #[serde(default)]
     pub allow_faults: bool,
+    /// How often segments past each channel's startover window are removed.
+    #[serde(default = "default_retention_interval")]
+    pub retention_interval_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
             srt_listen: default_srt(),
             hang_timeout_seconds: default_hang_timeout(),
             allow_faults: false,
+            retention_interval_seconds: default_retention_interval(),
         }
     }
 }
@@ -67,6 +71,10 @@ fn default_rtmp() -> Option<SocketAddr> {
 
 fn default_srt() -> Option<SocketAddr> {
     Some(SocketAddr::from(([127, 0, 0, 1], 9000)))
+}
+
+fn default_retention_interval() -> u64 {
+    60
 }
 
 fn default_hang_timeout() -> u64 {

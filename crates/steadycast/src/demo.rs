@@ -33,6 +33,7 @@ pub fn channel() -> ChannelSpec {
         audio: AudioSpec::default(),
         preset: "veryfast".to_string(),
         live_window_seconds: 60,
+        startover_window_seconds: 2 * 3600,
         ingest_credential: None,
     }
 }

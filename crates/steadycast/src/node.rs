@@ -71,6 +71,10 @@ impl Node {
         let events = event_log(catalog.clone());
         let origin = Origin::new(catalog.clone(), blobs, events.clone());
         let inputs = Arc::new(InputRegistry::with_events(events.clone()));
+        tokio::spawn(sweep_retention(
+            origin.clone(),
+            server.retention_interval_seconds,
+        ));
         let cancel = CancellationToken::new();
         if let Some(addr) = server.rtmp_listen {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -308,6 +312,20 @@ impl Node {
                 (name.clone(), url)
             })
             .collect()
+    }
+}
+
+/// Removes segments past each channel's startover window, every `interval_seconds`.
+async fn sweep_retention(origin: Arc<Origin>, interval_seconds: u64) {
+    let mut every = tokio::time::interval(Duration::from_secs(interval_seconds.max(1)));
+    loop {
+        every.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        if let Err(e) = origin.sweep_retention(now).await {
+            tracing::warn!(error = %e, "retention sweep failed; retrying next interval");
+        }
     }
 }
 

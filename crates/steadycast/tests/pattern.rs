@@ -321,3 +321,36 @@ async fn a_killed_node_restarts_where_it_stopped() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_past_the_startover_window_are_removed() {
+    let channel = channel_toml("short", PATTERN).replace(
+        "live_window_seconds = 20",
+        "live_window_seconds = 6\nstartover_window_seconds = 8",
+    );
+    let node = TestNode::serve(&format!("retention_interval_seconds = 1\n{channel}")).await;
+    node.wait_for_segments("short", &RENDITIONS, 3).await;
+    let first = playlist(&node, "short", "180p").await[0];
+    let file = node
+        .dir
+        .join(format!("data/segments/live/short/180p/{first}.m4s"));
+    assert!(file.exists(), "{}", file.display());
+    let url = node.url(&format!("/live/short/180p/{first}.m4s"));
+    wait_for(
+        "the oldest segment to pass the startover window",
+        Duration::from_secs(60),
+        || async { (get_bytes(&url).await.0 == 404).then_some(()) },
+    )
+    .await;
+    assert!(!file.exists(), "{} outlived its window", file.display());
+    // The live window is untouched: every listed segment still answers.
+    for n in playlist(&node, "short", "180p").await {
+        assert_eq!(
+            get_bytes(&node.url(&format!("/live/short/180p/{n}.m4s")))
+                .await
+                .0,
+            200,
+            "{n}"
+        );
+    }
+}

@@ -204,6 +204,38 @@ impl Catalog {
         Ok(segments)
     }
 
+    /// The oldest segments of a rendition numbered below `before_n`, at most `limit`: what
+    /// retention removes next. Served by the primary key.
+    pub async fn segments_before(
+        &self,
+        channel: &str,
+        rendition: &str,
+        before_n: u64,
+        limit: u32,
+    ) -> Result<Vec<SegmentRow>> {
+        let rows = sqlx::query(&format!(
+            "{SEGMENT_COLUMNS} WHERE channel = ? AND rendition = ? AND n < ? ORDER BY n LIMIT ?"
+        ))
+        .bind(channel)
+        .bind(rendition)
+        .bind(before_n.min(i64::MAX as u64) as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(segment_row).collect()
+    }
+
+    /// Unlists a segment (retention): its bytes may be deleted afterwards.
+    pub async fn delete_segment(&self, channel: &str, rendition: &str, n: u64) -> Result<()> {
+        sqlx::query("DELETE FROM segments WHERE channel = ? AND rendition = ? AND n = ?")
+            .bind(channel)
+            .bind(rendition)
+            .bind(n as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn insert_event(&self, e: &Event) -> Result<()> {
         let kind = serde_json::to_value(e.kind)
             .ok()
@@ -368,6 +400,41 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(before.iter().map(|s| s.n).collect::<Vec<_>>(), [103, 104]);
+    }
+
+    #[tokio::test]
+    async fn retention_finds_and_unlists_the_oldest() {
+        let (_dir, catalog) = catalog().await;
+        for n in 100..110 {
+            catalog.insert_segment(&segment(n, Feed::A)).await.unwrap();
+        }
+        let old = catalog
+            .segments_before("demo", "360p", 104, 3)
+            .await
+            .unwrap();
+        assert_eq!(old.iter().map(|s| s.n).collect::<Vec<_>>(), [100, 101, 102]);
+        for s in &old {
+            catalog.delete_segment("demo", "360p", s.n).await.unwrap();
+        }
+        let left = catalog
+            .segments_before("demo", "360p", 104, 10)
+            .await
+            .unwrap();
+        assert_eq!(left.iter().map(|s| s.n).collect::<Vec<_>>(), [103]);
+        assert!(
+            catalog
+                .segment("demo", "360p", 100)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            catalog
+                .segment("demo", "360p", 104)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
