@@ -1,9 +1,10 @@
 //! One run of the encoder: an ffmpeg child fed from the input port, its output segmented and
 //! delivered, watched for death and for hangs.
 
+use std::collections::VecDeque;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -62,7 +63,13 @@ pub async fn run(
     ctx.status.update(|s| {
         (s.phase, s.encoder_pid, s.segments_this_run) = (crate::Phase::Encoding, child.id(), 0);
     });
-    tokio::spawn(relay_log(stderr, ctx.spec.id.clone(), ctx.feed.as_str()));
+    let last_words = Arc::new(Mutex::new(VecDeque::new()));
+    let relay = tokio::spawn(relay_log(
+        stderr,
+        ctx.spec.id.clone(),
+        ctx.feed.as_str(),
+        last_words.clone(),
+    ));
     let last_output = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut output = tokio::spawn(segment_output(
@@ -102,7 +109,22 @@ pub async fn run(
     };
     metrics::gauge!("steadycast_pipeline_up", &labels).set(0.0);
     finish(child, stdin, output, &end).await;
-    end
+    match end {
+        // Say why, in ffmpeg's own words (its stderr ends just after its output does).
+        RunEnd::EncoderDied(why) => {
+            let _ = tokio::time::timeout(Duration::from_millis(500), relay).await;
+            let said: Vec<String> = last_words
+                .lock()
+                .map(|w| w.iter().cloned().collect())
+                .unwrap_or_default();
+            if said.is_empty() {
+                RunEnd::EncoderDied(why)
+            } else {
+                RunEnd::EncoderDied(format!("{why}; ffmpeg said: {}", said.join(" | ")))
+            }
+        }
+        end => end,
+    }
 }
 
 /// Forwards the session's bytes to ffmpeg until something ends the run.
@@ -237,9 +259,24 @@ async fn segment_output(mut stdout: ChildStdout, mut side: OutputSide) -> String
     }
 }
 
-async fn relay_log(stderr: tokio::process::ChildStderr, channel: String, feed: &'static str) {
+/// ffmpeg's stderr, at debug level (joining a stream mid-way makes it chatty), keeping its last
+/// lines to explain a crash.
+async fn relay_log(
+    stderr: tokio::process::ChildStderr,
+    channel: String,
+    feed: &'static str,
+    last_words: Arc<Mutex<VecDeque<String>>>,
+) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        tracing::warn!(%channel, feed, "ffmpeg: {line}");
+        tracing::debug!(%channel, feed, "ffmpeg: {line}");
+        if let Ok(mut words) = last_words.lock() {
+            if words.len() == LAST_WORDS {
+                words.pop_front();
+            }
+            words.push_back(line);
+        }
     }
 }
+
+const LAST_WORDS: usize = 3;
