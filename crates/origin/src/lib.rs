@@ -4,10 +4,12 @@
 
 mod error;
 mod live;
+mod manifests;
 mod packager;
 mod playback;
 mod restore;
 mod retention;
+mod timeshift;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

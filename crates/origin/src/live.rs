@@ -50,6 +50,10 @@ impl LiveChannel {
         })
     }
 
+    pub fn startover(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.spec.startover_window_seconds.into())
+    }
+
     /// How many segments a live manifest lists.
     pub fn window_segments(&self) -> u64 {
         let n = (f64::from(self.spec.live_window_seconds) / self.grid.duration_secs()).ceil();

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use manifest::{dash, hls};
 
 use crate::live::{LiveChannel, LiveRendition};
+use crate::manifests;
+use crate::timeshift::{Plan, Refusal, TimeShift};
 use crate::{Origin, OriginError};
 
 const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
@@ -30,30 +31,63 @@ pub async fn time() -> impl IntoResponse {
 pub async fn manifest(
     State(origin): State<Arc<Origin>>,
     Path((channel_id, file)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, OriginError> {
     let channel = find_channel(&origin, &channel_id)?;
+    let query = query.unwrap_or_default();
+    // Child playlist URIs carry the query on; HLS cannot quote these characters.
+    if query.contains(['"', '\n', '\r']) {
+        return Err(OriginError::BadRequest(
+            "the query holds a quote or a line break".into(),
+        ));
+    }
+    let shift = TimeShift::parse(&query).map_err(refused)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let plan = shift
+        .plan(
+            channel.grid,
+            now,
+            channel.window_segments(),
+            channel.startover(),
+        )
+        .map_err(refused)?;
     let (body, content_type) = if file == "main.m3u8" {
-        (multivariant(&channel)?, "application/vnd.apple.mpegurl")
-    } else if file == "manifest.mpd" {
-        (mpd(&channel)?, "application/dash+xml")
-    } else if let Some(name) = file.strip_suffix(".m3u8") {
         (
-            media_playlist(&channel, name)?,
+            manifests::multivariant(&channel, &query)?,
             "application/vnd.apple.mpegurl",
         )
+    } else if file == "manifest.mpd" {
+        (
+            manifests::mpd(&origin, &channel, plan, now).await?,
+            "application/dash+xml",
+        )
+    } else if let Some(name) = file.strip_suffix(".m3u8") {
+        let playlist = manifests::media_playlist(&origin, &channel, name, plan).await?;
+        (playlist, "application/vnd.apple.mpegurl")
     } else {
         return Err(OriginError::NotFound(format!(
             "no `{file}` here: try main.m3u8 or manifest.mpd"
         )));
     };
-    let max_age = (channel.grid.duration_secs() / 2.0).floor().max(1.0);
-    Ok(cacheable(
-        body.into(),
-        content_type,
-        &format!("public, max-age={max_age}"),
-        &headers,
-    ))
+    // A closed range never changes; everything else follows the live edge.
+    let cache = match plan {
+        Plan::Range { .. } => "public, max-age=3600".to_string(),
+        _ => format!(
+            "public, max-age={}",
+            (channel.grid.duration_secs() / 2.0).floor().max(1.0)
+        ),
+    };
+    Ok(cacheable(body.into(), content_type, &cache, &headers))
+}
+
+fn refused(refusal: Refusal) -> OriginError {
+    match refusal {
+        Refusal::Malformed(why) => OriginError::BadRequest(why),
+        Refusal::OutOfWindow(why) => OriginError::NotFound(why),
+    }
 }
 
 pub async fn media(
@@ -141,80 +175,6 @@ async fn stored_segment(
         .ok_or_else(not_yet)?;
     let bytes = origin.blobs.get(&row.blob_key).await?.ok_or_else(not_yet)?;
     Ok((row.start, bytes))
-}
-
-fn renditions(channel: &LiveChannel) -> Result<Vec<manifest::Rendition>, OriginError> {
-    let list: Vec<_> = channel
-        .renditions
-        .values()
-        .filter_map(|r| r.manifest_rendition(&channel.spec))
-        .collect();
-    if list.is_empty() {
-        return Err(OriginError::NotFound(format!(
-            "channel `{}` has no media yet",
-            channel.spec.id
-        )));
-    }
-    Ok(list)
-}
-
-fn multivariant(channel: &LiveChannel) -> Result<String, OriginError> {
-    Ok(hls::multivariant(&renditions(channel)?, ""))
-}
-
-fn media_playlist(channel: &LiveChannel, name: &str) -> Result<String, OriginError> {
-    let live = channel
-        .renditions
-        .get(name)
-        .ok_or_else(|| OriginError::NotFound(format!("no rendition `{name}`")))?;
-    let rendition = live
-        .manifest_rendition(&channel.spec)
-        .ok_or_else(|| OriginError::NotFound(format!("`{name}` has no media yet")))?;
-    let segments = live.window(channel.window_segments());
-    let params = hls::MediaPlaylistParams {
-        target_duration_secs: target_duration(channel),
-        discontinuity_sequence: 0,
-        ended: false,
-        playlist_type: None,
-        query: "",
-    };
-    Ok(hls::media_playlist(&rendition, &segments, &params))
-}
-
-/// Fixed per channel (it must not change between reloads): D plus the most an audio segment
-/// can overrun it by, one AAC frame.
-fn target_duration(channel: &LiveChannel) -> u32 {
-    let audio_frame = 1024.0 / f64::from(channel.spec.audio.sample_rate);
-    hls::target_duration(channel.grid.duration_secs() + audio_frame)
-}
-
-fn mpd(channel: &LiveChannel) -> Result<String, OriginError> {
-    let renditions = renditions(channel)?;
-    let windows: Vec<_> = renditions
-        .iter()
-        .map(|r| {
-            channel
-                .renditions
-                .get(&r.name)
-                .map(|l| l.window(channel.window_segments()))
-                .unwrap_or_default()
-        })
-        .collect();
-    let slices: Vec<&[manifest::SegmentRef]> = windows.iter().map(Vec::as_slice).collect();
-    let d = channel.grid.duration_secs();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let params = dash::MpdParams {
-        now_unix_millis: now.as_millis() as u64,
-        segment_duration_secs: d,
-        time_shift_buffer_depth_secs: f64::from(channel.spec.live_window_seconds),
-        suggested_presentation_delay_secs: 3.0 * d,
-        min_buffer_time_secs: 2.0 * d,
-        utc_timing_url: "/time",
-        query: "",
-    };
-    Ok(dash::live_mpd(&renditions, &slices, &params))
 }
 
 /// A manifest response with a strong ETag, answering a matching If-None-Match with 304.

@@ -31,8 +31,9 @@ impl Origin {
         now: Duration,
     ) -> Result<u64, OriginError> {
         let id = &channel.spec.id;
-        let window = Duration::from_secs(channel.spec.startover_window_seconds.into());
-        let cutoff = channel.grid.segment_at(now.saturating_sub(window));
+        let cutoff = channel
+            .grid
+            .segment_at(now.saturating_sub(channel.startover()));
         let mut removed = 0;
         for live in channel.renditions.values() {
             live.forget_before(cutoff);

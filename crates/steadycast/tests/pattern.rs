@@ -354,3 +354,76 @@ async fn segments_past_the_startover_window_are_removed() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_shifted_playlists_rewind_and_clip() {
+    let node = TestNode::serve(&channel_toml("dvr", PATTERN)).await;
+    node.wait_for_segments("dvr", &RENDITIONS, 8).await;
+    let grid = grid();
+    let live = playlist(&node, "dvr", "180p").await;
+    let first = live[1];
+    let start = grid.start_time(first).as_secs();
+
+    // A closed range is a VOD playlist with ENDLIST that plays from start to end.
+    let range = format!("start={start}&end={}", start + 4);
+    let (status, vod) = get(&node.url(&format!("/live/dvr/180p.m3u8?{range}")))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{vod}");
+    assert!(
+        vod.contains("#EXT-X-PLAYLIST-TYPE:VOD") && vod.contains("#EXT-X-ENDLIST"),
+        "{vod}"
+    );
+    assert_eq!(listed(&vod), (first..first + 4).collect::<Vec<_>>());
+    let (status, main) = get(&node.url(&format!("/live/dvr/main.m3u8?{range}")))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        main.contains(&format!("180p.m3u8?{range}")),
+        "children keep the range:\n{main}"
+    );
+    let (ok, errors) = play(&node.url(&format!("/live/dvr/main.m3u8?{range}")), 10).await;
+    assert!(
+        ok && errors.trim().is_empty(),
+        "the clip did not play: {errors}"
+    );
+
+    // An open start grows to the live edge; ISO 8601 works as well as Unix seconds.
+    let iso = manifest::iso8601(start * 1000);
+    let (status, event) = get(&node.url(&format!("/live/dvr/180p.m3u8?start={iso}")))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{event}");
+    assert!(event.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !event.contains("#EXT-X-ENDLIST"));
+    assert_eq!(listed(&event)[0], first);
+
+    // A delayed live playlist ends about the delay behind the live one.
+    let (_, delayed) = get(&node.url("/live/dvr/180p.m3u8?time_delay=3"))
+        .await
+        .unwrap();
+    let (_, now) = get(&node.url("/live/dvr/180p.m3u8")).await.unwrap();
+    let behind = listed(&now).last().unwrap() - listed(&delayed).last().unwrap();
+    assert!(
+        (2..=4).contains(&behind),
+        "delayed by {behind} segments:\n{delayed}"
+    );
+
+    let too_old = start - 3 * 3600;
+    for (query, status, says) in [
+        ("start=yesterday".to_string(), 400, "ISO 8601"),
+        (format!("start={too_old}"), 404, "startover window"),
+        (
+            format!("start={start}&end={}", start - 1),
+            400,
+            "after start",
+        ),
+        (format!("start={start}&end={}", start + 3600), 404, "future"),
+    ] {
+        let (got, body) = get(&node.url(&format!("/live/dvr/180p.m3u8?{query}")))
+            .await
+            .unwrap();
+        assert_eq!(got, status, "{query}: {body}");
+        assert!(body.contains(says), "{query}: {body}");
+    }
+}

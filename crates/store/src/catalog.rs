@@ -204,6 +204,31 @@ impl Catalog {
         Ok(segments)
     }
 
+    /// The segments of a rendition numbered `first_n..=last_n`, oldest first, at most `limit`.
+    /// Served by the primary key, never a scan.
+    pub async fn segments_between(
+        &self,
+        channel: &str,
+        rendition: &str,
+        first_n: u64,
+        last_n: u64,
+        limit: u32,
+    ) -> Result<Vec<SegmentRow>> {
+        let clamp = |n: u64| n.min(i64::MAX as u64) as i64;
+        let rows = sqlx::query(&format!(
+            "{SEGMENT_COLUMNS} WHERE channel = ? AND rendition = ? AND n >= ? AND n <= ? \
+             ORDER BY n LIMIT ?"
+        ))
+        .bind(channel)
+        .bind(rendition)
+        .bind(clamp(first_n))
+        .bind(clamp(last_n))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(segment_row).collect()
+    }
+
     /// The oldest segments of a rendition numbered below `before_n`, at most `limit`: what
     /// retention removes next. Served by the primary key.
     pub async fn segments_before(

@@ -1,0 +1,164 @@
+//! The manifests of a channel, from the live window in memory or, for time-shifted and longer
+//! windows, from the catalog.
+
+use std::time::Duration;
+
+use manifest::{SegmentRef, dash, hls};
+
+use crate::live::{LiveChannel, LiveRendition};
+use crate::timeshift::Plan;
+use crate::{Origin, OriginError};
+
+/// The most segments one manifest lists: a day of 2 s segments.
+const MAX_LISTED: u32 = 43_200;
+
+/// Every rendition whose CMAF header is known, as manifests describe it.
+fn renditions(channel: &LiveChannel) -> Result<Vec<manifest::Rendition>, OriginError> {
+    let list: Vec<_> = channel
+        .renditions
+        .values()
+        .filter_map(|r| r.manifest_rendition(&channel.spec))
+        .collect();
+    if list.is_empty() {
+        return Err(OriginError::NotFound(format!(
+            "channel `{}` has no media yet",
+            channel.spec.id
+        )));
+    }
+    Ok(list)
+}
+
+/// The multivariant playlist; `query` (a time-shift, later a token) is passed to every child.
+pub fn multivariant(channel: &LiveChannel, query: &str) -> Result<String, OriginError> {
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    Ok(hls::multivariant(&renditions(channel)?, &query))
+}
+
+pub async fn media_playlist(
+    origin: &Origin,
+    channel: &LiveChannel,
+    name: &str,
+    plan: Plan,
+) -> Result<String, OriginError> {
+    let live = channel
+        .renditions
+        .get(name)
+        .ok_or_else(|| OriginError::NotFound(format!("no rendition `{name}`")))?;
+    let rendition = live
+        .manifest_rendition(&channel.spec)
+        .ok_or_else(|| OriginError::NotFound(format!("`{name}` has no media yet")))?;
+    let segments = segments(origin, channel, live, plan).await?;
+    let (playlist_type, ended) = match plan {
+        Plan::Live { .. } => (None, false),
+        Plan::From { .. } => (Some(hls::PlaylistType::Event), false),
+        Plan::Range { .. } => (Some(hls::PlaylistType::Vod), true),
+    };
+    let params = hls::MediaPlaylistParams {
+        target_duration_secs: target_duration(channel),
+        discontinuity_sequence: 0,
+        ended,
+        playlist_type,
+        query: "",
+    };
+    Ok(hls::media_playlist(&rendition, &segments, &params))
+}
+
+/// Fixed per channel (it must not change between reloads): D plus the most an audio segment
+/// can overrun it by, one AAC frame.
+fn target_duration(channel: &LiveChannel) -> u32 {
+    let audio_frame = 1024.0 / f64::from(channel.spec.audio.sample_rate);
+    hls::target_duration(channel.grid.duration_secs() + audio_frame)
+}
+
+/// The live (or delayed) MPD. Start/end ranges are served as HLS only for now.
+pub async fn mpd(
+    origin: &Origin,
+    channel: &LiveChannel,
+    plan: Plan,
+    now: Duration,
+) -> Result<String, OriginError> {
+    if !matches!(plan, Plan::Live { .. }) {
+        return Err(OriginError::BadRequest(
+            "start/end ranges are served on the HLS playlists; the MPD takes time_delay and \
+             manifest_window_seconds"
+                .into(),
+        ));
+    }
+    let renditions = renditions(channel)?;
+    let mut windows = Vec::with_capacity(renditions.len());
+    for r in &renditions {
+        let window = match channel.renditions.get(&r.name) {
+            Some(live) => segments(origin, channel, live, plan).await?,
+            None => Vec::new(),
+        };
+        windows.push(window);
+    }
+    let slices: Vec<&[SegmentRef]> = windows.iter().map(Vec::as_slice).collect();
+    let d = channel.grid.duration_secs();
+    let params = dash::MpdParams {
+        now_unix_millis: now.as_millis() as u64,
+        segment_duration_secs: d,
+        time_shift_buffer_depth_secs: f64::from(channel.spec.live_window_seconds),
+        suggested_presentation_delay_secs: 3.0 * d,
+        min_buffer_time_secs: 2.0 * d,
+        utc_timing_url: "/time",
+        query: "",
+    };
+    Ok(dash::live_mpd(&renditions, &slices, &params))
+}
+
+/// The segments a plan lists: the live window from memory, anything else from the catalog.
+async fn segments(
+    origin: &Origin,
+    channel: &LiveChannel,
+    live: &LiveRendition,
+    plan: Plan,
+) -> Result<Vec<SegmentRef>, OriginError> {
+    let (id, name) = (&channel.spec.id, &live.name);
+    let rows = match plan {
+        Plan::Live {
+            last_n: None,
+            count,
+        } if count <= channel.window_segments() => {
+            return Ok(live.window(count));
+        }
+        Plan::Live { last_n, count } => {
+            let count = count.min(u64::from(MAX_LISTED)) as u32;
+            origin
+                .catalog
+                .recent_segments(id, name, last_n.unwrap_or(u64::MAX), count)
+                .await?
+        }
+        Plan::From { first_n } => {
+            origin
+                .catalog
+                .segments_between(id, name, first_n, u64::MAX, MAX_LISTED)
+                .await?
+        }
+        Plan::Range { first_n, last_n } => {
+            let rows = origin
+                .catalog
+                .segments_between(id, name, first_n, last_n, MAX_LISTED)
+                .await?;
+            if rows.is_empty() {
+                return Err(OriginError::NotFound(format!(
+                    "`{name}` has no segment in that range"
+                )));
+            }
+            rows
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|r| SegmentRef {
+            n: r.n,
+            start: r.start,
+            duration: r.duration,
+            discontinuity: false,
+        })
+        .collect())
+}
