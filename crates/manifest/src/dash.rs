@@ -101,12 +101,33 @@ pub fn live_mpd(renditions: &[Rendition], segments: &[&[SegmentRef]], p: &MpdPar
         " maxSegmentDuration=\"{}\">\n",
         XsdDuration(max_ms)
     );
+    period(&mut out, &reps, p.query, Timing::Live);
+    w!(
+        &mut out,
+        "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{}\"/>\n",
+        XmlAttr(p.utc_timing_url)
+    );
+    out.push_str("</MPD>\n");
+    out
+}
+
+/// Where a Representation's presentation starts: at the epoch (live: media time is Unix time)
+/// or at its first segment (a static MPD of a clip starts playing at 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timing {
+    Live,
+    Clip,
+}
+
+type Reps<'a> = [(&'a Rendition, &'a [SegmentRef])];
+
+fn period(out: &mut String, reps: &Reps, query: &str, timing: Timing) {
     out.push_str("  <Period id=\"0\" start=\"PT0S\">\n");
 
     let mut set_id = 0;
     let video: Vec<_> = reps.iter().filter(|(r, _)| r.is_video()).copied().collect();
     if !video.is_empty() {
-        video_set(&mut out, set_id, &video, p.query);
+        video_set(out, set_id, &video, query, timing);
         set_id += 1;
     }
 
@@ -129,16 +150,57 @@ pub fn live_mpd(renditions: &[Rendition], segments: &[&[SegmentRef]], p: &MpdPar
             .filter(|(r, _)| language(r) == lang)
             .copied()
             .collect();
-        audio_set(&mut out, set_id, lang, &members, p.query);
+        audio_set(out, set_id, lang, &members, query, timing);
         set_id += 1;
     }
 
     out.push_str("  </Period>\n");
+}
+
+/// A static MPD of a closed range (a time-shifted clip, a harvested VOD): every segment listed,
+/// the presentation starting at 0 at the first segment of each Representation.
+pub fn static_mpd(
+    renditions: &[Rendition],
+    segments: &[&[SegmentRef]],
+    min_buffer_time_secs: f64,
+    query: &str,
+) -> String {
+    let reps: Vec<(&Rendition, &[SegmentRef])> = renditions
+        .iter()
+        .zip(segments.iter().copied())
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+    let entries: usize = reps.iter().map(|(_, s)| s.len()).sum();
+    let mut out = String::with_capacity(1000 + reps.len() * (600 + query.len()) + entries * 48);
+    // The clip lasts as long as its longest Representation.
+    let duration_ms = reps
+        .iter()
+        .filter_map(|(r, s)| {
+            let (first, last) = (s.first()?, s.last()?);
+            Some(scale_ceil(
+                last.end().saturating_sub(first.start),
+                r.timescale,
+                1000,
+            ))
+        })
+        .max()
+        .unwrap_or(0);
+    out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    out.push_str(
+        "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" \
+         profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" type=\"static\"",
+    );
     w!(
         &mut out,
-        "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{}\"/>\n",
-        XmlAttr(p.utc_timing_url)
+        " mediaPresentationDuration=\"{}\"",
+        XsdDuration(duration_ms)
     );
+    w!(
+        &mut out,
+        " minBufferTime=\"{}\">\n",
+        XsdDuration(secs_to_millis(min_buffer_time_secs))
+    );
+    period(&mut out, &reps, query, Timing::Clip);
     out.push_str("</MPD>\n");
     out
 }
@@ -150,7 +212,7 @@ fn language(r: &Rendition) -> Option<&str> {
     }
 }
 
-fn video_set(out: &mut String, id: u32, reps: &[(&Rendition, &[SegmentRef])], query: &str) {
+fn video_set(out: &mut String, id: u32, reps: &Reps, query: &str, timing: Timing) {
     let (mut max_w, mut max_h, mut max_rate) = (0, 0, None);
     for (r, _) in reps {
         if let RenditionKind::Video {
@@ -197,7 +259,7 @@ fn video_set(out: &mut String, id: u32, reps: &[(&Rendition, &[SegmentRef])], qu
             r.bandwidth,
             XmlAttr(&r.codecs)
         );
-        segment_template(out, r, segments, query);
+        segment_template(out, r, segments, query, timing);
         out.push_str("      </Representation>\n");
     }
     out.push_str("    </AdaptationSet>\n");
@@ -207,8 +269,9 @@ fn audio_set(
     out: &mut String,
     id: u32,
     lang: Option<&str>,
-    reps: &[(&Rendition, &[SegmentRef])],
+    reps: &Reps,
     query: &str,
+    timing: Timing,
 ) {
     w!(
         out,
@@ -241,20 +304,30 @@ fn audio_set(
              schemeIdUri=\"urn:mpeg:dash:23003:3:audio_channel_configuration:2011\" \
              value=\"{channels}\"/>\n"
         );
-        segment_template(out, r, segments, query);
+        segment_template(out, r, segments, query, timing);
         out.push_str("      </Representation>\n");
     }
     out.push_str("    </AdaptationSet>\n");
 }
 
-fn segment_template(out: &mut String, r: &Rendition, segments: &[SegmentRef], query: &str) {
-    if segments.is_empty() {
+fn segment_template(
+    out: &mut String,
+    r: &Rendition,
+    segments: &[SegmentRef],
+    query: &str,
+    timing: Timing,
+) {
+    let Some(first) = segments.first() else {
         return;
-    }
+    };
+    let offset = match timing {
+        Timing::Live => 0,
+        Timing::Clip => first.start,
+    };
     let q = TemplateLiteral(query);
     w!(
         out,
-        "        <SegmentTemplate timescale=\"{}\" presentationTimeOffset=\"0\" \
+        "        <SegmentTemplate timescale=\"{}\" presentationTimeOffset=\"{offset}\" \
          initialization=\"$RepresentationID$/init.mp4{q}\" \
          media=\"$RepresentationID$/t$Time$.m4s{q}\">\n",
         r.timescale,

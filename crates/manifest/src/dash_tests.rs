@@ -264,3 +264,27 @@ fn xsd_duration_public_form() {
     assert_eq!(xsd_duration(-1.0), "PT0S");
     assert_eq!(xsd_duration(2.0020000000000002), "PT2.002S");
 }
+
+#[test]
+fn static_mpd_of_a_clip_starts_at_zero() {
+    let (video, audio) = (fixture::video_segments(), fixture::audio_segments());
+    let text = static_mpd(&fixture::renditions(), &[&video, &video, &audio], 4.0, "");
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let mpd = doc.root_element();
+    assert_eq!(mpd.attribute("type"), Some("static"));
+    assert_eq!(mpd.attribute("minimumUpdatePeriod"), None);
+    // Video N0..N0+3 with N0+2 missing: from the first start to the last end, 4 segments.
+    assert_eq!(mpd.attribute("mediaPresentationDuration"), Some("PT8.008S"));
+    let offsets: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("SegmentTemplate"))
+        .map(|n| {
+            n.attribute("presentationTimeOffset")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(offsets, [video[0].start, video[0].start, audio[0].start]);
+    assert_eq!(expand(&text)[0].1, pairs(&video));
+}

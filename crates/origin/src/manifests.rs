@@ -74,20 +74,13 @@ fn target_duration(channel: &LiveChannel) -> u32 {
     hls::target_duration(channel.grid.duration_secs() + audio_frame)
 }
 
-/// The live (or delayed) MPD. Start/end ranges are served as HLS only for now.
+/// The MPD: dynamic for live, delayed or open-start requests, static for a closed range.
 pub async fn mpd(
     origin: &Origin,
     channel: &LiveChannel,
     plan: Plan,
     now: Duration,
 ) -> Result<String, OriginError> {
-    if !matches!(plan, Plan::Live { .. }) {
-        return Err(OriginError::BadRequest(
-            "start/end ranges are served on the HLS playlists; the MPD takes time_delay and \
-             manifest_window_seconds"
-                .into(),
-        ));
-    }
     let renditions = renditions(channel)?;
     let mut windows = Vec::with_capacity(renditions.len());
     for r in &renditions {
@@ -99,10 +92,16 @@ pub async fn mpd(
     }
     let slices: Vec<&[SegmentRef]> = windows.iter().map(Vec::as_slice).collect();
     let d = channel.grid.duration_secs();
+    // An open start keeps everything since the start reachable.
+    let depth = match plan {
+        Plan::Range { .. } => return Ok(dash::static_mpd(&renditions, &slices, 2.0 * d, "")),
+        Plan::From { .. } => channel.startover().as_secs_f64(),
+        Plan::Live { .. } => f64::from(channel.spec.live_window_seconds),
+    };
     let params = dash::MpdParams {
         now_unix_millis: now.as_millis() as u64,
         segment_duration_secs: d,
-        time_shift_buffer_depth_secs: f64::from(channel.spec.live_window_seconds),
+        time_shift_buffer_depth_secs: depth,
         suggested_presentation_delay_secs: 3.0 * d,
         min_buffer_time_secs: 2.0 * d,
         utc_timing_url: "/time",
