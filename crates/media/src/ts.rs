@@ -66,6 +66,27 @@ fn parse_packet(p: &[u8], offset: usize) -> Result<TsPacket<'_>> {
     })
 }
 
+/// What kinds of elementary streams start PES packets in `buf`: (video PES starts, whether an
+/// audio PES started). Stream ids 0xE0–0xEF are video; 0xC0–0xDF (MPEG audio, AAC) and 0xBD
+/// (private stream 1: AC-3 and friends) are audio.
+pub fn pes_starts(buf: &[u8]) -> Result<(usize, bool)> {
+    let (mut video, mut audio) = (0, false);
+    for p in split_packets(buf)? {
+        let &[0, 0, 1, stream_id, ..] = p.payload else {
+            continue;
+        };
+        if !p.unit_start {
+            continue;
+        }
+        match stream_id {
+            0xE0..=0xEF => video += 1,
+            0xC0..=0xDF | 0xBD => audio = true,
+            _ => {}
+        }
+    }
+    Ok((video, audio))
+}
+
 /// The 33-bit PTS of the first PES packet that starts in `buf`, preferring video (PES
 /// `stream_id` 0xE0–0xEF, which every H.264/H.265 muxer uses) and falling back to the first
 /// PTS of any stream. `Ok(None)` when no PES start carries a PTS.
@@ -167,6 +188,19 @@ mod tests {
         assert_eq!(first_pts(&audio_only).unwrap(), Some(audio));
         assert_eq!(first_pts(&null_packet()).unwrap(), None);
         assert_eq!(first_pts(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn counts_video_starts_and_sees_audio() {
+        let mut buf = null_packet();
+        buf.extend(pes_packet(0x100, 0xE0, 1, true));
+        buf.extend(pes_packet(0x100, 0xE0, 2, false));
+        assert_eq!(pes_starts(&buf).unwrap(), (2, false));
+        buf.extend(pes_packet(0x101, 0xC0, 3, false));
+        assert_eq!(pes_starts(&buf).unwrap(), (2, true));
+        buf.extend(pes_packet(0x102, 0xBD, 4, false));
+        assert_eq!(pes_starts(&buf).unwrap(), (2, true));
+        assert!(pes_starts(&[0u8; 188]).is_err());
     }
 
     #[test]

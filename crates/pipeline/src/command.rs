@@ -1,6 +1,8 @@
 //! The ffmpeg command line of a pipeline: decode once, lock to the epoch grid, encode the whole
 //! ladder, and write one fragmented MP4 with a track per rendition to stdout.
 
+use std::time::Duration;
+
 use channel::ChannelSpec;
 use ingest::Container;
 use timeline::SegmentGrid;
@@ -12,6 +14,17 @@ pub struct EncoderPlan<'a> {
     pub container: Container,
     /// Added to every input timestamp so that it becomes Unix time (microseconds).
     pub offset_us: i64,
+    /// For an input without audio: when the generated silence starts (see [`silence_start`]).
+    pub silence_from: Option<Duration>,
+}
+
+/// Where generated silence starts: the first AAC frame boundary (1024 samples, counted from the
+/// epoch) a second from now, so that both pipelines' silent frames carry the same timestamps.
+pub fn silence_start(now: Duration, sample_rate: u32) -> Duration {
+    let per_frame = 1024 * 1_000_000_000u128;
+    let at = (now + Duration::from_secs(1)).as_nanos() * u128::from(sample_rate);
+    let frames = at.div_ceil(per_frame);
+    Duration::from_nanos((frames * per_frame / u128::from(sample_rate)) as u64)
 }
 
 impl EncoderPlan<'_> {
@@ -29,6 +42,17 @@ impl EncoderPlan<'_> {
         push(&["-analyzeduration", "1500000", "-probesize", "4000000"]);
         push(&["-itsoffset", &format_offset(self.offset_us), "-copyts"]);
         push(&["-f", self.container.ffmpeg_format(), "-i", "pipe:0"]);
+        if let Some(start) = self.silence_from {
+            let audio = &self.spec.audio;
+            let layout = if audio.channels == 1 {
+                "mono"
+            } else {
+                "stereo"
+            };
+            let source = format!("anullsrc=r={}:cl={layout}", audio.sample_rate);
+            let offset = format_offset(start.as_micros() as i64);
+            push(&["-itsoffset", &offset, "-f", "lavfi", "-i", &source]);
+        }
         push(&["-filter_complex", &self.filter_graph()]);
         for i in 0..self.spec.ladder.len() {
             push(&["-map", &format!("[v{i}]")]);
@@ -83,8 +107,13 @@ impl EncoderPlan<'_> {
                 r.width, r.height
             ));
         }
+        let audio = if self.silence_from.is_some() {
+            "1:a:0"
+        } else {
+            "0:a:0"
+        };
         g.push_str(&format!(
-            ";[0:a:0]aresample={},aselect='gte(t\\,ceil(start_t/{d})*{d})'[a0]",
+            ";[{audio}]aresample={},aselect='gte(t\\,ceil(start_t/{d})*{d})'[a0]",
             self.spec.audio.sample_rate
         ));
         g
@@ -176,6 +205,41 @@ mod tests {
     }
 
     #[test]
+    fn silence_starts_on_the_epoch_aac_frame_grid() {
+        let now = Duration::from_millis(1_795_616_148_123);
+        let start = silence_start(now, 48_000);
+        assert!(start >= now + Duration::from_secs(1));
+        assert!(start < now + Duration::from_secs(1) + Duration::from_micros(21_334));
+        // A whole number of 1024-sample frames since the epoch, to the nanosecond.
+        let samples = start.as_nanos() * 48_000;
+        let frames = (samples + 500_000_000) / 1_000_000_000 / 1024;
+        let back = Duration::from_nanos((frames * 1024 * 1_000_000_000 / 48_000) as u64);
+        assert_eq!(back, start);
+        // Two pipelines starting apart land on the same grid.
+        let other = silence_start(now + Duration::from_millis(777), 48_000);
+        let apart = (other - start).as_nanos() * 48_000;
+        assert_eq!(apart % (1024 * 1_000_000_000), 0);
+    }
+
+    #[test]
+    fn an_input_without_audio_gets_silence() {
+        let spec = spec();
+        let plan = EncoderPlan {
+            spec: &spec,
+            grid: spec.grid().unwrap(),
+            container: Container::Flv,
+            offset_us: 0,
+            silence_from: Some(Duration::from_secs(1_795_616_150)),
+        };
+        let joined = plan.args().join(" ");
+        assert!(
+            joined.contains("-itsoffset 1795616150.000000 -f lavfi -i anullsrc=r=48000:cl=stereo"),
+            "{joined}"
+        );
+        assert!(joined.contains(";[1:a:0]aresample=48000"), "{joined}");
+    }
+
+    #[test]
     fn offsets_have_microsecond_precision() {
         assert_eq!(format_offset(1_795_582_660_881_067), "1795582660.881067");
         assert_eq!(format_offset(-1_500), "-0.001500");
@@ -190,6 +254,7 @@ mod tests {
             grid: spec.grid().unwrap(),
             container: Container::MpegTs,
             offset_us: 95_443_717_688_889,
+            silence_from: None,
         };
         let args = plan.args();
         let graph = &args[args.iter().position(|a| a == "-filter_complex").unwrap() + 1];

@@ -21,7 +21,7 @@ use ingest::{Container, InputEvent, InputPort};
 use timeline::{Feed, LockMode, SegmentGrid};
 use tokio::sync::broadcast;
 
-pub use command::EncoderPlan;
+pub use command::{EncoderPlan, silence_start};
 pub use deliver::{Delivery, PackagerTarget, Upload};
 pub use encoder::RunEnd;
 pub use fault::{DeliveryFault, Faults};
@@ -153,6 +153,8 @@ async fn run_session(
             grid: ctx.grid,
             container,
             offset_us: lock.offset_us,
+            silence_from: (!lock.has_audio)
+                .then(|| silence_start(now(), ctx.spec.audio.sample_rate)),
         };
         let (replay, keep) = head.into_parts();
         let started = Instant::now();
@@ -245,9 +247,17 @@ fn report_lock(ctx: &PipelineCtx, session: u64, lock: Lock) {
     } else {
         "clock-locked"
     };
+    let audio = if lock.has_audio {
+        ""
+    } else {
+        ", no audio: silence made"
+    };
     ctx.emit(
         EventKind::EncoderStarted,
-        format!("session {session}, {mode}, offset {} µs", lock.offset_us),
+        format!(
+            "session {session}, {mode}, offset {} µs{audio}",
+            lock.offset_us
+        ),
     );
 }
 

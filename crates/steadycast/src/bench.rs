@@ -173,6 +173,7 @@ async fn encode(dir: &Path, spec: &channel::ChannelSpec, seconds: u32) -> anyhow
         grid: spec.grid().map_err(anyhow::Error::msg)?,
         container: Container::MpegTs,
         offset_us,
+        silence_from: None,
     };
     let output = dir.join("ladder.mp4");
     let args: Vec<String> = plan

@@ -93,3 +93,24 @@ async fn udp_ts_plays_as_hls_and_dash() {
     node.wait_for_segments("udp", &RENDITIONS, 4).await;
     assert_plays(&node, "udp").await;
 }
+
+/// A contribution without audio still gives a complete ladder: the pipelines make silence on
+/// the epoch grid of AAC frames, so both copies of every audio segment agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_only_input_gets_silent_audio() {
+    let port = free_udp_port();
+    let inputs = format!("[channels.inputs.main]\ntype = \"udp\"\nbind = \"127.0.0.1:{port}\"");
+    let node = TestNode::serve(&channel_toml("mute", &inputs)).await;
+    let _publisher = publish_with(
+        "mpegts",
+        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
+        false,
+    );
+    node.wait_for_segments("mute", &RENDITIONS, 4).await;
+    assert_plays(&node, "mute").await;
+    assert_aligned(&node, "mute", 3).await;
+    let (_, events) = get(&node.url("/api/v1/channels/mute/events"))
+        .await
+        .unwrap();
+    assert!(events.contains("no audio: silence made"), "{events}");
+}

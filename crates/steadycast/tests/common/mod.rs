@@ -150,10 +150,21 @@ pub async fn get_bytes(url: &str) -> (u16, bytes::Bytes) {
 /// ffmpeg publishing a small test pattern and tone (15 fps, like the test channels) to `output`
 /// in `format`, until killed.
 pub fn publish(format: &str, output: &str) -> Child {
-    Command::new("ffmpeg")
+    publish_with(format, output, true)
+}
+
+/// [`publish`], with or without the tone.
+pub fn publish_with(format: &str, output: &str, audio: bool) -> Child {
+    let mut command = Command::new("ffmpeg");
+    command
         .args(["-hide_banner", "-nostats", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15"]);
+    if audio {
+        command
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-c:a", "aac", "-b:a", "64k"]);
+    }
+    command
         .args([
             "-c:v",
             "libx264",
@@ -164,7 +175,7 @@ pub fn publish(format: &str, output: &str) -> Child {
             "-g",
             "15",
         ])
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", format, output])
+        .args(["-f", format, output])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
