@@ -23,6 +23,8 @@ pub enum EventKind {
     HeaderMismatch,
     /// The two pipelines' copies of a segment differ in time or sample count.
     CopiesMisaligned,
+    /// At start-up, catalog and store disagreed and were brought back in line.
+    StoreRepaired,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,12 +18,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, put};
-use channel::{ChannelSpec, Events};
+use channel::{ChannelSpec, EventKind, Events};
 use store::{Catalog, DirStore};
 use tower_http::cors::{Any, CorsLayer};
 
 pub use error::OriginError;
 pub use live::{Alignment, LiveChannel};
+pub use restore::Repair;
 
 /// The largest object a pipeline may PUT: a 2 s segment at 100 Mb/s is 25 MB.
 pub const MAX_UPLOAD: usize = 32 << 20;
@@ -62,6 +63,23 @@ impl Origin {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, channel);
         Ok(())
+    }
+
+    /// Brings catalog and store back in line for a channel after a crash (orphan files
+    /// deleted, listings without bytes removed) and reports what it did. Call at start-up,
+    /// before the channel is served or written to.
+    pub async fn repair(&self, id: &str) -> Result<restore::Repair, OriginError> {
+        let repair = restore::repair(id, &self.catalog, &self.blobs).await?;
+        if repair != restore::Repair::default() {
+            let detail = format!(
+                "removed {} orphan file(s) and {} listing(s) without bytes",
+                repair.orphan_files, repair.dead_listings
+            );
+            tracing::warn!(channel = %id, %detail, "catalog and store repaired");
+            self.events
+                .emit(id, "store", EventKind::StoreRepaired, detail);
+        }
+        Ok(repair)
     }
 
     pub fn remove_channel(&self, id: &str) -> bool {

@@ -1,6 +1,8 @@
-//! Rebuilding a channel's live window from the store when a node starts, so that a restart
-//! continues the same playlists with the same bytes.
+//! When a node starts: bringing catalog and store back in line after a crash, then rebuilding
+//! each channel's live window from them, so that a restart continues the same playlists with
+//! the same bytes.
 
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 use media::cmaf::{inspect_init, inspect_segment};
@@ -8,6 +10,53 @@ use store::{Catalog, DirStore};
 
 use crate::OriginError;
 use crate::live::{LiveChannel, LiveSegment, ServedInit};
+
+/// What a start-up repair found and did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Repair {
+    /// Files no listing points at (a crash between storing and listing, or an interrupted
+    /// write), deleted.
+    pub orphan_files: usize,
+    /// Listings whose bytes are gone (a disk lost them), unlisted: they would only 404.
+    pub dead_listings: usize,
+}
+
+/// Makes the catalog and the store agree for one channel. Run before serving it: nothing is
+/// being written then.
+pub async fn repair(
+    channel: &str,
+    catalog: &Catalog,
+    blobs: &DirStore,
+) -> Result<Repair, OriginError> {
+    let listed: HashSet<String> = catalog.blob_keys(channel).await?.into_iter().collect();
+    let stored: HashSet<String> = blobs
+        .list(&format!("live/{channel}"))
+        .await?
+        .into_iter()
+        .collect();
+    let mut repair = Repair::default();
+    for orphan in stored.difference(&listed) {
+        blobs.delete(orphan).await?;
+        repair.orphan_files += 1;
+    }
+    for dead in listed.difference(&stored) {
+        // Segment keys are `live/{channel}/{rendition}/{n}.m4s`; a lost header stays listed
+        // (the next one from its feed replaces nothing) and is reported by the log.
+        let Some((rendition, n)) = segment_of_key(dead) else {
+            tracing::warn!(%channel, key = %dead, "a listed CMAF header has no bytes");
+            continue;
+        };
+        catalog.delete_segment(channel, rendition, n).await?;
+        repair.dead_listings += 1;
+    }
+    Ok(repair)
+}
+
+fn segment_of_key(key: &str) -> Option<(&str, u64)> {
+    let mut parts = key.rsplit('/');
+    let n = parts.next()?.strip_suffix(".m4s")?.parse().ok()?;
+    Some((parts.next()?, n))
+}
 
 pub async fn live_window(
     channel: &LiveChannel,
@@ -65,4 +114,19 @@ pub async fn live_window(
         tracing::info!(channel = %id, segments = restored, "live window restored from the store");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_keys_name_rendition_and_number() {
+        assert_eq!(
+            segment_of_key("live/demo/360p/897808074.m4s"),
+            Some(("360p", 897_808_074))
+        );
+        assert_eq!(segment_of_key("live/demo/360p/init-a.mp4"), None);
+        assert_eq!(segment_of_key("live/demo/360p/x.m4s"), None);
+    }
 }

@@ -71,6 +71,13 @@ impl Node {
         let events = event_log(catalog.clone());
         let origin = Origin::new(catalog.clone(), blobs, events.clone());
         let inputs = Arc::new(InputRegistry::with_events(events.clone()));
+        // Before anything is served or written: a crash may have left the two apart.
+        for row in catalog.channels().await? {
+            origin
+                .repair(&row.id)
+                .await
+                .with_context(|| format!("repairing channel `{}`", row.id))?;
+        }
         tokio::spawn(sweep_retention(
             origin.clone(),
             server.retention_interval_seconds,

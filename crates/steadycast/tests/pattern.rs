@@ -292,8 +292,31 @@ async fn a_killed_node_restarts_where_it_stopped() {
     let (_, bytes) = get_bytes(&node.url(&format!("/live/durable/180p/{kept}.m4s"))).await;
     node.child.start_kill().unwrap();
     node.child.wait().await.unwrap();
+    // What a crash can leave behind: a file never listed, a half-written one, and a listed
+    // segment whose bytes a disk lost.
+    let rendition_dir = dir.path().join("data/segments/live/durable/180p");
+    let orphans = [rendition_dir.join("1.m4s"), rendition_dir.join("2.tmp.999")];
+    for orphan in &orphans {
+        std::fs::write(orphan, b"never listed").unwrap();
+    }
+    let lost = before[0];
+    std::fs::remove_file(rendition_dir.join(format!("{lost}.m4s"))).unwrap();
 
     let node = TestNode::serve_in(dir.path(), &channel_toml("durable", PATTERN)).await;
+    for orphan in &orphans {
+        assert!(!orphan.exists(), "{} survived the repair", orphan.display());
+    }
+    assert!(
+        !playlist(&node, "durable", "180p").await.contains(&lost),
+        "a listing without bytes"
+    );
+    let (_, events) = get(&node.url("/api/v1/channels/durable/events"))
+        .await
+        .unwrap();
+    assert!(
+        events.contains("store_repaired") && events.contains("listing(s) without bytes"),
+        "{events}"
+    );
     let after = playlist(&node, "durable", "180p").await;
     assert!(
         after.contains(&kept),

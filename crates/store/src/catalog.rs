@@ -250,6 +250,19 @@ impl Catalog {
         rows.iter().map(segment_row).collect()
     }
 
+    /// Every blob key the catalog lists for a channel (segments and headers), for a repair.
+    pub async fn blob_keys(&self, channel: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT blob_key FROM segments WHERE channel = ?
+             UNION ALL SELECT blob_key FROM inits WHERE channel = ?",
+        )
+        .bind(channel)
+        .bind(channel)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("blob_key")?)).collect()
+    }
+
     /// Unlists a segment (retention): its bytes may be deleted afterwards.
     pub async fn delete_segment(&self, channel: &str, rendition: &str, n: u64) -> Result<()> {
         sqlx::query("DELETE FROM segments WHERE channel = ? AND rendition = ? AND n = ?")

@@ -62,6 +62,34 @@ impl DirStore {
         }
     }
 
+    /// Every key under `prefix` (a directory), recursively; temporary files of interrupted
+    /// writes included, so that a repair can remove them.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let io = |source| StoreError::Io {
+            key: prefix.to_string(),
+            source,
+        };
+        let mut keys = Vec::new();
+        let mut pending = vec![self.path(prefix)?];
+        while let Some(dir) = pending.pop() {
+            let mut entries = match tokio::fs::read_dir(&dir).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(e)),
+            };
+            while let Some(entry) = entries.next_entry().await.map_err(io)? {
+                let path = entry.path();
+                if entry.file_type().await.map_err(io)?.is_dir() {
+                    pending.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    keys.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     /// Keys come from channel and rendition names; refuse anything that could leave the root.
     fn path(&self, key: &str) -> Result<PathBuf> {
         let rel = Path::new(key);
@@ -96,6 +124,20 @@ mod tests {
             .unwrap()
             .collect();
         assert!(left.is_empty());
+    }
+
+    #[tokio::test]
+    async fn lists_keys_under_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).await.unwrap();
+        for key in ["live/a/x/1.m4s", "live/a/y/init-a.mp4", "live/b/x/1.m4s"] {
+            store.put(key, &Bytes::from_static(b"x")).await.unwrap();
+        }
+        assert_eq!(
+            store.list("live/a").await.unwrap(),
+            ["live/a/x/1.m4s", "live/a/y/init-a.mp4"]
+        );
+        assert!(store.list("live/none").await.unwrap().is_empty());
     }
 
     #[tokio::test]
