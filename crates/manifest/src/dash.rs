@@ -111,12 +111,20 @@ pub fn live_mpd(renditions: &[Rendition], segments: &[&[SegmentRef]], p: &MpdPar
     out
 }
 
+/// How segment URLs are formed: by the segment's time (`t$Time$.m4s`, the origin's form, robust
+/// across gaps) or by its number (`$Number$.m4s`, files of a harvested asset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressing {
+    Time,
+    Number,
+}
+
 /// Where a Representation's presentation starts: at the epoch (live: media time is Unix time)
 /// or at its first segment (a static MPD of a clip starts playing at 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timing {
     Live,
-    Clip,
+    Clip(Addressing),
 }
 
 type Reps<'a> = [(&'a Rendition, &'a [SegmentRef])];
@@ -164,6 +172,7 @@ pub fn static_mpd(
     segments: &[&[SegmentRef]],
     min_buffer_time_secs: f64,
     query: &str,
+    addressing: Addressing,
 ) -> String {
     let reps: Vec<(&Rendition, &[SegmentRef])> = renditions
         .iter()
@@ -200,7 +209,7 @@ pub fn static_mpd(
         " minBufferTime=\"{}\">\n",
         XsdDuration(secs_to_millis(min_buffer_time_secs))
     );
-    period(&mut out, &reps, query, Timing::Clip);
+    period(&mut out, &reps, query, Timing::Clip(addressing));
     out.push_str("</MPD>\n");
     out
 }
@@ -320,27 +329,37 @@ fn segment_template(
     let Some(first) = segments.first() else {
         return;
     };
-    let offset = match timing {
-        Timing::Live => 0,
-        Timing::Clip => first.start,
+    let (offset, addressing) = match timing {
+        Timing::Live => (0, Addressing::Time),
+        Timing::Clip(addressing) => (first.start, addressing),
     };
     let q = TemplateLiteral(query);
+    let (media, start_number) = match addressing {
+        Addressing::Time => ("t$Time$", None),
+        Addressing::Number => ("$Number$", Some(first.n)),
+    };
     w!(
         out,
         "        <SegmentTemplate timescale=\"{}\" presentationTimeOffset=\"{offset}\" \
          initialization=\"$RepresentationID$/init.mp4{q}\" \
-         media=\"$RepresentationID$/t$Time$.m4s{q}\">\n",
+         media=\"$RepresentationID$/{media}.m4s{q}\"",
         r.timescale,
     );
-    out.push_str("          <SegmentTimeline>\n");
-    timeline(out, segments);
+    if let Some(n) = start_number {
+        w!(out, " startNumber=\"{n}\"");
+    }
+    out.push_str(">\n          <SegmentTimeline>\n");
+    timeline(out, segments, addressing);
     out.push_str("          </SegmentTimeline>\n        </SegmentTemplate>\n");
 }
 
 /// `S` entries: a run of segments, each starting where the previous ended, with one duration
-/// becomes one `S` with `@r`. `@t` is written on the first entry and wherever the time jumps.
-fn timeline(out: &mut String, segments: &[SegmentRef]) {
-    let follows = |a: &SegmentRef, b: &SegmentRef| b.start == a.end();
+/// becomes one `S` with `@r`. `@t` is written on the first entry and wherever the time jumps;
+/// with `$Number$` addressing, `@n` wherever the number jumps (ISO/IEC 23009-1 5.3.9.6).
+fn timeline(out: &mut String, segments: &[SegmentRef], addressing: Addressing) {
+    let numbered = addressing == Addressing::Number;
+    let follows =
+        |a: &SegmentRef, b: &SegmentRef| b.start == a.end() && (!numbered || b.n == a.n + 1);
     let mut prev: Option<&SegmentRef> = None;
     let mut i = 0;
     while let Some(s) = segments.get(i) {
@@ -355,6 +374,11 @@ fn timeline(out: &mut String, segments: &[SegmentRef]) {
         if prev.is_none_or(|p| s.start != p.end()) {
             out.push_str(" t=\"");
             push_uint(out, s.start, 1);
+            out.push('"');
+        }
+        if numbered && prev.is_some_and(|p| s.n != p.n + 1) {
+            out.push_str(" n=\"");
+            push_uint(out, s.n, 1);
             out.push('"');
         }
         out.push_str(" d=\"");

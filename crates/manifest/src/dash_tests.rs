@@ -268,7 +268,13 @@ fn xsd_duration_public_form() {
 #[test]
 fn static_mpd_of_a_clip_starts_at_zero() {
     let (video, audio) = (fixture::video_segments(), fixture::audio_segments());
-    let text = static_mpd(&fixture::renditions(), &[&video, &video, &audio], 4.0, "");
+    let text = static_mpd(
+        &fixture::renditions(),
+        &[&video, &video, &audio],
+        4.0,
+        "",
+        Addressing::Time,
+    );
     let doc = roxmltree::Document::parse(&text).unwrap();
     let mpd = doc.root_element();
     assert_eq!(mpd.attribute("type"), Some("static"));
@@ -287,4 +293,26 @@ fn static_mpd_of_a_clip_starts_at_zero() {
         .collect();
     assert_eq!(offsets, [video[0].start, video[0].start, audio[0].start]);
     assert_eq!(expand(&text)[0].1, pairs(&video));
+}
+
+#[test]
+fn numbered_static_mpd_states_the_number_after_a_gap() {
+    let video = fixture::video_segments();
+    let rs = &fixture::renditions()[..1];
+    let text = static_mpd(rs, &[&video], 4.0, "", Addressing::Number);
+    assert!(
+        text.contains(&format!(
+            r#"media="$RepresentationID$/$Number$.m4s" startNumber="{N0}""#
+        )),
+        "{text}"
+    );
+    // N0, N0+1 run on; N0+3 follows a hole, so it states its time and number.
+    assert!(
+        text.contains(&format!(
+            r#"<S t="{}" n="{}" d="180180"/>"#,
+            video[2].start,
+            N0 + 3
+        )),
+        "{text}"
+    );
 }

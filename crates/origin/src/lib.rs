@@ -3,6 +3,7 @@
 //! as HLS and DASH from one URL per channel, whichever pipeline made it.
 
 mod error;
+mod harvest;
 mod live;
 mod manifests;
 mod packager;
@@ -23,8 +24,10 @@ use store::{Catalog, DirStore};
 use tower_http::cors::{Any, CorsLayer};
 
 pub use error::OriginError;
+pub use harvest::MAX_HARVEST;
 pub use live::{Alignment, LiveChannel};
 pub use restore::Repair;
+pub use timeshift::parse_time;
 
 /// The largest object a pipeline may PUT: a 2 s segment at 100 Mb/s is 25 MB.
 pub const MAX_UPLOAD: usize = 32 << 20;
@@ -110,6 +113,7 @@ impl Origin {
             .route("/live/{channel}/{file}", get(playback::manifest))
             .route("/live/{channel}/{rendition}/{file}", get(playback::media))
             .route("/time", get(playback::time))
+            .route("/vod/{name}/{*path}", get(playback::vod))
             .layer(cors);
         let ingest = Router::new()
             .route(

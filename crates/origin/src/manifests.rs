@@ -94,7 +94,15 @@ pub async fn mpd(
     let d = channel.grid.duration_secs();
     // An open start keeps everything since the start reachable.
     let depth = match plan {
-        Plan::Range { .. } => return Ok(dash::static_mpd(&renditions, &slices, 2.0 * d, "")),
+        Plan::Range { .. } => {
+            return Ok(dash::static_mpd(
+                &renditions,
+                &slices,
+                2.0 * d,
+                "",
+                dash::Addressing::Time,
+            ));
+        }
         Plan::From { .. } => channel.startover().as_secs_f64(),
         Plan::Live { .. } => f64::from(channel.spec.live_window_seconds),
     };

@@ -83,6 +83,30 @@ pub async fn manifest(
     Ok(cacheable(body.into(), content_type, &cache, &headers))
 }
 
+/// A file of a harvested asset: manifests revalidated, media immutable.
+pub async fn vod(
+    State(origin): State<Arc<Origin>>,
+    Path((name, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, OriginError> {
+    let bytes = origin.vod_file(&name, &path).await?;
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("m3u8") => Ok(cacheable(
+            bytes,
+            "application/vnd.apple.mpegurl",
+            "public, max-age=60",
+            &headers,
+        )),
+        Some("mpd") => Ok(cacheable(
+            bytes,
+            "application/dash+xml",
+            "public, max-age=60",
+            &headers,
+        )),
+        _ => ranged(bytes, "video/mp4", &headers),
+    }
+}
+
 fn refused(refusal: Refusal) -> OriginError {
     match refusal {
         Refusal::Malformed(why) => OriginError::BadRequest(why),

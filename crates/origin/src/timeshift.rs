@@ -117,7 +117,7 @@ impl TimeShift {
 
 /// Unix seconds (`1795616148`, `1795616148.5`) or ISO 8601 UTC (`2026-11-25T14:15:48Z`, with
 /// optional fraction and `±HH:MM` offset).
-fn parse_time(s: &str) -> Result<Duration, String> {
+pub fn parse_time(s: &str) -> Result<Duration, String> {
     if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return parse_seconds(s);
     }

@@ -22,6 +22,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/channels/{id}/alignment", get(alignment))
         .route("/api/v1/channels/{id}/events", get(events))
         .route(
+            "/api/v1/channels/{id}/harvests",
+            get(harvests).post(create_harvest),
+        )
+        .route("/api/v1/channels/{id}/harvests/{name}", get(harvest))
+        .route(
             "/api/v1/channels/{id}/faults",
             axum::routing::post(inject_fault).delete(clear_faults),
         )
@@ -251,4 +256,94 @@ async fn clear_faults(
         }
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+struct HarvestRequest {
+    name: String,
+    /// Unix seconds (a number or a string) or ISO 8601.
+    start: Value,
+    end: Value,
+}
+
+fn time_of(v: &Value, field: &str) -> Result<std::time::Duration, ApiError> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    origin::parse_time(&text)
+        .map_err(|why| ApiError(StatusCode::BAD_REQUEST, format!("{field}: {why}"), vec![]))
+}
+
+fn origin_error(e: origin::OriginError) -> ApiError {
+    ApiError(e.status(), e.to_string(), vec![])
+}
+
+/// A harvest job as the API shows it, with the asset's URLs.
+fn describe_harvest(node: &Node, job: &store::HarvestRow) -> Value {
+    let base = format!("http://{}/vod/{}", node.http, job.name);
+    json!({
+        "harvest": job,
+        "playback": { "hls": format!("{base}/main.m3u8"), "dash": format!("{base}/manifest.mpd") },
+    })
+}
+
+/// Starts a live-to-VOD harvest of a past range.
+async fn create_harvest(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    body: Result<Json<HarvestRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(request) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "malformed harvest".into(),
+            vec![e.body_text()],
+        )
+    })?;
+    let range = (
+        time_of(&request.start, "start")?,
+        time_of(&request.end, "end")?,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let job = node
+        .origin
+        .harvest(&id, &request.name, range, now)
+        .await
+        .map_err(origin_error)?;
+    Ok((StatusCode::CREATED, Json(describe_harvest(&node, &job))))
+}
+
+async fn harvest(
+    State(node): State<Arc<Node>>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let job = node
+        .catalog
+        .harvest(&name)
+        .await
+        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    let job = job.filter(|j| j.channel == id).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no harvest `{name}` of `{id}`"),
+            vec![],
+        )
+    })?;
+    Ok(Json(describe_harvest(&node, &job)))
+}
+
+async fn harvests(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let jobs = node
+        .catalog
+        .harvests(&id)
+        .await
+        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    let jobs: Vec<Value> = jobs.iter().map(|j| describe_harvest(&node, j)).collect();
+    Ok(Json(json!({ "channel": id, "harvests": jobs })))
 }

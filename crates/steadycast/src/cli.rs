@@ -126,6 +126,21 @@ pub enum ChannelCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Copy a past range of a channel into a VOD asset (`/vod/{name}/main.m3u8`, `manifest.mpd`).
+    Harvest {
+        id: String,
+        /// The asset's name: 1-64 of a-z, 0-9, `-`, `_`.
+        #[arg(long)]
+        name: String,
+        /// Unix seconds or ISO 8601 (2026-11-25T14:00:00Z).
+        #[arg(long)]
+        start: String,
+        /// Unix seconds or ISO 8601; in the past, at most 24 h after start.
+        #[arg(long)]
+        end: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Delete a channel (stored segments stay until retention removes them).
     Delete {
         id: String,

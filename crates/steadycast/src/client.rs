@@ -30,6 +30,17 @@ pub async fn channel_command(command: ChannelCommand) -> anyhow::Result<()> {
                 .await,
             api,
         ),
+        ChannelCommand::Harvest {
+            id,
+            name,
+            start,
+            end,
+            api,
+        } => {
+            let url = format!("{}/api/v1/channels/{id}/harvests", api.api);
+            let body = serde_json::json!({ "name": name, "start": start, "end": end });
+            (client.post(&url).json(&body).send().await, api)
+        }
         ChannelCommand::Delete { id, api } => (
             client
                 .delete(format!("{}/api/v1/channels/{id}", api.api))

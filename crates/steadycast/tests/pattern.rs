@@ -450,3 +450,100 @@ async fn time_shifted_playlists_rewind_and_clip() {
         assert!(body.contains(says), "{query}: {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_harvested_range_plays_as_vod_from_the_origin_and_from_the_store() {
+    let node = TestNode::serve(&channel_toml("live2vod", PATTERN)).await;
+    node.wait_for_segments("live2vod", &RENDITIONS, 7).await;
+    let first = playlist(&node, "live2vod", "180p").await[1];
+    let start = grid().start_time(first).as_secs();
+    let (ok, out, err) = cli(&[
+        "channel",
+        "harvest",
+        "live2vod",
+        "--name",
+        "clip",
+        "--start",
+        &start.to_string(),
+        "--end",
+        &(start + 5).to_string(),
+        "--api",
+        &node.url(""),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("/vod/clip/main.m3u8"), "{out}");
+    let job = node.url("/api/v1/channels/live2vod/harvests/clip");
+    let done = wait_for("the harvest to finish", Duration::from_secs(60), || async {
+        let v: serde_json::Value = serde_json::from_str(&get(&job).await?.1).ok()?;
+        (v["harvest"]["state"] != "queued" && v["harvest"]["state"] != "running").then_some(v)
+    })
+    .await;
+    assert_eq!(done["harvest"]["state"], "done", "{done}");
+
+    let asset = node.dir.join("data/segments/vod/clip");
+    for url in [
+        node.url("/vod/clip/main.m3u8"),
+        node.url("/vod/clip/manifest.mpd"),
+        asset.join("main.m3u8").display().to_string(),
+    ] {
+        let (ok, errors) = play(&url, 30).await;
+        assert!(
+            ok && errors.trim().is_empty(),
+            "{url} did not play: {errors}"
+        );
+        let seconds = duration(&url).await;
+        assert!(
+            (4.0..=6.1).contains(&seconds),
+            "{url} lasts {seconds} s, not about 5 s"
+        );
+    }
+    let again = reqwest::Client::new()
+        .post(node.url("/api/v1/channels/live2vod/harvests"))
+        .json(&serde_json::json!({ "name": "clip", "start": start, "end": start + 5 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    let future = reqwest::Client::new()
+        .post(node.url("/api/v1/channels/live2vod/harvests"))
+        .json(&serde_json::json!({ "name": "later", "start": start, "end": start + 86_400 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(future.status(), 404, "{}", future.text().await.unwrap());
+}
+
+async fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// What ffprobe says the presentation at `url` lasts, in seconds.
+async fn duration(url: &str) -> f64 {
+    let out = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+            url,
+        ])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0)
+}

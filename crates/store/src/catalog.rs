@@ -328,6 +328,10 @@ impl Catalog {
         Ok(done.rows_affected())
     }
 
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -362,7 +366,7 @@ fn feed(r: &SqliteRow) -> Result<Feed> {
     Feed::from_str(&s).map_err(|e| sqlx::Error::Decode(e.into()).into())
 }
 
-fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -4,9 +4,11 @@
 
 mod catalog;
 mod dir;
+mod harvests;
 
 pub use catalog::{Catalog, ChannelRow, InitRow, SegmentRow};
 pub use dir::DirStore;
+pub use harvests::HarvestRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,129 @@
+//! Harvest jobs in the catalog: what was asked, how far it got, how it ended.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{Catalog, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HarvestRow {
+    /// Also the asset's prefix in the store: `vod/{name}/`.
+    pub name: String,
+    pub channel: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// `queued`, `running`, `done` or `failed`.
+    pub state: String,
+    /// Percent of segments copied.
+    pub progress: u8,
+    /// What happened (the error when failed).
+    pub detail: String,
+}
+
+impl Catalog {
+    /// Records a new job; false when the name is taken.
+    pub async fn insert_harvest(&self, job: &HarvestRow) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO harvests (name, channel, start_ms, end_ms, state, progress, detail, created_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&job.name)
+        .bind(&job.channel)
+        .bind(job.start_ms as i64)
+        .bind(job.end_ms as i64)
+        .bind(&job.state)
+        .bind(i64::from(job.progress))
+        .bind(&job.detail)
+        .bind(crate::catalog::now_millis())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn update_harvest(
+        &self,
+        name: &str,
+        state: &str,
+        progress: u8,
+        detail: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE harvests SET state = ?, progress = ?, detail = ? WHERE name = ?")
+            .bind(state)
+            .bind(i64::from(progress))
+            .bind(detail)
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn harvest(&self, name: &str) -> Result<Option<HarvestRow>> {
+        let row = sqlx::query(&format!("{COLUMNS} WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(harvest_row).transpose()
+    }
+
+    /// A channel's jobs, newest first.
+    pub async fn harvests(&self, channel: &str) -> Result<Vec<HarvestRow>> {
+        let rows = sqlx::query(&format!(
+            "{COLUMNS} WHERE channel = ? ORDER BY created_ms DESC LIMIT 100"
+        ))
+        .bind(channel)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(harvest_row).collect()
+    }
+}
+
+const COLUMNS: &str =
+    "SELECT name, channel, start_ms, end_ms, state, progress, detail FROM harvests";
+
+fn harvest_row(r: &SqliteRow) -> Result<HarvestRow> {
+    Ok(HarvestRow {
+        name: r.try_get("name")?,
+        channel: r.try_get("channel")?,
+        start_ms: r.try_get::<i64, _>("start_ms")? as u64,
+        end_ms: r.try_get::<i64, _>("end_ms")? as u64,
+        state: r.try_get("state")?,
+        progress: r.try_get::<i64, _>("progress")?.clamp(0, 100) as u8,
+        detail: r.try_get("detail")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_are_recorded_and_updated() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
+            .await
+            .unwrap();
+        let job = HarvestRow {
+            name: "goal".into(),
+            channel: "demo".into(),
+            start_ms: 1_000,
+            end_ms: 5_000,
+            state: "queued".into(),
+            progress: 0,
+            detail: String::new(),
+        };
+        assert!(catalog.insert_harvest(&job).await.unwrap());
+        assert!(
+            !catalog.insert_harvest(&job).await.unwrap(),
+            "names are unique"
+        );
+        catalog
+            .update_harvest("goal", "done", 100, "12 segments")
+            .await
+            .unwrap();
+        let stored = catalog.harvest("goal").await.unwrap().unwrap();
+        assert_eq!((stored.state.as_str(), stored.progress), ("done", 100));
+        assert_eq!(catalog.harvests("demo").await.unwrap().len(), 1);
+        assert!(catalog.harvest("nope").await.unwrap().is_none());
+    }
+}
