@@ -26,11 +26,20 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients in the origin measurements.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Days of segments to list in the catalog for the DVR measurements.
+    #[arg(long, default_value_t = 1)]
+    pub dvr_days: u32,
 }
+
+mod dvr;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let spec = crate::demo::channel();
+    // The DVR measurements reach back days: keep them inside the startover window.
+    let spec = channel::ChannelSpec {
+        startover_window_seconds: (args.dvr_days + 1) * 86_400,
+        ..crate::demo::channel()
+    };
     let grid = spec.grid().map_err(anyhow::Error::msg)?;
     println!(
         "steadycast bench: demo ladder {} + audio, {} s of media",
@@ -59,11 +68,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         encoded.len() as f64 / 1e6
     );
 
-    let origin = Origin::new(
-        Catalog::open_sqlite(&dir.path().join("catalog.db")).await?,
-        DirStore::open(dir.path().join("segments")).await?,
-        channel::Events::default(),
-    );
+    let catalog = Catalog::open_sqlite(&dir.path().join("catalog.db")).await?;
+    let blobs = DirStore::open(dir.path().join("segments")).await?;
+    let origin = Origin::new(catalog.clone(), blobs.clone(), channel::Events::default());
     origin
         .add_channel(spec.clone(), "bench".to_string())
         .await?;
@@ -106,7 +113,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.concurrency
         );
     }
-    Ok(())
+    dvr::run(&catalog, &blobs, &spec, &base, args.dvr_days).await
 }
 
 fn ladder_names(spec: &channel::ChannelSpec) -> String {

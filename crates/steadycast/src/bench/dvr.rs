@@ -1,0 +1,93 @@
+//! DVR figures: catalog insert rate, time-shifted playlists over long windows (rendered from the
+//! catalog on request), and how long a node takes to restart over a long catalog.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::bail;
+use origin::Origin;
+use store::{Catalog, DirStore, SegmentRow};
+use timeline::Feed;
+
+/// Fills `days` of 2 s segments of rendition 360p into the catalog, then measures.
+pub async fn run(
+    catalog: &Catalog,
+    blobs: &DirStore,
+    spec: &channel::ChannelSpec,
+    base: &str,
+    days: u32,
+) -> anyhow::Result<()> {
+    let grid = spec.grid().map_err(anyhow::Error::msg)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    // Leave the last minutes to the segments the packager measurement stored.
+    let last = grid.segment_at(now - Duration::from_secs(300));
+    let first = grid.segment_at(now - Duration::from_secs(u64::from(days) * 86_400 + 3600));
+    let started = Instant::now();
+    for n in first..last {
+        let row = SegmentRow {
+            channel: spec.id.clone(),
+            rendition: "360p".into(),
+            n,
+            feed: Feed::A,
+            start: grid.start_of(n, 90_000),
+            duration: grid.duration_ticks(90_000).unwrap_or(180_000),
+            timescale: 90_000,
+            byte_len: 200_000,
+            blob_key: format!("live/{}/360p/{n}.m4s", spec.id),
+        };
+        catalog.insert_segment(&row).await?;
+    }
+    let insert_secs = started.elapsed().as_secs_f64();
+    // Bytes behind every listing (a few, not 200 KB), so that the restart below walks a
+    // store as large as the catalog, as a real one would.
+    let bytes = bytes::Bytes::from_static(b"segment");
+    for n in first..last {
+        blobs
+            .put(&format!("live/{}/360p/{n}.m4s", spec.id), &bytes)
+            .await?;
+    }
+    let secs = insert_secs;
+    let rows = last - first;
+    println!(
+        "catalog: {:.0} segment listings/s ({rows} rows, {days} day(s) of one rendition, SQLite WAL)",
+        rows as f64 / secs
+    );
+
+    let client = reqwest::Client::new();
+    for hours in [1u64, 24] {
+        let end = now.as_secs() - 360;
+        let start = end - hours * 3600;
+        if hours > u64::from(days) * 24 {
+            continue;
+        }
+        let url = format!("{base}/live/{}/360p.m3u8?start={start}&end={end}", spec.id);
+        let (mut best, mut total, mut bytes) = (f64::MAX, 0.0, 0);
+        for _ in 0..5 {
+            let t = Instant::now();
+            let response = client.get(&url).send().await?;
+            if !response.status().is_success() {
+                bail!("GET {url}: {}", response.text().await.unwrap_or_default());
+            }
+            bytes = response.bytes().await?.len();
+            let took = t.elapsed().as_secs_f64();
+            best = best.min(took);
+            total += took;
+        }
+        println!(
+            "time-shift: {hours} h HLS playlist ({} segments, {} KB) served in {:.1} ms (best of 5; mean {:.1} ms), catalog query included",
+            hours * 1800,
+            bytes / 1000,
+            best * 1e3,
+            total / 5.0 * 1e3
+        );
+    }
+
+    let started = Instant::now();
+    let restarted = Origin::new(catalog.clone(), blobs.clone(), channel::Events::default());
+    restarted.repair(&spec.id).await?;
+    restarted.add_channel(spec.clone(), "bench".into()).await?;
+    println!(
+        "restart: catalog/store repair and live window restore over {rows} listings took {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
