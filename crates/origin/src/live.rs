@@ -85,6 +85,9 @@ pub struct RenditionState {
     /// Each feed's header, to tell whether the feeds' copies are interchangeable.
     pub feed_inits: HashMap<Feed, Bytes>,
     pub segments: BTreeMap<u64, LiveSegment>,
+    /// Every listed segment of the startover window, as manifests need it: time-shifted
+    /// manifests render from here without a catalog query (24 bytes of payload a segment).
+    pub index: BTreeMap<u64, (u64, u64)>,
 }
 
 pub struct LiveRendition {
@@ -133,6 +136,7 @@ impl LiveRendition {
     /// Lists a stored segment and forgets those that fell out of the window.
     pub fn insert(&self, n: u64, segment: LiveSegment, keep: u64) {
         let mut state = self.write();
+        state.index.insert(n, (segment.start, segment.duration));
         state.segments.insert(n, segment);
         let newest = state.segments.keys().next_back().copied().unwrap_or(n);
         let oldest_kept = newest.saturating_sub(keep + EXTRA_SEGMENTS);
@@ -172,6 +176,42 @@ impl LiveRendition {
     pub fn forget_before(&self, n: u64) {
         let mut state = self.write();
         state.segments = state.segments.split_off(&n);
+        state.index = state.index.split_off(&n);
+    }
+
+    /// Adds listings found in the catalog (at start-up) to the index.
+    pub fn index_listed(&self, listed: impl IntoIterator<Item = (u64, u64, u64)>) {
+        let mut state = self.write();
+        state.index.extend(
+            listed
+                .into_iter()
+                .map(|(n, start, duration)| (n, (start, duration))),
+        );
+    }
+
+    /// The listed segments numbered `first..=last`, at most `limit`, oldest first.
+    pub fn listed(&self, first: u64, last: u64, limit: usize) -> Vec<manifest::SegmentRef> {
+        let state = self.read();
+        state
+            .index
+            .range(first..=last)
+            .take(limit)
+            .map(|(&n, &(start, duration))| segment_ref(n, start, duration))
+            .collect()
+    }
+
+    /// The newest `count` listed segments numbered at most `last`, oldest first.
+    pub fn listed_before(&self, last: u64, count: usize) -> Vec<manifest::SegmentRef> {
+        let state = self.read();
+        let mut refs: Vec<_> = state
+            .index
+            .range(..=last)
+            .rev()
+            .take(count)
+            .map(|(&n, &(start, duration))| segment_ref(n, start, duration))
+            .collect();
+        refs.reverse();
+        refs
     }
 
     /// What the manifests say of this rendition, once its header is known.
@@ -224,6 +264,15 @@ impl LiveRendition {
     }
 }
 
+fn segment_ref(n: u64, start: u64, duration: u64) -> manifest::SegmentRef {
+    manifest::SegmentRef {
+        n,
+        start,
+        duration,
+        discontinuity: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +308,23 @@ mod tests {
         let a = r.alignment();
         assert_eq!((a.compared, a.misaligned), (2, 1));
         assert!(a.last_misaligned.unwrap().starts_with("segment 8:"));
+    }
+
+    #[test]
+    fn the_index_keeps_the_startover_window_beyond_memory() {
+        let r = LiveRendition::new("360p", true, 1, 1);
+        r.index_listed((50..100).map(|n| (n, n * 180_000, 180_000)));
+        for n in 100..200 {
+            r.insert(n, segment(n), 10);
+        }
+        assert_eq!(r.read().index.len(), 150);
+        let listed: Vec<_> = r.listed(60, 64, 100).iter().map(|s| s.n).collect();
+        assert_eq!(listed, [60, 61, 62, 63, 64]);
+        assert_eq!(r.listed(60, 1000, 3).len(), 3);
+        let before: Vec<_> = r.listed_before(120, 3).iter().map(|s| s.n).collect();
+        assert_eq!(before, [118, 119, 120]);
+        r.forget_before(150);
+        assert_eq!(r.read().index.keys().next(), Some(&150));
     }
 
     #[test]

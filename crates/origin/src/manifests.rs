@@ -1,13 +1,13 @@
 //! The manifests of a channel, from the live window in memory or, for time-shifted and longer
-//! windows, from the catalog.
+//! windows, from the rendition's index of its startover window.
 
 use std::time::Duration;
 
 use manifest::{SegmentRef, dash, hls};
 
+use crate::OriginError;
 use crate::live::{LiveChannel, LiveRendition};
 use crate::timeshift::Plan;
-use crate::{Origin, OriginError};
 
 /// The most segments one manifest lists: a day of 2 s segments.
 const MAX_LISTED: u32 = 43_200;
@@ -38,8 +38,7 @@ pub fn multivariant(channel: &LiveChannel, query: &str) -> Result<String, Origin
     Ok(hls::multivariant(&renditions(channel)?, &query))
 }
 
-pub async fn media_playlist(
-    origin: &Origin,
+pub fn media_playlist(
     channel: &LiveChannel,
     name: &str,
     plan: Plan,
@@ -51,7 +50,7 @@ pub async fn media_playlist(
     let rendition = live
         .manifest_rendition(&channel.spec)
         .ok_or_else(|| OriginError::NotFound(format!("`{name}` has no media yet")))?;
-    let segments = segments(origin, channel, live, plan).await?;
+    let segments = segments(channel, live, plan)?;
     let (playlist_type, ended) = match plan {
         Plan::Live { .. } => (None, false),
         Plan::From { .. } => (Some(hls::PlaylistType::Event), false),
@@ -75,17 +74,12 @@ fn target_duration(channel: &LiveChannel) -> u32 {
 }
 
 /// The MPD: dynamic for live, delayed or open-start requests, static for a closed range.
-pub async fn mpd(
-    origin: &Origin,
-    channel: &LiveChannel,
-    plan: Plan,
-    now: Duration,
-) -> Result<String, OriginError> {
+pub fn mpd(channel: &LiveChannel, plan: Plan, now: Duration) -> Result<String, OriginError> {
     let renditions = renditions(channel)?;
     let mut windows = Vec::with_capacity(renditions.len());
     for r in &renditions {
         let window = match channel.renditions.get(&r.name) {
-            Some(live) => segments(origin, channel, live, plan).await?,
+            Some(live) => segments(channel, live, plan)?,
             None => Vec::new(),
         };
         windows.push(window);
@@ -118,54 +112,31 @@ pub async fn mpd(
     Ok(dash::live_mpd(&renditions, &slices, &params))
 }
 
-/// The segments a plan lists: the live window from memory, anything else from the catalog.
-async fn segments(
-    origin: &Origin,
+/// The segments a plan lists: the live window from memory, anything else from the index.
+fn segments(
     channel: &LiveChannel,
     live: &LiveRendition,
     plan: Plan,
 ) -> Result<Vec<SegmentRef>, OriginError> {
-    let (id, name) = (&channel.spec.id, &live.name);
-    let rows = match plan {
+    let limit = MAX_LISTED as usize;
+    Ok(match plan {
         Plan::Live {
             last_n: None,
             count,
-        } if count <= channel.window_segments() => {
-            return Ok(live.window(count));
-        }
+        } if count <= channel.window_segments() => live.window(count),
         Plan::Live { last_n, count } => {
-            let count = count.min(u64::from(MAX_LISTED)) as u32;
-            origin
-                .catalog
-                .recent_segments(id, name, last_n.unwrap_or(u64::MAX), count)
-                .await?
+            live.listed_before(last_n.unwrap_or(u64::MAX), (count as usize).min(limit))
         }
-        Plan::From { first_n } => {
-            origin
-                .catalog
-                .segments_between(id, name, first_n, u64::MAX, MAX_LISTED)
-                .await?
-        }
+        Plan::From { first_n } => live.listed(first_n, u64::MAX, limit),
         Plan::Range { first_n, last_n } => {
-            let rows = origin
-                .catalog
-                .segments_between(id, name, first_n, last_n, MAX_LISTED)
-                .await?;
-            if rows.is_empty() {
+            let listed = live.listed(first_n, last_n, limit);
+            if listed.is_empty() {
                 return Err(OriginError::NotFound(format!(
-                    "`{name}` has no segment in that range"
+                    "`{}` has no segment in that range",
+                    live.name
                 )));
             }
-            rows
+            listed
         }
-    };
-    Ok(rows
-        .iter()
-        .map(|r| SegmentRef {
-            n: r.n,
-            start: r.start,
-            duration: r.duration,
-            discontinuity: false,
-        })
-        .collect())
+    })
 }

@@ -60,12 +60,9 @@ pub async fn manifest(
             "application/vnd.apple.mpegurl",
         )
     } else if file == "manifest.mpd" {
-        (
-            manifests::mpd(&origin, &channel, plan, now).await?,
-            "application/dash+xml",
-        )
+        (manifests::mpd(&channel, plan, now)?, "application/dash+xml")
     } else if let Some(name) = file.strip_suffix(".m3u8") {
-        let playlist = manifests::media_playlist(&origin, &channel, name, plan).await?;
+        let playlist = manifests::media_playlist(&channel, name, plan)?;
         (playlist, "application/vnd.apple.mpegurl")
     } else {
         return Err(OriginError::NotFound(format!(

@@ -87,8 +87,18 @@ pub async fn live_window(
             });
         }
     }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let oldest = channel
+        .grid
+        .segment_at(now.saturating_sub(channel.startover()));
     let mut restored = 0;
     for live in channel.renditions.values() {
+        let listed = catalog
+            .segments_between(id, &live.name, oldest, u64::MAX, u32::MAX)
+            .await?;
+        live.index_listed(listed.iter().map(|r| (r.n, r.start, r.duration)));
         for row in catalog
             .recent_segments(id, &live.name, u64::MAX, keep as u32)
             .await?

@@ -13,7 +13,6 @@ pub async fn run(
     catalog: &Catalog,
     blobs: &DirStore,
     spec: &channel::ChannelSpec,
-    base: &str,
     days: u32,
 ) -> anyhow::Result<()> {
     let grid = spec.grid().map_err(anyhow::Error::msg)?;
@@ -52,6 +51,20 @@ pub async fn run(
         rows as f64 / secs
     );
 
+    let started = Instant::now();
+    let restarted = Origin::new(catalog.clone(), blobs.clone(), channel::Events::default());
+    restarted.repair(&spec.id).await?;
+    restarted.add_channel(spec.clone(), "bench".into()).await?;
+    println!(
+        "restart: catalog/store repair, index and live window restore over {rows} listings took {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    // The restarted origin knows every listing (the packager path was bypassed above).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = restarted.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
     let client = reqwest::Client::new();
     for hours in [1u64, 24] {
         let end = now.as_secs() - 360;
@@ -73,7 +86,7 @@ pub async fn run(
             total += took;
         }
         println!(
-            "time-shift: {hours} h HLS playlist ({} segments, {} KB) served in {:.1} ms (best of 5; mean {:.1} ms), catalog query included",
+            "time-shift: {hours} h HLS playlist ({} segments, {} KB) served in {:.1} ms (best of 5; mean {:.1} ms), from the in-memory index",
             hours * 1800,
             bytes / 1000,
             best * 1e3,
@@ -81,13 +94,5 @@ pub async fn run(
         );
     }
 
-    let started = Instant::now();
-    let restarted = Origin::new(catalog.clone(), blobs.clone(), channel::Events::default());
-    restarted.repair(&spec.id).await?;
-    restarted.add_channel(spec.clone(), "bench".into()).await?;
-    println!(
-        "restart: catalog/store repair and live window restore over {rows} listings took {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }

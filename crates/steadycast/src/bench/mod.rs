@@ -113,7 +113,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.concurrency
         );
     }
-    dvr::run(&catalog, &blobs, &spec, &base, args.dvr_days).await
+    dvr::run(&catalog, &blobs, &spec, args.dvr_days).await
 }
 
 fn ladder_names(spec: &channel::ChannelSpec) -> String {
