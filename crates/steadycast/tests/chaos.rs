@@ -10,24 +10,11 @@ use std::process::Stdio;
 use common::*;
 use tokio::process::Command;
 
-/// A light channel (one rendition and audio, 2 s segments) so four run side by side.
+/// A light channel whose node accepts faults and detects hangs quickly.
 fn channel(id: &str) -> String {
     format!(
-        r#"allow_faults = true
-hang_timeout_seconds = 4
-
-[[channels]]
-id = "{id}"
-frame_rate = "15"
-segment_seconds = 2.0
-preset = "ultrafast"
-audio = {{ bitrate_kbps = 64 }}
-ladder = [{{ name = "90p", width = 160, height = 90, bitrate_kbps = 80 }}]
-[channels.inputs.pattern]
-type = "test-pattern"
-size = "160x90"
-frame_rate = "15"
-"#
+        "allow_faults = true\nhang_timeout_seconds = 4\n{}",
+        light_channel_toml(id, "15")
     )
 }
 

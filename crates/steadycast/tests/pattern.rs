@@ -115,23 +115,6 @@ async fn both_pipelines_cut_identical_segments_on_the_epoch_grid() {
 /// 100 and 120 (2.002 s) frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_frame_rates_lock_to_the_grid() {
-    let channel = |id: &str, rate: &str| {
-        format!(
-            r#"
-[[channels]]
-id = "{id}"
-frame_rate = "{rate}"
-segment_seconds = 2.0
-preset = "ultrafast"
-audio = {{ bitrate_kbps = 64 }}
-ladder = [{{ name = "90p", width = 160, height = 90, bitrate_kbps = 80 }}]
-[channels.inputs.pattern]
-type = "test-pattern"
-size = "160x90"
-frame_rate = "{rate}"
-"#
-        )
-    };
     let rates = [
         ("pal", "25"),
         ("ntsc", "30000/1001"),
@@ -143,7 +126,7 @@ frame_rate = "{rate}"
         nodes.push((
             id,
             rate.parse::<FrameRate>().unwrap(),
-            TestNode::serve(&channel(id, rate)).await,
+            TestNode::serve(&light_channel_toml(id, rate)).await,
         ));
     }
     let checks = nodes.iter().map(|(id, rate, node)| {
