@@ -37,6 +37,11 @@ impl IntoResponse for OriginError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
+        if matches!(self, OriginError::Store(_)) {
+            // A full disk or a failing store: what is already listed keeps being served from
+            // memory and the store; this counts what could not be done.
+            metrics::counter!("steadycast_store_errors_total").increment(1);
+        }
         // Errors are never cached for long: a 404 segment may exist a moment later.
         (status, [("cache-control", "no-store")], format!("{self}\n")).into_response()
     }
