@@ -6,15 +6,15 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+use crate::tcp::TsAligner;
 use crate::{Container, InputPort};
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf";
-const TS_PACKET: usize = 188;
-const CHUNK: usize = 348 * TS_PACKET;
+/// One read of ffmpeg's output: 64 KiB, the most a port chunk holds.
+const CHUNK: usize = 64 * 1024;
 
 /// Runs the test pattern on `port` until the task is aborted, restarting ffmpeg if it exits.
 pub async fn run(port: Arc<InputPort>, size: String, frame_rate: String) {
@@ -46,15 +46,15 @@ async fn run_once(port: &Arc<InputPort>, size: &str, frame_rate: &str) -> std::i
     let publisher = port
         .publish("test-pattern", Container::MpegTs)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let mut buf = BytesMut::with_capacity(CHUNK);
+    let (mut buf, mut aligner) = (vec![0u8; CHUNK], TsAligner::new());
     loop {
-        if stdout.read_buf(&mut buf).await? == 0 {
+        let n = stdout.read(&mut buf).await?;
+        if n == 0 {
             break;
         }
-        let whole = buf.len() - buf.len() % TS_PACKET;
-        if whole >= CHUNK / 4 {
-            publisher.send(buf.split_to(whole).freeze());
-            buf.reserve(CHUNK);
+        aligner.push(&buf[..n]);
+        while let Some(chunk) = aligner.next_chunk() {
+            publisher.send(chunk);
         }
     }
     let status = child.wait().await?;

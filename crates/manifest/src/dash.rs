@@ -54,14 +54,8 @@ pub fn live_mpd(renditions: &[Rendition], segments: &[&[SegmentRef]], p: &MpdPar
         segments.len(),
         "one segment list per rendition"
     );
-    let reps: Vec<(&Rendition, &[SegmentRef])> = renditions
-        .iter()
-        .zip(segments.iter().copied())
-        .filter(|(_, s)| !s.is_empty())
-        .collect();
-
-    let entries: usize = reps.iter().map(|(_, s)| s.len()).sum();
-    let mut out = String::with_capacity(1500 + reps.len() * (600 + p.query.len()) + entries * 48);
+    let reps = listed_representations(renditions, segments);
+    let mut out = output_buffer(&reps, p.query);
 
     let d_ms = secs_to_millis(p.segment_duration_secs);
     // The longest segment any Representation lists (audio runs up to one frame over D),
@@ -174,13 +168,8 @@ pub fn static_mpd(
     query: &str,
     addressing: Addressing,
 ) -> String {
-    let reps: Vec<(&Rendition, &[SegmentRef])> = renditions
-        .iter()
-        .zip(segments.iter().copied())
-        .filter(|(_, s)| !s.is_empty())
-        .collect();
-    let entries: usize = reps.iter().map(|(_, s)| s.len()).sum();
-    let mut out = String::with_capacity(1000 + reps.len() * (600 + query.len()) + entries * 48);
+    let reps = listed_representations(renditions, segments);
+    let mut out = output_buffer(&reps, query);
     // The clip lasts as long as its longest Representation.
     let duration_ms = reps
         .iter()
@@ -212,6 +201,25 @@ pub fn static_mpd(
     period(&mut out, &reps, query, Timing::Clip(addressing));
     out.push_str("</MPD>\n");
     out
+}
+
+/// The renditions that list at least one segment, with their segments: a SegmentTimeline
+/// needs at least one `S`.
+fn listed_representations<'a>(
+    renditions: &'a [Rendition],
+    segments: &[&'a [SegmentRef]],
+) -> Vec<(&'a Rendition, &'a [SegmentRef])> {
+    renditions
+        .iter()
+        .zip(segments.iter().copied())
+        .filter(|(_, s)| !s.is_empty())
+        .collect()
+}
+
+/// One allocation for the whole MPD.
+fn output_buffer(reps: &Reps, query: &str) -> String {
+    let entries: usize = reps.iter().map(|(_, s)| s.len()).sum();
+    String::with_capacity(1500 + reps.len() * (600 + query.len()) + entries * 48)
 }
 
 fn language(r: &Rendition) -> Option<&str> {

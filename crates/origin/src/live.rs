@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use channel::{AUDIO_RENDITION, ChannelSpec};
@@ -76,7 +75,20 @@ pub struct LiveSegment {
     pub samples: u32,
     pub feed: Feed,
     pub bytes: Bytes,
-    pub stored_at: SystemTime,
+    /// The strong ETag of `bytes`, computed once when the segment is listed rather than on
+    /// every request for it.
+    pub etag: String,
+}
+
+/// A strong ETag from content: listed bytes never change, so neither does it.
+pub fn content_etag(bytes: &[u8]) -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(bytes, &mut hasher);
+    format!(
+        "\"{:016x}-{:x}\"",
+        std::hash::Hasher::finish(&hasher),
+        bytes.len()
+    )
 }
 
 #[derive(Default)]
@@ -284,7 +296,7 @@ mod tests {
             samples: 60,
             feed: Feed::A,
             bytes: Bytes::new(),
-            stored_at: SystemTime::UNIX_EPOCH,
+            etag: String::new(),
         }
     }
 

@@ -3,7 +3,6 @@
 //! stored; the first complete copy of (rendition, N) is stored, then listed, and never replaced.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -15,7 +14,7 @@ use media::fmp4::TrackInfo;
 use store::{InitRow, SegmentRow};
 use timeline::{Feed, Offer, SegmentChoice};
 
-use crate::live::{LiveChannel, LiveRendition, LiveSegment, ServedInit};
+use crate::live::{LiveChannel, LiveRendition, LiveSegment, ServedInit, content_etag};
 use crate::{Origin, OriginError};
 
 type Reply = Result<(StatusCode, String), OriginError>;
@@ -288,8 +287,8 @@ async fn accept_segment(
         duration: info.duration,
         samples: info.sample_count,
         feed,
+        etag: content_etag(&body),
         bytes: body,
-        stored_at: SystemTime::now(),
     };
     live.insert(n, segment, channel.window_segments());
     metrics::counter!("steadycast_segments_published_total", "channel" => channel.spec.id.clone(),

@@ -1,7 +1,6 @@
 //! Playback: manifests rendered on request from the live window, and segments served from
 //! memory (or from the store once they left it), with the cache headers a CDN needs.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use crate::live::{LiveChannel, LiveRendition};
+use crate::live::{LiveChannel, LiveRendition, content_etag};
 use crate::manifests;
 use crate::timeshift::{Plan, Refusal, TimeShift};
 use crate::{Origin, OriginError};
@@ -100,7 +99,10 @@ pub async fn vod(
             "public, max-age=60",
             &headers,
         )),
-        _ => ranged(bytes, "video/mp4", &headers),
+        _ => {
+            let etag = content_etag(&bytes);
+            ranged(bytes, &etag, "video/mp4", &headers)
+        }
     }
 }
 
@@ -127,9 +129,12 @@ pub async fn media(
     } else {
         "audio/mp4"
     };
-    let bytes = if file == "init.mp4" {
+    let (bytes, etag) = if file == "init.mp4" {
         let init = live.read().init.as_ref().map(|i| i.bytes.clone());
-        init.ok_or_else(|| OriginError::NotFound(format!("`{rendition}` has no header yet")))?
+        let init =
+            init.ok_or_else(|| OriginError::NotFound(format!("`{rendition}` has no header yet")))?;
+        let etag = content_etag(&init);
+        (init, etag)
     } else {
         let name = file
             .strip_suffix(".m4s")
@@ -139,19 +144,23 @@ pub async fn media(
             .read()
             .segments
             .get(&n)
-            .map(|s| (s.start, s.bytes.clone()));
-        let (start, bytes) = match in_memory {
+            .map(|s| (s.start, s.bytes.clone(), s.etag.clone()));
+        let (start, bytes, etag) = match in_memory {
             Some(found) => found,
-            None => stored_segment(&origin, &channel_id, &rendition, n).await?,
+            None => {
+                let (start, bytes) = stored_segment(&origin, &channel_id, &rendition, n).await?;
+                let etag = content_etag(&bytes);
+                (start, bytes, etag)
+            }
         };
         if time.is_some_and(|t| t != start) {
             return Err(OriginError::NotFound(format!(
                 "no segment of `{rendition}` starts at {name}"
             )));
         }
-        bytes
+        (bytes, etag)
     };
-    ranged(bytes, content_type, &headers)
+    ranged(bytes, &etag, content_type, &headers)
 }
 
 fn find_channel(origin: &Origin, id: &str) -> Result<Arc<LiveChannel>, OriginError> {
@@ -200,9 +209,7 @@ async fn stored_segment(
 
 /// A manifest response with a strong ETag, answering a matching If-None-Match with 304.
 fn cacheable(body: Bytes, content_type: &str, cache: &str, headers: &HeaderMap) -> Response {
-    let mut hasher = DefaultHasher::new();
-    body.hash(&mut hasher);
-    let etag = format!("\"{:016x}\"", hasher.finish());
+    let etag = content_etag(&body);
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -232,10 +239,12 @@ fn cacheable(body: Bytes, content_type: &str, cache: &str, headers: &HeaderMap) 
 
 /// A segment or header: immutable, with a strong ETag from its content, and single byte
 /// ranges (players and CDNs use them for partial fetches).
-fn ranged(bytes: Bytes, content_type: &str, headers: &HeaderMap) -> Result<Response, OriginError> {
-    let mut hasher = DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    let etag = format!("\"{:016x}-{:x}\"", hasher.finish(), bytes.len());
+fn ranged(
+    bytes: Bytes,
+    etag: &str,
+    content_type: &str,
+    headers: &HeaderMap,
+) -> Result<Response, OriginError> {
     let total = bytes.len() as u64;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(spec) => Some(parse_range(spec, total)?),
@@ -261,7 +270,7 @@ fn ranged(bytes: Bytes, content_type: &str, headers: &HeaderMap) -> Result<Respo
     let h = response.headers_mut();
     set(h, header::CONTENT_TYPE, content_type);
     set(h, header::CACHE_CONTROL, SEGMENT_CACHE);
-    set(h, header::ETAG, &etag);
+    set(h, header::ETAG, etag);
     set(h, header::ACCEPT_RANGES, "bytes");
     Ok(response)
 }

@@ -9,7 +9,7 @@ use media::cmaf::{inspect_init, inspect_segment};
 use store::{Catalog, DirStore};
 
 use crate::OriginError;
-use crate::live::{LiveChannel, LiveSegment, ServedInit};
+use crate::live::{LiveChannel, LiveSegment, ServedInit, content_etag};
 
 /// What a start-up repair found and did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -113,8 +113,8 @@ pub async fn live_window(
                 duration: row.duration,
                 samples,
                 feed: row.feed,
+                etag: content_etag(&bytes),
                 bytes,
-                stored_at: SystemTime::now(),
             };
             live.insert(row.n, segment, keep);
             restored += 1;
