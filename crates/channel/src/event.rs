@@ -13,11 +13,21 @@ pub enum EventKind {
     InputStarted,
     /// A publisher left or went silent.
     InputEnded,
-    /// An encoder started on an input session, with its lock mode.
+    /// A pipeline's decoder locked an input session to the epoch grid, with its lock mode.
+    InputLocked,
+    /// A decoder died, stalled or saw the input's timestamps jump, and is being restarted.
+    DecoderRestarted,
+    /// A pipeline's failover policy counts an input as failing (loss, black, silence).
+    InputFailed,
+    /// A pipeline now takes its pictures from another input.
+    InputSwitched,
+    /// A pipeline has no input left: it fills or pauses.
+    InputLost,
+    /// An encoder started on a segment boundary.
     EncoderStarted,
-    /// An encoder died, hung or fell behind and is being restarted.
+    /// An encoder died or hung and is being restarted.
     EncoderRestarted,
-    /// An encoder stopped because its input ended.
+    /// The encoders stopped: the channel pauses while no input delivers.
     EncoderStopped,
     /// The two pipelines' CMAF headers for a rendition differ.
     HeaderMismatch,

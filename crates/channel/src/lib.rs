@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use timeline::{Feed, FrameRate, SegmentGrid};
 
+pub use failover::FailoverSpec;
+
 pub use event::{Event, EventKind, Events};
 pub use input::InputSpec;
 
@@ -43,6 +45,9 @@ pub struct ChannelSpec {
     /// from the catalog and the store.
     #[serde(default = "default_startover_window")]
     pub startover_window_seconds: u32,
+    /// Input failover inside each pipeline, and what a pipeline without input emits.
+    #[serde(default)]
+    pub failover: FailoverSpec,
     /// The secret pipelines present when they PUT segments to the packager. Generated when
     /// absent; never shown in listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,8 +57,32 @@ pub struct ChannelSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineInputs {
-    pub a: String,
-    pub b: String,
+    pub a: PipelineInput,
+    pub b: PipelineInput,
+}
+
+/// The input(s) one pipeline encodes: a name, or a primary with a backup it fails over to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PipelineInput {
+    Only(String),
+    Pair {
+        primary: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backup: Option<String>,
+    },
+}
+
+impl PipelineInput {
+    /// The primary first, then the backup.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            PipelineInput::Only(name) => vec![name.as_str()],
+            PipelineInput::Pair { primary, backup } => std::iter::once(primary.as_str())
+                .chain(backup.as_deref())
+                .collect(),
+        }
+    }
 }
 
 /// One video rendition of the ladder.
@@ -96,21 +125,23 @@ impl ChannelSpec {
         SegmentGrid::nearest(self.frame_rate, self.segment_seconds).map_err(|e| e.to_string())
     }
 
-    /// The input that pipeline `feed` encodes.
-    pub fn input_of(&self, feed: Feed) -> Option<&str> {
+    /// The inputs that pipeline `feed` encodes: its primary, then its backup if it has one.
+    /// Empty when the definition does not say (see [`ChannelSpec::validate`]).
+    pub fn inputs_of(&self, feed: Feed) -> Vec<&str> {
         if let Some(p) = &self.pipelines {
-            return Some(match feed {
-                Feed::A => p.a.as_str(),
-                Feed::B => p.b.as_str(),
-            });
+            return match feed {
+                Feed::A => p.a.names(),
+                Feed::B => p.b.names(),
+            };
         }
         let mut names = self.inputs.keys();
         match (names.next(), names.next()) {
-            (Some(only), None) => Some(only.as_str()),
+            (Some(only), None) => vec![only.as_str()],
             _ => self
                 .inputs
                 .get_key_value(feed.as_str())
-                .map(|(k, _)| k.as_str()),
+                .map(|(k, _)| vec![k.as_str()])
+                .unwrap_or_default(),
         }
     }
 
@@ -123,9 +154,9 @@ impl ChannelSpec {
         if let Err(e) = self.grid() {
             errors.push(format!("segment_seconds: {e}"));
         }
-        if self.inputs.is_empty() || self.inputs.len() > 2 {
+        if self.inputs.is_empty() || self.inputs.len() > MAX_INPUTS {
             errors.push(format!(
-                "inputs: give one or two inputs, not {}",
+                "inputs: give 1 to {MAX_INPUTS} inputs, not {}",
                 self.inputs.len()
             ));
         }
@@ -137,15 +168,25 @@ impl ChannelSpec {
             }
         }
         for feed in Feed::BOTH {
-            match self.input_of(feed) {
-                Some(name) if self.inputs.contains_key(name) => {}
-                Some(name) => errors.push(format!("pipelines.{feed}: no input named `{name}`")),
-                None => errors.push(format!(
-                    "pipelines.{feed}: with two inputs not named `a` and `b`, say which input \
-                     each pipeline encodes"
-                )),
+            let names = self.inputs_of(feed);
+            if names.is_empty() {
+                errors.push(format!(
+                    "pipelines.{feed}: with several inputs not named `a` and `b`, say which \
+                     input each pipeline encodes"
+                ));
+            }
+            for name in &names {
+                if !self.inputs.contains_key(*name) {
+                    errors.push(format!("pipelines.{feed}: no input named `{name}`"));
+                }
+            }
+            if names.len() == 2 && names[0] == names[1] {
+                errors.push(format!(
+                    "pipelines.{feed}: the backup must be another input than the primary"
+                ));
             }
         }
+        errors.extend(self.failover.validate());
         self.validate_ladder(&mut errors);
         if !(6..=86_400).contains(&self.live_window_seconds) {
             errors.push("live_window_seconds: give 6 to 86400".to_string());
@@ -200,6 +241,9 @@ impl ChannelSpec {
         }
     }
 }
+
+/// Two contribution feeds, each with a backup path.
+const MAX_INPUTS: usize = 4;
 
 const X264_PRESETS: [&str; 9] = [
     "ultrafast",

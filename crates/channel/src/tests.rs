@@ -17,8 +17,8 @@ fn minimal_channel_gets_defaults() {
     assert_eq!(spec.validate(), Ok(()));
     assert_eq!(spec.ladder.len(), 3);
     assert_eq!(spec.grid().unwrap().frames(), 60);
-    assert_eq!(spec.input_of(Feed::A), Some("main"));
-    assert_eq!(spec.input_of(Feed::B), Some("main"));
+    assert_eq!(spec.inputs_of(Feed::A), vec!["main"]);
+    assert_eq!(spec.inputs_of(Feed::B), vec!["main"]);
 }
 
 #[test]
@@ -35,8 +35,8 @@ fn two_inputs_named_a_and_b_map_to_pipelines() {
         "#,
     );
     assert_eq!(spec.validate(), Ok(()));
-    assert_eq!(spec.input_of(Feed::A), Some("a"));
-    assert_eq!(spec.input_of(Feed::B), Some("b"));
+    assert_eq!(spec.inputs_of(Feed::A), vec!["a"]);
+    assert_eq!(spec.inputs_of(Feed::B), vec!["b"]);
     assert!((spec.grid().unwrap().duration_secs() - 2.002).abs() < 1e-9);
 }
 
@@ -103,4 +103,57 @@ fn json_round_trip() {
     );
     let json = serde_json::to_string(&spec).unwrap();
     assert_eq!(serde_json::from_str::<ChannelSpec>(&json).unwrap(), spec);
+}
+
+#[test]
+fn pipelines_take_a_primary_and_a_backup() {
+    let spec = parse(
+        r#"
+        id = "two"
+        [inputs.main]
+        type = "rtmp"
+        stream_key = "m"
+        [inputs.spare]
+        type = "srt"
+        [pipelines]
+        a = { primary = "main", backup = "spare" }
+        b = "spare"
+        [failover]
+        input_loss_ms = 500
+        preference = "sticky"
+        on_input_loss = "pause"
+        black = { luma = 24, ms = 2000 }
+        "#,
+    );
+    assert_eq!(spec.inputs_of(Feed::A), vec!["main", "spare"]);
+    assert_eq!(spec.inputs_of(Feed::B), vec!["spare"]);
+    assert_eq!(spec.failover.input_loss_ms, 500);
+    assert_eq!(spec.failover.preference, failover::Preference::Sticky);
+    let json = serde_json::to_string(&spec).unwrap();
+    assert_eq!(serde_json::from_str::<ChannelSpec>(&json).unwrap(), spec);
+}
+
+#[test]
+fn a_backup_must_exist_and_differ_from_the_primary() {
+    let spec: ChannelSpec = toml::from_str(
+        r#"
+        id = "two"
+        [inputs.main]
+        type = "srt"
+        [pipelines]
+        a = { primary = "main", backup = "main" }
+        b = { primary = "main", backup = "gone" }
+        [failover]
+        input_loss_ms = 5
+        "#,
+    )
+    .unwrap();
+    let joined = spec.validate().unwrap_err().join("\n");
+    for needle in [
+        "pipelines.a: the backup must be another input",
+        "pipelines.b: no input named `gone`",
+        "failover.input_loss_ms",
+    ] {
+        assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
+    }
 }

@@ -27,6 +27,9 @@ impl Container {
     }
 }
 
+/// Two proposed offsets closer than this describe one timeline (arrival jitter, a later lock).
+const SAME_TIMELINE_US: u64 = 2_000_000;
+
 /// A channel's input, by name (`a`, `b`, or any name the channel's config gives).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InputId {
@@ -131,12 +134,17 @@ impl InputPort {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The offset from the session's timestamps to Unix time that every encoder of `session`
-    /// uses: the first proposal wins. Encoders sharing one session (both pipelines, or a restart
+    /// The offset from the session's timestamps to Unix time that every decoder of `session`
+    /// uses: the first proposal wins. Decoders sharing one session (both pipelines, or a restart
     /// of one) then stamp the same frames with the same times, so their segments interchange.
+    /// A proposal far from the agreed offset means the source's timestamps jumped: it becomes
+    /// the new agreement.
     pub fn agree_offset(&self, session: u64, proposed_us: i64) -> i64 {
         match self.slot().as_mut() {
-            Some(live) if live.session == session => *live.offset_us.get_or_insert(proposed_us),
+            Some(live) if live.session == session => match live.offset_us {
+                Some(agreed) if agreed.abs_diff(proposed_us) < SAME_TIMELINE_US => agreed,
+                _ => *live.offset_us.insert(proposed_us),
+            },
             _ => proposed_us,
         }
     }
@@ -299,6 +307,12 @@ mod tests {
             3_000,
             "an old session agrees on nothing"
         );
+        assert_eq!(
+            port.agree_offset(2, 60_000_000),
+            60_000_000,
+            "a jump in the source's timestamps makes a new agreement"
+        );
+        assert_eq!(port.agree_offset(2, 60_500_000), 60_000_000);
         drop(second);
         assert!(port.live().is_none());
     }

@@ -108,6 +108,11 @@ fn pattern_args(size: &str, frame_rate: &str, now: Duration) -> Vec<String> {
         "2",
         "-output_ts_offset",
         &now.to_string(),
+        // Stamp each frame with the time it was made, not the muxer's 1.4 s ahead of it.
+        "-muxdelay",
+        "0",
+        "-muxpreload",
+        "0",
         "-f",
         "mpegts",
         "pipe:1",

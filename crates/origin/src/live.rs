@@ -6,8 +6,9 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use channel::{AUDIO_RENDITION, ChannelSpec};
+use media::cmaf::SegmentInfo;
 use media::fmp4::{TrackInfo, TrackKind};
-use timeline::{Feed, SegmentGrid};
+use timeline::{CopyOffer, Feed, SegmentChoice, SegmentGrid};
 
 /// Segments kept in memory beyond the live window, for players a little behind it.
 const EXTRA_SEGMENTS: u64 = 5;
@@ -74,6 +75,8 @@ pub struct LiveSegment {
     pub duration: u64,
     pub samples: u32,
     pub feed: Feed,
+    /// The pipeline's quality score, 0-100, when it gave one.
+    pub quality: Option<u8>,
     pub bytes: Bytes,
     /// The strong ETag of `bytes`, computed once when the segment is listed rather than on
     /// every request for it.
@@ -100,6 +103,25 @@ pub struct RenditionState {
     /// Every listed segment of the startover window, as manifests need it: time-shifted
     /// manifests render from here without a catalog query (24 bytes of payload a segment).
     pub index: BTreeMap<u64, (u64, u64)>,
+    /// Flawed copies waiting out their grace time for a better one, by N.
+    pub held: BTreeMap<u64, HeldCopy>,
+}
+
+/// A complete, checked copy of a segment that is not listed yet.
+pub struct HeldCopy {
+    pub feed: Feed,
+    pub quality: Option<u8>,
+    pub body: Bytes,
+    pub info: SegmentInfo,
+}
+
+impl HeldCopy {
+    pub fn offer(&self) -> CopyOffer {
+        CopyOffer {
+            feed: self.feed,
+            quality: self.quality.unwrap_or(SegmentChoice::FLAWLESS),
+        }
+    }
 }
 
 pub struct LiveRendition {
@@ -213,8 +235,13 @@ impl LiveRendition {
     }
 
     /// The newest `count` listed segments numbered at most `last`, oldest first.
-    pub fn listed_before(&self, last: u64, count: usize) -> Vec<manifest::SegmentRef> {
+    /// The newest `count` listed segments at least `behind` segments behind the newest one.
+    pub fn listed_behind(&self, behind: u64, count: usize) -> Vec<manifest::SegmentRef> {
         let state = self.read();
+        let Some(&newest) = state.index.keys().next_back() else {
+            return Vec::new();
+        };
+        let last = newest.saturating_sub(behind);
         let mut refs: Vec<_> = state
             .index
             .range(..=last)
@@ -295,6 +322,7 @@ mod tests {
             duration: 180_000,
             samples: 60,
             feed: Feed::A,
+            quality: None,
             bytes: Bytes::new(),
             etag: String::new(),
         }
@@ -333,8 +361,9 @@ mod tests {
         let listed: Vec<_> = r.listed(60, 64, 100).iter().map(|s| s.n).collect();
         assert_eq!(listed, [60, 61, 62, 63, 64]);
         assert_eq!(r.listed(60, 1000, 3).len(), 3);
-        let before: Vec<_> = r.listed_before(120, 3).iter().map(|s| s.n).collect();
-        assert_eq!(before, [118, 119, 120]);
+        // 199 is the newest: 79 behind it is 120.
+        let behind: Vec<_> = r.listed_behind(79, 3).iter().map(|s| s.n).collect();
+        assert_eq!(behind, [118, 119, 120]);
         r.forget_before(150);
         assert_eq!(r.read().index.keys().next(), Some(&150));
     }

@@ -120,13 +120,8 @@ fn segments(
 ) -> Result<Vec<SegmentRef>, OriginError> {
     let limit = MAX_LISTED as usize;
     Ok(match plan {
-        Plan::Live {
-            last_n: None,
-            count,
-        } if count <= channel.window_segments() => live.window(count),
-        Plan::Live { last_n, count } => {
-            live.listed_before(last_n.unwrap_or(u64::MAX), (count as usize).min(limit))
-        }
+        Plan::Live { behind: 0, count } if count <= channel.window_segments() => live.window(count),
+        Plan::Live { behind, count } => live.listed_behind(behind, (count as usize).min(limit)),
         Plan::From { first_n } => live.listed(first_n, u64::MAX, limit),
         Plan::Range { first_n, last_n } => {
             let listed = live.listed(first_n, last_n, limit);

@@ -1,6 +1,8 @@
 //! The packager's ingest endpoint: `PUT /ingest/{channel}/{feed}/{rendition}/{init.mp4|N.m4s}`.
 //! Each upload is checked (credential, CMAF structure, place on the epoch grid) before it is
-//! stored; the first complete copy of (rendition, N) is stored, then listed, and never replaced.
+//! stored. A flawless copy of (rendition, N) is listed at once; a flawed one (its pipeline's
+//! quality score below 100) waits a grace time for the other feed's. A listed copy is never
+//! replaced.
 
 use std::sync::Arc;
 
@@ -9,12 +11,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use channel::EventKind;
+use failover::cmsd;
 use media::cmaf::{SegmentInfo, inspect_init, inspect_segment};
 use media::fmp4::TrackInfo;
+use std::time::Duration;
 use store::{InitRow, SegmentRow};
 use timeline::{Feed, Offer, SegmentChoice};
 
-use crate::live::{LiveChannel, LiveRendition, LiveSegment, ServedInit, content_etag};
+use crate::live::{HeldCopy, LiveChannel, LiveRendition, LiveSegment, ServedInit, content_etag};
 use crate::{Origin, OriginError};
 
 type Reply = Result<(StatusCode, String), OriginError>;
@@ -26,7 +30,7 @@ pub async fn put(
     body: Bytes,
 ) -> impl IntoResponse {
     let reply = accept(
-        &origin,
+        origin.clone(),
         &channel_id,
         &feed,
         &rendition,
@@ -37,6 +41,7 @@ pub async fn put(
     .await;
     let outcome = match &reply {
         Ok((StatusCode::CREATED, _)) => "stored",
+        Ok((StatusCode::ACCEPTED, _)) => "held",
         Ok(_) => "duplicate",
         Err(e) => {
             tracing::warn!(channel = %channel_id, %feed, %rendition, %file, error = %e,
@@ -70,7 +75,7 @@ pub async fn put(
 }
 
 async fn accept(
-    origin: &Origin,
+    origin: Arc<Origin>,
     channel_id: &str,
     feed: &str,
     rendition: &str,
@@ -90,13 +95,18 @@ async fn accept(
         ))
     })?;
     if file == "init.mp4" {
-        return accept_init(origin, &channel, live, feed, body).await;
+        return accept_init(&origin, &channel, live, feed, body).await;
     }
     let n = file
         .strip_suffix(".m4s")
         .and_then(|n| n.parse::<u64>().ok())
         .ok_or_else(|| OriginError::BadRequest(format!("`{file}`: expected init.mp4 or N.m4s")))?;
-    accept_segment(origin, &channel, live, feed, n, body).await
+    let quality = headers
+        .get(cmsd::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(cmsd::parse_quality);
+    let live = live.clone();
+    accept_segment(&origin, &channel, &live, feed, n, body, quality).await
 }
 
 fn authorize(channel: &LiveChannel, headers: &HeaderMap) -> Result<(), OriginError> {
@@ -215,13 +225,16 @@ fn report_header_mismatch(
         "CMAF header differs from the one served");
 }
 
+/// Checks a segment, then lists it, holds it for its grace time, or compares it with the
+/// copy already listed (see [`SegmentChoice`]).
 async fn accept_segment(
-    origin: &Origin,
-    channel: &LiveChannel,
-    live: &LiveRendition,
+    origin: &Arc<Origin>,
+    channel: &Arc<LiveChannel>,
+    live: &Arc<LiveRendition>,
     feed: Feed,
     n: u64,
     body: Bytes,
+    quality: Option<u8>,
 ) -> Reply {
     let track = live
         .read()
@@ -231,6 +244,12 @@ async fn accept_segment(
         .ok_or_else(|| OriginError::Conflict(format!("PUT `{}/init.mp4` first", live.name)))?;
     let info = inspect_segment(&body).map_err(|e| OriginError::BadRequest(e.to_string()))?;
     check_on_grid(channel, live, &track, &info, n)?;
+    let copy = HeldCopy {
+        feed,
+        quality,
+        body,
+        info,
+    };
     let _guard = live.publish.lock().await;
     let in_memory = live.read().segments.get(&n).cloned();
     let kept = match &in_memory {
@@ -241,60 +260,159 @@ async fn accept_segment(
             .await?
             .map(|s| s.feed),
     };
-    if let Offer::AlreadyKept { kept } = SegmentChoice::offer(kept) {
-        if let Some(segment) = in_memory.filter(|s| s.feed != feed) {
-            let other = (info.base_decode_time, info.duration, info.sample_count);
-            let aligned = live.compare_copies(n, &segment, other);
-            if !aligned {
-                let detail = live.alignment().last_misaligned.unwrap_or_default();
-                let detail = format!("rendition {}: {detail}", live.name);
-                origin.events.emit(
-                    &channel.spec.id,
-                    "packager",
-                    EventKind::CopiesMisaligned,
-                    detail,
-                );
+    let held = live.read().held.get(&n).map(HeldCopy::offer);
+    match SegmentChoice::offer(kept, held, copy.offer()) {
+        Offer::AlreadyKept { kept } => {
+            if let Some(segment) = in_memory.filter(|s| s.feed != feed) {
+                compare(origin, channel, live, n, &segment, &copy.info);
             }
-            let result = if aligned { "aligned" } else { "misaligned" };
-            let (id, name) = (channel.spec.id.clone(), live.name.clone());
-            metrics::counter!("steadycast_feed_copies_compared_total", "channel" => id.clone(),
-                "rendition" => name.clone(), "result" => result)
-            .increment(1);
-            metrics::gauge!("steadycast_pipelines_locked", "channel" => id, "rendition" => name)
-                .set(f64::from(u8::from(aligned)));
+            Ok((
+                StatusCode::OK,
+                format!("segment {n} already kept from feed {kept}\n"),
+            ))
         }
-        return Ok((
-            StatusCode::OK,
-            format!("segment {n} already kept from feed {kept}\n"),
-        ));
+        Offer::Keep => {
+            let held = live.write().held.remove(&n);
+            if held.is_some() {
+                metrics::counter!("steadycast_segments_better_copy_total",
+                    "channel" => channel.spec.id.clone(), "rendition" => live.name.clone())
+                .increment(1);
+            }
+            publish(origin, channel, live, n, copy).await?;
+            Ok((StatusCode::CREATED, format!("segment {n} stored\n")))
+        }
+        Offer::KeepHeld => {
+            let Some(held) = live.write().held.remove(&n) else {
+                return Err(OriginError::Conflict(format!("segment {n}: no copy held")));
+            };
+            let kept = held.feed;
+            publish(origin, channel, live, n, held).await?;
+            Ok((
+                StatusCode::OK,
+                format!("segment {n}: feed {kept}'s copy is no worse and was kept\n"),
+            ))
+        }
+        Offer::Hold => {
+            hold(origin, channel, live, n, copy);
+            Ok((
+                StatusCode::ACCEPTED,
+                format!("segment {n} held: the other feed's copy may be better\n"),
+            ))
+        }
     }
+}
+
+/// Keeps a flawed copy aside; it is listed when its grace time ends unless a better copy (or
+/// one no worse) from the other feed came first.
+fn hold(
+    origin: &Arc<Origin>,
+    channel: &Arc<LiveChannel>,
+    live: &Arc<LiveRendition>,
+    n: u64,
+    copy: HeldCopy,
+) {
+    let mut state = live.write();
+    // A held copy lives for the grace time; far more than a handful means no timer runs.
+    while state.held.len() >= MAX_HELD {
+        state.held.pop_first();
+    }
+    state.held.insert(n, copy);
+    drop(state);
+    let grace = Duration::from_millis(channel.spec.failover.quality_grace_ms.into());
+    let (origin, channel, live) = (origin.clone(), channel.clone(), live.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        let _guard = live.publish.lock().await;
+        let Some(copy) = live.write().held.remove(&n) else {
+            return;
+        };
+        if let Err(e) = publish(&origin, &channel, &live, n, copy).await {
+            tracing::warn!(channel = %channel.spec.id, rendition = %live.name, n, error = %e,
+                "held segment could not be listed");
+        }
+    });
+}
+
+const MAX_HELD: usize = 32;
+
+/// Stores a copy, lists it in the catalog and the live window. Called under `live.publish`.
+async fn publish(
+    origin: &Origin,
+    channel: &LiveChannel,
+    live: &LiveRendition,
+    n: u64,
+    copy: HeldCopy,
+) -> Result<(), OriginError> {
+    let Some(timescale) = live.read().init.as_ref().map(|i| i.track.timescale) else {
+        return Err(OriginError::Conflict(format!(
+            "PUT `{}/init.mp4` first",
+            live.name
+        )));
+    };
     let key = format!("live/{}/{}/{n}.m4s", channel.spec.id, live.name);
-    origin.blobs.put(&key, &body).await?;
+    origin.blobs.put(&key, &copy.body).await?;
     let row = SegmentRow {
         channel: channel.spec.id.clone(),
         rendition: live.name.clone(),
         n,
-        feed,
-        start: info.base_decode_time,
-        duration: info.duration,
-        timescale: track.timescale,
-        byte_len: body.len() as u64,
+        feed: copy.feed,
+        start: copy.info.base_decode_time,
+        duration: copy.info.duration,
+        timescale,
+        byte_len: copy.body.len() as u64,
         blob_key: key,
+        quality: copy.quality,
     };
     origin.catalog.insert_segment(&row).await?;
     let segment = LiveSegment {
-        start: info.base_decode_time,
-        duration: info.duration,
-        samples: info.sample_count,
-        feed,
-        etag: content_etag(&body),
-        bytes: body,
+        start: copy.info.base_decode_time,
+        duration: copy.info.duration,
+        samples: copy.info.sample_count,
+        feed: copy.feed,
+        quality: copy.quality,
+        etag: content_etag(&copy.body),
+        bytes: copy.body,
     };
     live.insert(n, segment, channel.window_segments());
-    metrics::counter!("steadycast_segments_published_total", "channel" => channel.spec.id.clone(),
-        "feed" => feed.as_str(), "rendition" => live.name.clone())
+    let (id, name) = (channel.spec.id.clone(), live.name.clone());
+    metrics::counter!("steadycast_segments_published_total", "channel" => id.clone(),
+        "feed" => copy.feed.as_str(), "rendition" => name.clone())
     .increment(1);
-    Ok((StatusCode::CREATED, format!("segment {n} stored\n")))
+    if let Some(quality) = copy.quality {
+        metrics::histogram!("steadycast_segment_quality", "channel" => id, "rendition" => name)
+            .record(f64::from(quality));
+    }
+    Ok(())
+}
+
+/// Compares the other feed's copy with the listed one, for the alignment report.
+fn compare(
+    origin: &Origin,
+    channel: &LiveChannel,
+    live: &LiveRendition,
+    n: u64,
+    kept: &LiveSegment,
+    other: &SegmentInfo,
+) {
+    let other = (other.base_decode_time, other.duration, other.sample_count);
+    let aligned = live.compare_copies(n, kept, other);
+    if !aligned {
+        let detail = live.alignment().last_misaligned.unwrap_or_default();
+        let detail = format!("rendition {}: {detail}", live.name);
+        origin.events.emit(
+            &channel.spec.id,
+            "packager",
+            EventKind::CopiesMisaligned,
+            detail,
+        );
+    }
+    let result = if aligned { "aligned" } else { "misaligned" };
+    let (id, name) = (channel.spec.id.clone(), live.name.clone());
+    metrics::counter!("steadycast_feed_copies_compared_total", "channel" => id.clone(),
+        "rendition" => name.clone(), "result" => result)
+    .increment(1);
+    metrics::gauge!("steadycast_pipelines_locked", "channel" => id, "rendition" => name)
+        .set(f64::from(u8::from(aligned)));
 }
 
 /// A segment must be the header's track, start inside [N·D, (N+1)·D), last about D and, for

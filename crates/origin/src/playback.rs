@@ -9,6 +9,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use failover::cmsd;
+use store::SegmentRow;
 
 use crate::live::{LiveChannel, LiveRendition, content_etag};
 use crate::manifests;
@@ -129,12 +131,12 @@ pub async fn media(
     } else {
         "audio/mp4"
     };
-    let (bytes, etag) = if file == "init.mp4" {
+    let (bytes, etag, quality) = if file == "init.mp4" {
         let init = live.read().init.as_ref().map(|i| i.bytes.clone());
         let init =
             init.ok_or_else(|| OriginError::NotFound(format!("`{rendition}` has no header yet")))?;
         let etag = content_etag(&init);
-        (init, etag)
+        (init, etag, None)
     } else {
         let name = file
             .strip_suffix(".m4s")
@@ -144,13 +146,13 @@ pub async fn media(
             .read()
             .segments
             .get(&n)
-            .map(|s| (s.start, s.bytes.clone(), s.etag.clone()));
-        let (start, bytes, etag) = match in_memory {
+            .map(|s| (s.start, s.bytes.clone(), s.etag.clone(), s.quality));
+        let (start, bytes, etag, quality) = match in_memory {
             Some(found) => found,
             None => {
-                let (start, bytes) = stored_segment(&origin, &channel_id, &rendition, n).await?;
+                let (row, bytes) = stored_segment(&origin, &channel_id, &rendition, n).await?;
                 let etag = content_etag(&bytes);
-                (start, bytes, etag)
+                (row.start, bytes, etag, row.quality)
             }
         };
         if time.is_some_and(|t| t != start) {
@@ -158,9 +160,16 @@ pub async fn media(
                 "no segment of `{rendition}` starts at {name}"
             )));
         }
-        (bytes, etag)
+        (bytes, etag, quality)
     };
-    ranged(bytes, &etag, content_type, &headers)
+    let mut response = ranged(bytes, &etag, content_type, &headers)?;
+    // The pipeline's quality score, CMSD-style, for CDNs, players and monitoring.
+    if let Some(score) = quality
+        && let Ok(value) = HeaderValue::from_str(&cmsd::static_value(live.is_video, score))
+    {
+        response.headers_mut().insert(cmsd::HEADER, value);
+    }
+    Ok(response)
 }
 
 fn find_channel(origin: &Origin, id: &str) -> Result<Arc<LiveChannel>, OriginError> {
@@ -195,7 +204,7 @@ async fn stored_segment(
     channel: &str,
     rendition: &str,
     n: u64,
-) -> Result<(u64, Bytes), OriginError> {
+) -> Result<(SegmentRow, Bytes), OriginError> {
     let not_yet =
         || OriginError::NotFound(format!("segment {n} of `{rendition}` is not published"));
     let row = origin
@@ -204,7 +213,7 @@ async fn stored_segment(
         .await?
         .ok_or_else(not_yet)?;
     let bytes = origin.blobs.get(&row.blob_key).await?.ok_or_else(not_yet)?;
-    Ok((row.start, bytes))
+    Ok((row, bytes))
 }
 
 /// A manifest response with a strong ETag, answering a matching If-None-Match with 304.

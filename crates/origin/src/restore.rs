@@ -113,6 +113,7 @@ pub async fn live_window(
                 duration: row.duration,
                 samples,
                 feed: row.feed,
+                quality: row.quality,
                 etag: content_etag(&bytes),
                 bytes,
             };

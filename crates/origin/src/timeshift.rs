@@ -17,8 +17,9 @@ pub struct TimeShift {
 /// Which segments a manifest lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
-    /// The newest `count` segments up to `last_n` (live, possibly delayed).
-    Live { last_n: Option<u64>, count: u64 },
+    /// The newest `count` segments, `behind` segments before the live edge (live, or delayed:
+    /// the live manifest as it was a delay ago, whatever the edge's own latency).
+    Live { behind: u64, count: u64 },
     /// From `first_n` to the live edge, growing (an EVENT playlist).
     From { first_n: u64 },
     /// Exactly `first_n..=last_n`, never changing (a VOD playlist, a static MPD).
@@ -73,7 +74,6 @@ impl TimeShift {
     ) -> Result<Plan, Refusal> {
         let d = Duration::from_secs_f64(grid.duration_secs());
         let per_window = |w: Duration| ((w.as_secs_f64() / d.as_secs_f64()).ceil() as u64).max(1);
-        let edge = now.saturating_sub(self.delay.unwrap_or_default());
         let oldest = now.saturating_sub(startover);
         let count = self.window.map_or(live_segments, per_window);
         let Some(start) = self.start else {
@@ -86,9 +86,8 @@ impl TimeShift {
                     startover.as_secs()
                 )));
             }
-            // The last segment listed is the last one complete at `edge`.
-            let last_n = self.delay.map(|_| grid.segment_at(edge).saturating_sub(1));
-            return Ok(Plan::Live { last_n, count });
+            let behind = self.delay.map_or(0, per_window);
+            return Ok(Plan::Live { behind, count });
         };
         if start < oldest {
             return Err(Refusal::OutOfWindow(format!(
@@ -260,7 +259,7 @@ mod tests {
         assert_eq!(
             plan("token=abc").unwrap(),
             Plan::Live {
-                last_n: None,
+                behind: 0,
                 count: 30
             }
         );
@@ -269,18 +268,17 @@ mod tests {
 
     #[test]
     fn delay_and_window() {
-        let n_now = grid().segment_at(NOW);
         assert_eq!(
             plan("time_delay=60").unwrap(),
             Plan::Live {
-                last_n: Some(n_now - 31),
+                behind: 30,
                 count: 30
             }
         );
         assert_eq!(
             plan("time_delay=60&manifest_window_seconds=10").unwrap(),
             Plan::Live {
-                last_n: Some(n_now - 31),
+                behind: 30,
                 count: 5
             }
         );

@@ -1,103 +1,192 @@
-//! The ffmpeg command line of a pipeline: decode once, lock to the epoch grid, encode the whole
-//! ladder, and write one fragmented MP4 with a track per rendition to stdout.
+//! The ffmpeg command lines of a pipeline. Decoders turn one input session into raw pictures on
+//! the epoch frame grid and raw PCM on the epoch sample grid; encoders turn the switcher's
+//! continuous raw output into one fragmented MP4 per kind (every video rendition, or audio),
+//! stamped from a known first slot so that every encoder start lands on the grid.
 
-use std::time::Duration;
-
-use channel::ChannelSpec;
+use channel::{AudioSpec, ChannelSpec};
 use ingest::Container;
-use timeline::SegmentGrid;
+use timeline::{FrameRate, SegmentGrid};
 
-/// Everything that decides a pipeline's ffmpeg arguments.
-pub struct EncoderPlan<'a> {
-    pub spec: &'a ChannelSpec,
-    pub grid: SegmentGrid,
+/// The size every input is scaled (and letterboxed) to before switching: the largest rendition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canvas {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Canvas {
+    pub fn of(spec: &ChannelSpec) -> Self {
+        let top = spec
+            .ladder
+            .iter()
+            .max_by_key(|r| u64::from(r.width) * u64::from(r.height));
+        top.map_or(
+            Canvas {
+                width: 320,
+                height: 180,
+            },
+            |r| Canvas {
+                width: r.width,
+                height: r.height,
+            },
+        )
+    }
+
+    /// Bytes of one yuv420p picture.
+    pub fn frame_bytes(self) -> usize {
+        self.width as usize * self.height as usize * 3 / 2
+    }
+}
+
+/// Bytes of one interleaved s16 sample frame (all channels).
+pub fn sample_bytes(audio: &AudioSpec) -> usize {
+    2 * usize::from(audio.channels)
+}
+
+/// How one input session is decoded.
+pub struct DecoderPlan<'a> {
     pub container: Container,
     /// Added to every input timestamp so that it becomes Unix time (microseconds).
     pub offset_us: i64,
-    /// For an input without audio: when the generated silence starts (see [`silence_start`]).
-    pub silence_from: Option<Duration>,
+    pub rate: FrameRate,
+    pub canvas: Canvas,
+    pub audio: &'a AudioSpec,
+    /// The first frame slot to output: earlier pictures are trimmed, a later start is padded
+    /// with the first picture, so picture `k` of the output is slot `start_slot + k`.
+    pub start_slot: u64,
 }
 
-/// Where generated silence starts: the first AAC frame boundary (1024 samples, counted from the
-/// epoch) a second from now, so that both pipelines' silent frames carry the same timestamps.
-pub fn silence_start(now: Duration, sample_rate: u32) -> Duration {
-    let per_frame = 1024 * 1_000_000_000u128;
-    let at = (now + Duration::from_secs(1)).as_nanos() * u128::from(sample_rate);
-    let frames = at.div_ceil(per_frame);
-    Duration::from_nanos((frames * per_frame / u128::from(sample_rate)) as u64)
-}
-
-impl EncoderPlan<'_> {
-    pub fn args(&self) -> Vec<String> {
-        let mut args: Vec<String> = Vec::with_capacity(64);
-        let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
-        push(&[
-            "-hide_banner",
-            "-nostats",
-            "-nostdin",
-            "-loglevel",
-            "warning",
-        ]);
-        // A short probe: an encoder (re)starting sooner rejoins the grid sooner.
-        push(&["-analyzeduration", "1500000", "-probesize", "4000000"]);
-        push(&["-itsoffset", &format_offset(self.offset_us), "-copyts"]);
-        push(&["-f", self.container.ffmpeg_format(), "-i", "pipe:0"]);
-        if let Some(start) = self.silence_from {
-            let audio = &self.spec.audio;
-            let layout = if audio.channels == 1 {
-                "mono"
-            } else {
-                "stereo"
-            };
-            let source = format!("anullsrc=r={}:cl={layout}", audio.sample_rate);
-            let offset = format_offset(start.as_micros() as i64);
-            push(&["-itsoffset", &offset, "-f", "lavfi", "-i", &source]);
-        }
-        push(&["-filter_complex", &self.filter_graph()]);
-        for i in 0..self.spec.ladder.len() {
-            push(&["-map", &format!("[v{i}]")]);
-        }
-        push(&["-map", "[a0]"]);
-        self.video_codec_args(&mut args);
-        let audio = &self.spec.audio;
-        let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
-        push(&["-c:a", "aac", "-b:a", &format!("{}k", audio.bitrate_kbps)]);
-        push(&[
-            "-ac",
-            &audio.channels.to_string(),
-            "-ar",
-            &audio.sample_rate.to_string(),
-        ]);
-        // Absolute timestamps survive into tfdt only with frag_discont; negative composition
-        // offsets keep a keyframe's decode time equal to its presentation time, on the grid.
-        push(&["-fps_mode", "passthrough", "-avoid_negative_ts", "disabled"]);
-        push(&[
-            "-video_track_timescale",
-            "90000",
-            "-muxdelay",
-            "0",
+impl DecoderPlan<'_> {
+    pub fn video_args(&self) -> Vec<String> {
+        let Canvas { width, height } = self.canvas;
+        let start = self.rate.slot_time(self.start_slot);
+        let filters = format!(
+            "fps={}:start_time={}.{:09},scale={width}:{height}:force_original_aspect_ratio=decrease,\
+             pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p",
+            self.rate,
+            start.as_secs(),
+            start.subsec_nanos()
+        );
+        let mut args = self.input_args();
+        args.extend(strings(&["-an", "-sn", "-dn", "-vf", &filters]));
+        args.extend(strings(&[
+            "-fps_mode",
+            "passthrough",
             "-f",
-            "mp4",
-        ]);
-        push(&[
-            "-movflags",
-            "empty_moov+default_base_moof+frag_discont+negative_cts_offsets",
-        ]);
-        push(&["-frag_duration", "100000", "pipe:1"]);
+            "rawvideo",
+            "pipe:1",
+        ]));
         args
     }
 
-    /// `fps` puts frames on the epoch-anchored frame grid (pts = frame number since the epoch);
-    /// `select` drops frames until the first segment boundary, so that the encoders' relative
-    /// keyframe schedule coincides with absolute boundaries.
-    fn filter_graph(&self) -> String {
-        let rate = self.grid.rate();
-        let frames = self.grid.frames();
-        let d = segment_seconds_expr(self.grid);
-        let k = self.spec.ladder.len();
-        let mut g = format!(
-            "[0:v:0]fps={rate},select='gte(pts\\,ceil(start_pts/{frames})*{frames})',split={k}"
+    /// PCM from the first sample of `start_slot`, gaps filled with silence and overlaps
+    /// trimmed (`async=1`), so that byte `k` of the output is always the same epoch sample.
+    pub fn audio_args(&self) -> Vec<String> {
+        let rate = self.audio.sample_rate;
+        let first = self.rate.first_sample(self.start_slot, rate);
+        let filters = format!(
+            "aresample={rate}:async=1:first_pts={first},aformat=sample_fmts=s16:channel_layouts={}",
+            layout(self.audio)
         );
+        let mut args = self.input_args();
+        args.extend(strings(&["-vn", "-sn", "-dn", "-af", &filters]));
+        args.extend(strings(&["-f", "s16le", "pipe:1"]));
+        args
+    }
+
+    fn input_args(&self) -> Vec<String> {
+        let mut args = quiet();
+        // A short probe: a decoder (re)starting sooner rejoins sooner.
+        args.extend(strings(&[
+            "-analyzeduration",
+            "1500000",
+            "-probesize",
+            "4000000",
+        ]));
+        args.extend(strings(&[
+            "-itsoffset",
+            &format_offset(self.offset_us),
+            "-copyts",
+        ]));
+        args.extend(strings(&[
+            "-f",
+            self.container.ffmpeg_format(),
+            "-i",
+            "pipe:0",
+        ]));
+        args
+    }
+}
+
+/// How the switcher's raw output is encoded, from `start_slot` (a segment's first slot) on.
+pub struct EncoderPlan<'a> {
+    pub spec: &'a ChannelSpec,
+    pub grid: SegmentGrid,
+    pub canvas: Canvas,
+    pub start_slot: u64,
+}
+
+impl EncoderPlan<'_> {
+    /// Every video rendition from raw pictures on stdin. `setpts` numbers the pictures from
+    /// `start_slot` in the input's 1/rate time base, exactly, whatever the rate.
+    pub fn video_args(&self) -> Vec<String> {
+        let rate = self.grid.rate();
+        let Canvas { width, height } = self.canvas;
+        let mut args = quiet();
+        args.extend(strings(&[
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-video_size",
+            &format!("{width}x{height}"),
+            "-framerate",
+            &rate.to_string(),
+            "-i",
+            "pipe:0",
+        ]));
+        args.extend(strings(&["-filter_complex", &self.video_graph()]));
+        for i in 0..self.spec.ladder.len() {
+            args.extend(strings(&["-map", &format!("[v{i}]")]));
+        }
+        self.video_codec_args(&mut args);
+        args.extend(strings(&["-video_track_timescale", "90000"]));
+        args.extend(fragmented_mp4());
+        args
+    }
+
+    /// The audio rendition from PCM on stdin, numbered from the first sample of `start_slot`.
+    pub fn audio_args(&self) -> Vec<String> {
+        let audio = &self.spec.audio;
+        let first = self
+            .grid
+            .rate()
+            .first_sample(self.start_slot, audio.sample_rate);
+        let mut args = quiet();
+        args.extend(strings(&[
+            "-f",
+            "s16le",
+            "-ar",
+            &audio.sample_rate.to_string(),
+            "-ac",
+            &audio.channels.to_string(),
+            "-i",
+            "pipe:0",
+        ]));
+        args.extend(strings(&["-af", &format!("asetpts=PTS+{first}")]));
+        args.extend(strings(&[
+            "-c:a",
+            "aac",
+            "-b:a",
+            &format!("{}k", audio.bitrate_kbps),
+        ]));
+        args.extend(fragmented_mp4());
+        args
+    }
+
+    fn video_graph(&self) -> String {
+        let k = self.spec.ladder.len();
+        let mut g = format!("[0:v:0]setpts=PTS+{},split={k}", self.start_slot);
         for i in 0..k {
             g.push_str(&format!("[s{i}]"));
         }
@@ -107,22 +196,15 @@ impl EncoderPlan<'_> {
                 r.width, r.height
             ));
         }
-        let audio = if self.silence_from.is_some() {
-            "1:a:0"
-        } else {
-            "0:a:0"
-        };
-        g.push_str(&format!(
-            ";[{audio}]aresample={},aselect='gte(t\\,ceil(start_t/{d})*{d})'[a0]",
-            self.spec.audio.sample_rate
-        ));
         g
     }
 
+    /// Keyframes every segment's first frame: the encoder starts on a segment boundary, so
+    /// counting frames from its start counts slots.
     fn video_codec_args(&self, args: &mut Vec<String>) {
         let frames = self.grid.frames().to_string();
         let keyframes = format!("expr:gte(n,n_forced*{frames})");
-        for item in [
+        args.extend(strings(&[
             "-c:v",
             "libx264",
             "-preset",
@@ -139,25 +221,61 @@ impl EncoderPlan<'_> {
             "open-gop=0",
             "-force_key_frames",
             &keyframes,
-        ] {
-            args.push(item.to_string());
-        }
+        ]));
         for (i, r) in self.spec.ladder.iter().enumerate() {
             let kbps = r.bitrate_kbps;
-            args.push(format!("-b:v:{i}"));
-            args.push(format!("{kbps}k"));
-            args.push(format!("-maxrate:v:{i}"));
-            args.push(format!("{}k", kbps + kbps / 10));
-            args.push(format!("-bufsize:v:{i}"));
-            args.push(format!("{}k", kbps * 2));
+            args.extend([
+                format!("-b:v:{i}"),
+                format!("{kbps}k"),
+                format!("-maxrate:v:{i}"),
+                format!("{}k", kbps + kbps / 10),
+                format!("-bufsize:v:{i}"),
+                format!("{}k", kbps * 2),
+            ]);
         }
     }
 }
 
-/// `D` in seconds as a decimal ffmpeg expressions read exactly enough (2.002, not 2.00199…).
-fn segment_seconds_expr(grid: SegmentGrid) -> String {
-    let s = format!("{:.9}", grid.duration_secs());
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
+fn quiet() -> Vec<String> {
+    strings(&[
+        "-hide_banner",
+        "-nostats",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+    ])
+}
+
+/// Absolute timestamps survive into tfdt only with frag_discont; negative composition offsets
+/// keep a keyframe's decode time equal to its presentation time, on the grid.
+fn fragmented_mp4() -> Vec<String> {
+    strings(&[
+        "-fps_mode",
+        "passthrough",
+        "-avoid_negative_ts",
+        "disabled",
+        "-muxdelay",
+        "0",
+        "-f",
+        "mp4",
+        "-movflags",
+        "empty_moov+default_base_moof+frag_discont+negative_cts_offsets",
+        "-frag_duration",
+        "100000",
+        "pipe:1",
+    ])
+}
+
+fn layout(audio: &AudioSpec) -> &'static str {
+    if audio.channels == 1 {
+        "mono"
+    } else {
+        "stereo"
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
 }
 
 /// ffmpeg's time syntax at microsecond precision: `-12.000345`.
@@ -172,7 +290,7 @@ mod tests {
     use super::*;
 
     fn spec() -> ChannelSpec {
-        toml_spec(
+        let spec: ChannelSpec = toml::from_str(
             r#"
             id = "t"
             frame_rate = "30000/1001"
@@ -191,52 +309,9 @@ mod tests {
             bitrate_kbps = 100
             "#,
         )
-    }
-
-    fn toml_spec(s: &str) -> ChannelSpec {
-        let spec: ChannelSpec = serde_json::from_value(toml_to_json(s)).unwrap();
+        .unwrap();
         spec.validate().unwrap();
         spec
-    }
-
-    fn toml_to_json(s: &str) -> serde_json::Value {
-        let v: toml::Value = toml::from_str(s).unwrap();
-        serde_json::to_value(v).unwrap()
-    }
-
-    #[test]
-    fn silence_starts_on_the_epoch_aac_frame_grid() {
-        let now = Duration::from_millis(1_795_616_148_123);
-        let start = silence_start(now, 48_000);
-        assert!(start >= now + Duration::from_secs(1));
-        assert!(start < now + Duration::from_secs(1) + Duration::from_micros(21_334));
-        // A whole number of 1024-sample frames since the epoch, to the nanosecond.
-        let samples = start.as_nanos() * 48_000;
-        let frames = (samples + 500_000_000) / 1_000_000_000 / 1024;
-        let back = Duration::from_nanos((frames * 1024 * 1_000_000_000 / 48_000) as u64);
-        assert_eq!(back, start);
-        // Two pipelines starting apart land on the same grid.
-        let other = silence_start(now + Duration::from_millis(777), 48_000);
-        let apart = (other - start).as_nanos() * 48_000;
-        assert_eq!(apart % (1024 * 1_000_000_000), 0);
-    }
-
-    #[test]
-    fn an_input_without_audio_gets_silence() {
-        let spec = spec();
-        let plan = EncoderPlan {
-            spec: &spec,
-            grid: spec.grid().unwrap(),
-            container: Container::Flv,
-            offset_us: 0,
-            silence_from: Some(Duration::from_secs(1_795_616_150)),
-        };
-        let joined = plan.args().join(" ");
-        assert!(
-            joined.contains("-itsoffset 1795616150.000000 -f lavfi -i anullsrc=r=48000:cl=stereo"),
-            "{joined}"
-        );
-        assert!(joined.contains(";[1:a:0]aresample=48000"), "{joined}");
     }
 
     #[test]
@@ -247,27 +322,58 @@ mod tests {
     }
 
     #[test]
-    fn ntsc_grid_in_filters_and_keyframes() {
+    fn decoders_start_on_a_slot_and_its_first_sample() {
+        let spec = spec();
+        let plan = DecoderPlan {
+            container: Container::MpegTs,
+            offset_us: 95_443_717_688_889,
+            rate: spec.frame_rate,
+            canvas: Canvas::of(&spec),
+            audio: &spec.audio,
+            // 2.002 s after the epoch: slot 60.
+            start_slot: 60,
+        };
+        let video = plan.video_args().join(" ");
+        assert!(
+            video.contains("-itsoffset 95443717.688889 -copyts -f mpegts -i pipe:0 -an"),
+            "{video}"
+        );
+        assert!(
+            video.contains("fps=30000/1001:start_time=2.002000000,scale=320:180"),
+            "{video}"
+        );
+        assert!(video.ends_with("-f rawvideo pipe:1"), "{video}");
+        let audio = plan.audio_args().join(" ");
+        assert!(
+            audio.contains("aresample=48000:async=1:first_pts=96096,"),
+            "{audio}"
+        );
+        assert!(audio.ends_with("-f s16le pipe:1"), "{audio}");
+    }
+
+    #[test]
+    fn encoders_number_from_their_first_slot() {
         let spec = spec();
         let plan = EncoderPlan {
             spec: &spec,
             grid: spec.grid().unwrap(),
-            container: Container::MpegTs,
-            offset_us: 95_443_717_688_889,
-            silence_from: None,
+            canvas: Canvas::of(&spec),
+            start_slot: 1_200,
         };
-        let args = plan.args();
+        let args = plan.video_args();
         let graph = &args[args.iter().position(|a| a == "-filter_complex").unwrap() + 1];
         assert_eq!(
             graph,
-            "[0:v:0]fps=30000/1001,select='gte(pts\\,ceil(start_pts/60)*60)',split=2[s0][s1];\
-             [s0]scale=320:180,setsar=1[v0];[s1]scale=160:90,setsar=1[v1];\
-             [0:a:0]aresample=48000,aselect='gte(t\\,ceil(start_t/2.002)*2.002)'[a0]"
+            "[0:v:0]setpts=PTS+1200,split=2[s0][s1];\
+             [s0]scale=320:180,setsar=1[v0];[s1]scale=160:90,setsar=1[v1]"
         );
         let joined = args.join(" ");
-        assert!(joined.contains("-itsoffset 95443717.688889 -copyts -f mpegts -i pipe:0"));
+        assert!(joined.contains("-video_size 320x180 -framerate 30000/1001 -i pipe:0"));
         assert!(joined.contains("-force_key_frames expr:gte(n,n_forced*60)"));
         assert!(joined.contains("-b:v:1 100k -maxrate:v:1 110k -bufsize:v:1 200k"));
         assert!(joined.ends_with("-frag_duration 100000 pipe:1"));
+        // 1200 slots of 1001/30000 s = 40.04 s = 1 921 920 samples.
+        let audio = plan.audio_args().join(" ");
+        assert!(audio.contains("-af asetpts=PTS+1921920"), "{audio}");
     }
 }

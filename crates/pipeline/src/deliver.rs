@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use failover::cmsd;
 use timeline::Feed;
 use tokio::sync::mpsc;
 
-use crate::fault::{DeliveryFault, Faults, damage};
+use crate::fault::{Fault, Faults, damage};
 
 /// Uploads waiting per packager; about a minute of a 4-rendition ladder at 2 s segments.
 const QUEUE: usize = 128;
@@ -29,6 +30,32 @@ pub struct Upload {
     pub rendition: String,
     pub name: String,
     pub body: Bytes,
+    /// The segment number of a media segment.
+    pub segment: Option<u64>,
+    /// The pipeline's quality score of a media segment, 0-100.
+    pub quality: Option<u8>,
+}
+
+impl Upload {
+    pub fn init(rendition: &str, body: Bytes) -> Self {
+        Self {
+            rendition: rendition.to_string(),
+            name: "init.mp4".to_string(),
+            body,
+            segment: None,
+            quality: None,
+        }
+    }
+
+    pub fn segment(rendition: &str, n: u64, body: Bytes) -> Self {
+        Self {
+            rendition: rendition.to_string(),
+            name: format!("{n}.m4s"),
+            body,
+            segment: Some(n),
+            quality: None,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -115,23 +142,25 @@ impl Worker {
         // network would.
         let digest = media::digest::content_digest(&upload.body);
         let body = match self.faults.current() {
-            Some(DeliveryFault::Delay { ms }) => {
+            Some(Fault::Delay { ms }) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 upload.body.clone()
             }
-            Some(fault) if upload.name != "init.mp4" => damage(fault, &upload.body),
+            Some(fault) if upload.name != "init.mp4" => damage(&fault, &upload.body),
             _ => upload.body.clone(),
         };
         for attempt in 1..=ATTEMPTS {
-            let sent = self
+            let mut put = self
                 .client
                 .put(&url)
                 .bearer_auth(&self.target.credential)
                 .header("content-type", "video/mp4")
-                .header("content-digest", &digest)
-                .body(body.clone())
-                .send()
-                .await;
+                .header("content-digest", &digest);
+            if let Some(score) = upload.quality {
+                let video = upload.rendition != channel::AUDIO_RENDITION;
+                put = put.header(cmsd::HEADER, cmsd::static_value(video, score));
+            }
+            let sent = put.body(body.clone()).send().await;
             match sent {
                 Ok(r) if r.status().is_success() => {
                     metrics::counter!("steadycast_delivery_uploads_total", &labels).increment(1);

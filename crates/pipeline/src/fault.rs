@@ -1,6 +1,6 @@
-//! Faults a chaos run injects into one pipeline's delivery, for a while: uploads delayed,
-//! corrupted (same length, damaged bytes) or truncated after their digest was taken, as a
-//! slow or damaging network would.
+//! Faults a chaos run injects into one pipeline for a while: uploads delayed, corrupted (same
+//! length, damaged bytes) or truncated after their digest was taken, as a slow or damaging
+//! network would; or an input cut off (or flapping), as a failed contribution link would.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -8,34 +8,59 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum DeliveryFault {
+pub enum Fault {
     /// Every upload waits this long before it is sent.
     Delay { ms: u64 },
     /// Every media segment's bytes are damaged in the middle.
     Corrupt,
     /// Every media segment loses its second half.
     Truncate,
+    /// The pipeline receives nothing from `input` (every input of the pipeline when absent);
+    /// with `flap_ms`, the input is alternately cut and restored for that long.
+    CutInput {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flap_ms: Option<u64>,
+    },
 }
 
-/// The fault in force on a pipeline, if any, and until when.
+/// The fault in force on a pipeline, if any, since when and until when.
 #[derive(Debug, Default)]
-pub struct Faults(Mutex<Option<(DeliveryFault, Instant)>>);
+pub struct Faults(Mutex<Option<(Fault, Instant, Instant)>>);
 
 impl Faults {
-    pub fn inject(&self, fault: DeliveryFault, lasting: Duration) {
-        *self.lock() = Some((fault, Instant::now() + lasting));
+    pub fn inject(&self, fault: Fault, lasting: Duration) {
+        let now = Instant::now();
+        *self.lock() = Some((fault, now, now + lasting));
+    }
+
+    /// Whether the pipeline's input `name` is cut off at this moment.
+    pub fn input_cut(&self, name: &str) -> bool {
+        let slot = self.lock();
+        let Some((Fault::CutInput { input, flap_ms }, since, until)) = slot.as_ref() else {
+            return false;
+        };
+        let now = Instant::now();
+        if now >= *until || input.as_deref().is_some_and(|i| i != name) {
+            return false;
+        }
+        // Flapping: cut during even periods, restored during odd ones.
+        flap_ms.filter(|ms| *ms > 0).is_none_or(|ms| {
+            (now.duration_since(*since).as_millis() / u128::from(ms)).is_multiple_of(2)
+        })
     }
 
     pub fn clear(&self) {
         *self.lock() = None;
     }
 
-    pub fn current(&self) -> Option<DeliveryFault> {
+    pub fn current(&self) -> Option<Fault> {
         let mut slot = self.lock();
-        match *slot {
-            Some((fault, until)) if Instant::now() < until => Some(fault),
+        match slot.as_ref() {
+            Some((fault, _, until)) if Instant::now() < *until => Some(fault.clone()),
             Some(_) => {
                 *slot = None;
                 None
@@ -44,17 +69,17 @@ impl Faults {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(DeliveryFault, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Fault, Instant, Instant)>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// The body as the fault leaves it (headers are never damaged: a packager must be able to
 /// accept a header to judge later segments).
-pub fn damage(fault: DeliveryFault, body: &Bytes) -> Bytes {
+pub fn damage(fault: &Fault, body: &Bytes) -> Bytes {
     match fault {
-        DeliveryFault::Delay { .. } => body.clone(),
-        DeliveryFault::Corrupt => {
+        Fault::Delay { .. } | Fault::CutInput { .. } => body.clone(),
+        Fault::Corrupt => {
             let mut damaged = body.to_vec();
             let middle = damaged.len() / 2;
             for b in damaged.iter_mut().skip(middle).take(64) {
@@ -62,7 +87,7 @@ pub fn damage(fault: DeliveryFault, body: &Bytes) -> Bytes {
             }
             Bytes::from(damaged)
         }
-        DeliveryFault::Truncate => body.slice(..body.len() / 2),
+        Fault::Truncate => body.slice(..body.len() / 2),
     }
 }
 
@@ -73,11 +98,11 @@ mod tests {
     #[test]
     fn faults_expire() {
         let faults = Faults::default();
-        faults.inject(DeliveryFault::Corrupt, Duration::from_secs(60));
-        assert_eq!(faults.current(), Some(DeliveryFault::Corrupt));
-        faults.inject(DeliveryFault::Truncate, Duration::ZERO);
+        faults.inject(Fault::Corrupt, Duration::from_secs(60));
+        assert_eq!(faults.current(), Some(Fault::Corrupt));
+        faults.inject(Fault::Truncate, Duration::ZERO);
         assert_eq!(faults.current(), None);
-        faults.inject(DeliveryFault::Delay { ms: 5 }, Duration::from_secs(60));
+        faults.inject(Fault::Delay { ms: 5 }, Duration::from_secs(60));
         faults.clear();
         assert_eq!(faults.current(), None);
     }
@@ -85,11 +110,33 @@ mod tests {
     #[test]
     fn damage_keeps_or_halves_length() {
         let body = Bytes::from(vec![1u8; 1000]);
-        let corrupt = damage(DeliveryFault::Corrupt, &body);
+        let corrupt = damage(&Fault::Corrupt, &body);
         assert_eq!(corrupt.len(), 1000);
         assert_ne!(corrupt, body);
-        assert_eq!(damage(DeliveryFault::Truncate, &body).len(), 500);
-        let json = serde_json::to_string(&DeliveryFault::Delay { ms: 3000 }).unwrap();
+        assert_eq!(damage(&Fault::Truncate, &body).len(), 500);
+        let json = serde_json::to_string(&Fault::Delay { ms: 3000 }).unwrap();
         assert_eq!(json, r#"{"kind":"delay","ms":3000}"#);
+    }
+
+    #[test]
+    fn an_input_cut_names_its_input_and_may_flap() {
+        let faults = Faults::default();
+        assert!(!faults.input_cut("main"));
+        let cut = |input: Option<&str>| Fault::CutInput {
+            input: input.map(str::to_string),
+            flap_ms: None,
+        };
+        faults.inject(cut(Some("main")), Duration::from_secs(60));
+        assert!(faults.input_cut("main"));
+        assert!(!faults.input_cut("backup"));
+        faults.inject(cut(None), Duration::from_secs(60));
+        assert!(faults.input_cut("main") && faults.input_cut("backup"));
+        faults.inject(cut(None), Duration::ZERO);
+        assert!(!faults.input_cut("main"));
+        let json = r#"{"kind":"cut-input","input":"main","flap_ms":300}"#;
+        let flap: Fault = serde_json::from_str(json).unwrap();
+        // The first flap period is a cut.
+        faults.inject(flap, Duration::from_secs(60));
+        assert!(faults.input_cut("main"));
     }
 }

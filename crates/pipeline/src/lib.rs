@@ -1,39 +1,51 @@
-//! One encoding pipeline (a or b) of a channel: it waits for its input, locks the input's
-//! timestamps to the epoch grid, runs ffmpeg over the whole ladder, cuts CMAF segments and
-//! delivers them to the packagers. A crash or hang of ffmpeg restarts it; nothing here can stop
-//! ingest, the other pipeline or the origin.
+//! One encoding pipeline (a or b) of a channel. Each of its inputs (a primary, maybe a backup)
+//! is decoded onto the epoch grid ([`decode`]); a switcher takes every frame slot from the
+//! input the failover policy picks, or fills it ([`switcher`]); supervised encoders turn that
+//! one continuous raw stream into CMAF segments for every rendition ([`encoder`]), delivered
+//! to the packagers with their quality score ([`deliver`]). A crash, hang, input loss or
+//! timestamp jump is handled inside; nothing here can stop ingest, the other pipeline or the
+//! origin.
 
 mod command;
+mod decode;
 mod deliver;
 mod encoder;
 mod fault;
 mod lock;
+mod process;
 mod segmenting;
 mod status;
+mod switcher;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use channel::{ChannelSpec, EventKind, Events};
-use ingest::{Container, InputEvent, InputPort};
-use timeline::{Feed, LockMode, SegmentGrid};
-use tokio::sync::broadcast;
+use failover::QualityBook;
+use ingest::InputPort;
+use timeline::{Feed, SegmentGrid};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
-pub use command::{EncoderPlan, silence_start};
+pub use command::{Canvas, DecoderPlan, EncoderPlan};
 pub use deliver::{Delivery, PackagerTarget, Upload};
-pub use encoder::RunEnd;
-pub use fault::{DeliveryFault, Faults};
+pub use fault::{Fault, Faults};
 pub use lock::{Lock, LockError, SessionHead};
 pub use segmenting::{Progress, Segmenting, SegmentingError};
-pub use status::{Phase, PipelineState, PipelineStatus};
+pub use status::{InputState, Phase, PipelineState, PipelineStatus};
+
+use decode::InputDecoder;
+use encoder::{EncoderSupervisor, Kind};
+use switcher::{Switcher, Tap};
 
 /// What a pipeline needs to run.
 pub struct PipelineConfig {
     pub spec: ChannelSpec,
     pub feed: Feed,
-    pub input: Arc<InputPort>,
+    /// The primary input, then the backup if there is one.
+    pub inputs: Vec<Arc<InputPort>>,
     pub packagers: Vec<PackagerTarget>,
     /// An encoder that takes input but writes nothing for this long is restarted.
     pub hang_timeout: Duration,
@@ -47,10 +59,14 @@ pub(crate) struct PipelineCtx {
     spec: ChannelSpec,
     feed: Feed,
     grid: SegmentGrid,
+    canvas: Canvas,
+    /// How far behind real time the switcher takes its slots.
+    latency: Duration,
     delivery: Delivery,
     hang_timeout: Duration,
     status: Arc<PipelineStatus>,
     events: Events,
+    faults: Arc<Faults>,
 }
 
 impl PipelineCtx {
@@ -75,200 +91,128 @@ impl PipelineCtx {
     }
 }
 
-/// Runs the pipeline until its input port closes. Abort the task to stop it.
+/// Segments whose quality the switcher keeps for the encoders' output: far more than the
+/// encoders lag behind it.
+const QUALITY_BOOK: usize = 64;
+
+/// Runs the pipeline until its input ports close. Abort the task to stop it.
 pub async fn run(config: PipelineConfig) -> Result<(), String> {
     let grid = config.spec.grid()?;
-    let ctx = PipelineCtx {
+    let latency = Duration::from_millis(config.spec.failover.latency_ms.into());
+    let ctx = Arc::new(PipelineCtx {
         delivery: Delivery::start(
             &config.packagers,
             &config.spec.id,
             config.feed,
             config.faults.clone(),
         ),
+        canvas: Canvas::of(&config.spec),
         spec: config.spec,
         feed: config.feed,
         grid,
+        latency,
         hang_timeout: config.hang_timeout,
         status: config.status,
         events: config.events,
-    };
-    ctx.status
-        .update(|s| s.input = config.input.id().input.clone());
-    // Subscribe before looking at the live session, so no event falls in between.
-    let mut rx = config.input.subscribe();
-    let mut next = config
-        .input
-        .live()
-        .map(|l| (l.session, l.container, l.prologue));
-    loop {
-        let (session, container, prologue) = match next.take() {
-            Some(s) => s,
-            None => match wait_for_session(&mut rx).await {
-                Some((session, container)) => (session, container, Vec::new()),
-                None => return Ok(()),
-            },
-        };
-        tracing::info!(channel = %ctx.spec.id, feed = %ctx.feed, session, "pipeline input started");
-        next = run_session(&ctx, &config.input, session, container, prologue, &mut rx).await;
-        ctx.status
-            .update(|s| (s.phase, s.session) = (Phase::WaitingForInput, None));
-        if next.is_none() && rx.is_closed() {
-            return Ok(());
-        }
+        faults: config.faults,
+    });
+    ctx.status.update(|s| {
+        s.inputs = config
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, port)| InputState {
+                name: port.id().input.clone(),
+                role: if i == 0 { "primary" } else { "backup" },
+                ..InputState::default()
+            })
+            .collect();
+    });
+    // Room for a decoder to run a second ahead of the switcher, beyond the latency.
+    let ahead = latency + Duration::from_secs(1);
+    let pictures = ((ahead.as_secs_f64() * grid.rate().as_f64()) as usize).max(8);
+    let chunks = (ahead.as_millis() as usize / 20).max(16);
+    let mut decoders = JoinSet::new();
+    let mut taps = Vec::new();
+    for (index, port) in config.inputs.into_iter().enumerate() {
+        let (video, video_rx) = mpsc::channel(pictures);
+        let (audio, audio_rx) = mpsc::channel(chunks);
+        taps.push(Tap::new(port.id().input.clone(), video_rx, audio_rx));
+        decoders.spawn(
+            InputDecoder {
+                ctx: ctx.clone(),
+                index,
+                port,
+                video,
+                audio,
+            }
+            .run(),
+        );
     }
-}
-
-type NextSession = Option<(u64, Container, Vec<Bytes>)>;
-
-/// Encodes one publisher session, restarting the encoder as often as it fails. Returns the next
-/// session if one began.
-async fn run_session(
-    ctx: &PipelineCtx,
-    input: &InputPort,
-    session: u64,
-    container: Container,
-    mut prologue: Vec<Bytes>,
-    rx: &mut broadcast::Receiver<InputEvent>,
-) -> NextSession {
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        ctx.status
-            .update(|s| (s.phase, s.session) = (Phase::Locking, Some(session)));
-        let head = SessionHead::new(container, std::mem::take(&mut prologue));
-        let (lock, head) = match wait_for_lock(ctx, session, head, rx).await {
-            Ok(locked) => locked,
-            Err(next) => return next,
-        };
-        // Every encoder of one session, on either pipeline, uses the offset agreed first.
-        let lock = match lock.mode {
-            LockMode::Source => lock,
-            LockMode::Clock => Lock {
-                offset_us: input.agree_offset(session, lock.offset_us),
-                ..lock
-            },
-        };
-        report_lock(ctx, session, lock);
-        let plan = EncoderPlan {
-            spec: &ctx.spec,
-            grid: ctx.grid,
-            container,
-            offset_us: lock.offset_us,
-            silence_from: (!lock.has_audio)
-                .then(|| silence_start(now(), ctx.spec.audio.sample_rate)),
-        };
-        let (replay, keep) = head.into_parts();
-        let started = Instant::now();
-        let end = encoder::run(ctx, plan.args(), replay, session, container, rx).await;
-        ctx.status.update(|s| s.encoder_pid = None);
-        match end {
-            RunEnd::InputEnded | RunEnd::PortClosed => {
-                ctx.emit(
-                    EventKind::EncoderStopped,
-                    format!("session {session}: input ended"),
-                );
-                return None;
+    let book = Arc::new(Mutex::new(QualityBook::new(QUALITY_BOOK)));
+    // Two segments of slots: an encoder restarting waits for the next boundary meanwhile.
+    let queue = 2 * grid.frames() as usize;
+    let (video_out, video_slots) = mpsc::channel(queue);
+    let (audio_out, audio_slots) = mpsc::channel(queue);
+    let mut workers = JoinSet::new();
+    for (kind, slots) in [(Kind::Video, video_slots), (Kind::Audio, audio_slots)] {
+        workers.spawn(
+            EncoderSupervisor {
+                ctx: ctx.clone(),
+                kind,
+                slots,
+                book: book.clone(),
             }
-            RunEnd::NewSession { session, container } => {
-                return Some((session, container, Vec::new()));
-            }
-            RunEnd::EncoderDied(_) | RunEnd::Hung | RunEnd::Lagged => {
-                let why = end.to_string();
-                metrics::counter!("steadycast_encoder_restarts_total", &ctx.labels()).increment(1);
-                tracing::warn!(channel = %ctx.spec.id, feed = %ctx.feed, %why, "encoder restarting");
-                ctx.emit(EventKind::EncoderRestarted, why.clone());
-                ctx.status.update(|s| {
-                    (s.phase, s.restarts, s.last_error) =
-                        (Phase::Restarting, s.restarts + 1, Some(why));
-                });
-                // An encoder that ran for a while restarts at once; one that keeps failing backs off.
-                if started.elapsed() > STABLE_RUN {
-                    backoff = MIN_BACKOFF;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                // A restart mid-session needs the session's prologue again (FLV headers).
-                prologue = match input.live() {
-                    Some(live) if live.session == session => live.prologue,
-                    _ => keep,
-                };
-            }
-        }
+            .run(),
+        );
     }
-}
-
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-const STABLE_RUN: Duration = Duration::from_secs(30);
-
-/// Reads the session until its first timestamps decide the lock. `Err` carries what to do
-/// instead: the session ended (`None`) or another began.
-async fn wait_for_lock(
-    ctx: &PipelineCtx,
-    session: u64,
-    mut head: SessionHead,
-    rx: &mut broadcast::Receiver<InputEvent>,
-) -> Result<(Lock, SessionHead), NextSession> {
-    loop {
-        match rx.recv().await {
-            Ok(InputEvent::Data { session: s, bytes }) if s == session => {
-                match head.push(bytes, now()) {
-                    Ok(Some(lock)) => return Ok((lock, head)),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(channel = %ctx.spec.id, feed = %ctx.feed, error = %e,
-                        "input unusable; waiting for the next session");
-                        ctx.status.update(|s| {
-                            (s.phase, s.last_error) = (Phase::WaitingForInput, Some(e.to_string()))
-                        });
-                        return Err(None);
-                    }
-                }
-            }
-            Ok(InputEvent::Ended { session: s, .. }) if s == session => return Err(None),
-            Ok(InputEvent::Started { session, container }) => {
-                return Err(Some((session, container, Vec::new())));
-            }
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => return Err(None),
+    let slate = slate(&ctx).await;
+    workers.spawn(
+        Switcher {
+            ctx: ctx.clone(),
+            taps,
+            book,
+            video_out,
+            audio_out,
+            slate,
         }
-    }
-}
-
-fn report_lock(ctx: &PipelineCtx, session: u64, lock: Lock) {
-    tracing::info!(channel = %ctx.spec.id, feed = %ctx.feed, mode = ?lock.mode,
-        offset_us = lock.offset_us, "input locked to the epoch grid");
-    let source_locked = lock.mode == LockMode::Source;
-    metrics::gauge!("steadycast_pipeline_source_locked", &ctx.labels())
-        .set(f64::from(u8::from(source_locked)));
-    ctx.status
-        .update(|s| (s.lock, s.offset_us) = (Some(lock.mode), Some(lock.offset_us)));
-    let mode = if source_locked {
-        "source-locked"
-    } else {
-        "clock-locked"
-    };
-    let audio = if lock.has_audio {
-        ""
-    } else {
-        ", no audio: silence made"
-    };
-    ctx.emit(
-        EventKind::EncoderStarted,
-        format!(
-            "session {session}, {mode}, offset {} µs{audio}",
-            lock.offset_us
-        ),
+        .run(),
     );
+    while decoders.join_next().await.is_some() {}
+    Ok(())
 }
 
-async fn wait_for_session(rx: &mut broadcast::Receiver<InputEvent>) -> Option<(u64, Container)> {
-    loop {
-        match rx.recv().await {
-            Ok(InputEvent::Started { session, container }) => return Some((session, container)),
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => return None,
+/// The channel's slate as one raw picture on the canvas; black stands in if it cannot be read.
+async fn slate(ctx: &PipelineCtx) -> Option<Bytes> {
+    let path = ctx.spec.failover.fill.slate.as_deref()?;
+    let Canvas { width, height } = ctx.canvas;
+    let filters = format!(
+        "scale={width}:{height}:force_original_aspect_ratio=decrease,\
+         pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p"
+    );
+    let run = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-i", path])
+        .args([
+            "-vf",
+            &filters,
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "pipe:1",
+        ])
+        .kill_on_drop(true)
+        .output();
+    let why = match tokio::time::timeout(Duration::from_secs(10), run).await {
+        Ok(Ok(out)) if out.stdout.len() == ctx.canvas.frame_bytes() => {
+            return Some(Bytes::from(out.stdout));
         }
-    }
+        Ok(Ok(out)) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "ffmpeg took over 10 s".to_string(),
+    };
+    tracing::error!(channel = %ctx.spec.id, path, %why, "slate unreadable; filling with black");
+    None
 }
 
 fn now() -> Duration {

@@ -1,9 +1,8 @@
-//! The encoder's output side: ffmpeg's fragmented MP4 in, one CMAF header per rendition and one
+//! An encoder's output side: ffmpeg's fragmented MP4 in, one CMAF header per rendition and one
 //! CMAF segment per (rendition, N) out. Pure: bytes in, uploads out.
 
-use channel::{AUDIO_RENDITION, ChannelSpec};
 use media::cmaf::{self, SegmenterEvent, TrackSegmenter};
-use media::fmp4::{FragmentEvent, FragmentReader, Movie, TrackKind};
+use media::fmp4::{FragmentEvent, FragmentReader, Movie};
 use timeline::SegmentGrid;
 
 use crate::deliver::Upload;
@@ -15,12 +14,8 @@ const MAX_BOX: usize = 64 << 20;
 pub enum SegmentingError {
     #[error("encoder output: {0}")]
     Media(#[from] media::Error),
-    #[error("encoder wrote {video} video and {audio} audio tracks; the ladder has {ladder} + 1")]
-    TrackMismatch {
-        video: usize,
-        audio: usize,
-        ladder: usize,
-    },
+    #[error("encoder wrote {wrote} tracks; {expected} renditions were asked for")]
+    TrackMismatch { wrote: usize, expected: usize },
 }
 
 struct TrackOut {
@@ -39,18 +34,29 @@ pub struct Progress {
 pub struct Segmenting {
     reader: FragmentReader,
     grid: SegmentGrid,
-    ladder: Vec<String>,
+    renditions: Vec<String>,
     tracks: Vec<TrackOut>,
 }
 
 impl Segmenting {
-    pub fn new(spec: &ChannelSpec, grid: SegmentGrid) -> Self {
+    /// `renditions` names the encoder's tracks in `-map` order (ffmpeg keeps it in track ids).
+    pub fn new(renditions: Vec<String>, grid: SegmentGrid) -> Self {
         Self {
             reader: FragmentReader::new(MAX_BOX),
             grid,
-            ladder: spec.ladder.iter().map(|r| r.name.clone()).collect(),
+            renditions,
             tracks: Vec::new(),
         }
+    }
+
+    /// The encoder ended: the segment in progress of every track goes out if it is complete.
+    pub fn finish(&mut self, out: &mut impl FnMut(Upload)) -> Result<Progress, SegmentingError> {
+        let mut progress = Progress::default();
+        for track in &mut self.tracks {
+            let events = track.segmenter.flush();
+            track.emit(events, &mut progress, out)?;
+        }
+        Ok(progress)
     }
 
     /// Feeds encoder output; calls `out` for each upload ready (headers before segments).
@@ -82,8 +88,7 @@ impl Segmenting {
         Ok(progress)
     }
 
-    /// Names the encoder's tracks after the ladder (ffmpeg keeps the `-map` order: the video
-    /// renditions, then audio) and uploads their CMAF headers.
+    /// Names the encoder's tracks after the renditions and uploads their CMAF headers.
     fn start(
         &mut self,
         movie: &Movie,
@@ -91,30 +96,18 @@ impl Segmenting {
     ) -> Result<(), SegmentingError> {
         let mut tracks: Vec<_> = movie.tracks.iter().collect();
         tracks.sort_by_key(|t| t.track_id);
-        let video: Vec<_> = tracks.iter().filter(|t| t.is_video()).collect();
-        let audio: Vec<_> = tracks
-            .iter()
-            .filter(|t| matches!(t.kind, TrackKind::Audio { .. }))
-            .collect();
-        if video.len() != self.ladder.len() || audio.len() != 1 {
+        if tracks.len() != self.renditions.len() {
             return Err(SegmentingError::TrackMismatch {
-                video: video.len(),
-                audio: audio.len(),
-                ladder: self.ladder.len(),
+                wrote: tracks.len(),
+                expected: self.renditions.len(),
             });
         }
-        let names = self
-            .ladder
-            .iter()
-            .map(String::as_str)
-            .chain([AUDIO_RENDITION]);
         self.tracks.clear();
-        for (track, name) in video.into_iter().chain(audio).zip(names) {
-            out(Upload {
-                rendition: name.to_string(),
-                name: "init.mp4".to_string(),
-                body: cmaf::init_segment(movie, track.track_id)?,
-            });
+        for (track, name) in tracks.into_iter().zip(&self.renditions) {
+            out(Upload::init(
+                name,
+                cmaf::init_segment(movie, track.track_id)?,
+            ));
             self.tracks.push(TrackOut {
                 track_id: track.track_id,
                 rendition: name.to_string(),
@@ -144,11 +137,7 @@ impl TrackOut {
                         &cut.samples,
                     )?;
                     progress.segments += 1;
-                    out(Upload {
-                        rendition: self.rendition.clone(),
-                        name: format!("{}.m4s", cut.n),
-                        body,
-                    });
+                    out(Upload::segment(&self.rendition, cut.n, body));
                 }
                 SegmenterEvent::Segment(cut) => {
                     progress.dropped += 1;

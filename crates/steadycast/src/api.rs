@@ -206,7 +206,7 @@ async fn events(
 #[derive(serde::Deserialize)]
 struct FaultRequest {
     feed: timeline::Feed,
-    fault: pipeline::DeliveryFault,
+    fault: pipeline::Fault,
     seconds: u64,
 }
 
@@ -218,7 +218,7 @@ fn faults_allowed(node: &Node) -> Result<(), ApiError> {
     Err(ApiError(StatusCode::FORBIDDEN, why.into(), vec![]))
 }
 
-/// Damages or delays one pipeline's deliveries for a while (chaos runs).
+/// Damages or delays one pipeline's deliveries, or cuts its inputs, for a while (chaos runs).
 async fn inject_fault(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
@@ -240,8 +240,8 @@ async fn inject_fault(
         )
     })?;
     let lasting = std::time::Duration::from_secs(request.seconds.min(3600));
-    faults.inject(request.fault, lasting);
     tracing::warn!(channel = %id, feed = %request.feed, fault = ?request.fault, seconds = lasting.as_secs(), "fault injected");
+    faults.inject(request.fault, lasting);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -34,6 +34,10 @@ pub enum Scenario {
     HangPipeline,
     SlowPackagerIngest,
     CorruptFeed,
+    CutPrimaryInput,
+    CutAllInputsOfOnePipeline,
+    FlapInput,
+    UnsynchronisedFeeds,
 }
 
 impl Scenario {
@@ -55,13 +59,30 @@ impl Scenario {
                 "pipeline a uploads corrupted, then truncated segments: the packager refuses \
                  them (Content-Digest, CMAF checks) and serves b's. Expect: seamless."
             }
+            Scenario::CutPrimaryInput => {
+                "cut both pipelines off their primary input for a third of the run: each \
+                 freezes for the input-loss time, then switches to its backup (or fills \
+                 without one), and returns to the primary once it has been clear for the \
+                 error-clear time. Expect: seamless timeline."
+            }
+            Scenario::CutAllInputsOfOnePipeline => {
+                "cut pipeline a off every input for a third of the run: a fills, its segments \
+                 score low, and the packager serves b's better copies. Expect: seamless."
+            }
+            Scenario::UnsynchronisedFeeds => {
+                "for a channel whose pipelines encode different, independently clocked inputs: \
+                 kill -9 pipeline a's encoder, then b's, so that the packager serves one \
+                 pipeline, then the other. Each pipeline re-times its input onto the epoch \
+                 grid, so the copies interchange without a timestamp jump. Expect: seamless."
+            }
+            Scenario::FlapInput => {
+                "both pipelines' primary input drops and returns every 500 ms for a third of \
+                 the run: each switches to its backup once and stays there until the primary \
+                 has been clear for the error-clear time. Expect: seamless timeline."
+            }
         }
     }
 }
-
-/// Scenarios of issue 3 that need input failover, which is not built yet.
-const NOT_YET: &str = "not yet: cut-primary-input, cut-all-inputs-of-one-pipeline, flap-input \
-                       and unsynchronised-feeds (they need input failover)";
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let Some(scenario) = args.scenario.filter(|_| !args.list) else {
@@ -72,7 +93,6 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 .unwrap_or_default();
             println!("{name:22} {}", s.explain());
         }
-        println!("{NOT_YET}");
         return Ok(());
     };
     let api = Api {
@@ -184,6 +204,28 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Polls pipeline `feed` until `done` holds; returns how it then reads (its phase and
+    /// input) and how long that took.
+    async fn await_pipeline(
+        &self,
+        feed: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<(String, Duration)> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            let p = self.pipeline(feed).await?;
+            if done(&p) {
+                let input = p["input"].as_str().unwrap_or("no input");
+                let phase = p["phase"].as_str().unwrap_or("?");
+                return Ok((format!("{phase} from {input}"), started.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("pipeline {feed} did not change within a minute")
+    }
+}
+
 fn note(timeline: &mut Vec<(Instant, String)>, what: String) {
     timeline.push((Instant::now(), what));
 }
@@ -196,10 +238,13 @@ async fn inject(
 ) -> anyhow::Result<Vec<(Instant, String)>> {
     let mut timeline = Vec::new();
     match scenario {
-        Scenario::KillPipeline | Scenario::HangPipeline => {
+        Scenario::KillPipeline | Scenario::HangPipeline | Scenario::UnsynchronisedFeeds => {
+            if scenario == Scenario::UnsynchronisedFeeds {
+                different_inputs(api).await?;
+            }
             let (signal, feeds) = match scenario {
-                Scenario::KillPipeline => ("-KILL", &["a", "b"][..]),
-                _ => ("-STOP", &["a"][..]),
+                Scenario::HangPipeline => ("-STOP", &["a"][..]),
+                _ => ("-KILL", &["a", "b"][..]),
             };
             for feed in feeds {
                 let hit = Instant::now();
@@ -247,6 +292,102 @@ async fn inject(
             api.fault(Value::Null).await?;
             note(&mut timeline, "faults cleared".into());
         }
+        Scenario::CutPrimaryInput | Scenario::FlapInput => {
+            let flap = (scenario == Scenario::FlapInput).then_some(500);
+            cut_primaries(api, flap, span, &mut timeline).await?;
+        }
+        Scenario::CutAllInputsOfOnePipeline => {
+            let fault =
+                json!({ "feed": "a", "fault": { "kind": "cut-input" }, "seconds": span.as_secs() });
+            api.fault(fault).await?;
+            note(
+                &mut timeline,
+                format!("pipeline a cut off every input for {} s", span.as_secs()),
+            );
+            let filling = api
+                .await_pipeline("a", |p| p["phase"] != "encoding")
+                .await?;
+            note(
+                &mut timeline,
+                format!(
+                    "pipeline a {} after {:.1} s",
+                    filling.0,
+                    filling.1.as_secs_f64()
+                ),
+            );
+            tokio::time::sleep(span.saturating_sub(filling.1)).await;
+            note(&mut timeline, "inputs restored".into());
+        }
     }
     Ok(timeline)
+}
+
+/// The unsynchronised-feeds scenario needs pipelines that encode different inputs.
+async fn different_inputs(api: &Api) -> anyhow::Result<()> {
+    let primary = |p: &Value| p["inputs"][0]["name"].as_str().map(str::to_string);
+    let (a, b) = (
+        primary(&api.pipeline("a").await?),
+        primary(&api.pipeline("b").await?),
+    );
+    if a.is_none() || a == b {
+        bail!("unsynchronised-feeds needs a channel whose pipelines encode different inputs");
+    }
+    Ok(())
+}
+
+/// Cuts (or flaps) both pipelines' primary inputs and notes when each switched away and back.
+async fn cut_primaries(
+    api: &Api,
+    flap_ms: Option<u64>,
+    span: Duration,
+    timeline: &mut Vec<(Instant, String)>,
+) -> anyhow::Result<()> {
+    let mut primaries = Vec::new();
+    for feed in ["a", "b"] {
+        let pipeline = api.pipeline(feed).await?;
+        let primary = pipeline["inputs"][0]["name"]
+            .as_str()
+            .with_context(|| format!("pipeline {feed} has no input"))?
+            .to_string();
+        let fault = json!({ "feed": feed, "fault": { "kind": "cut-input", "input": primary,
+            "flap_ms": flap_ms }, "seconds": span.as_secs() });
+        api.fault(fault).await?;
+        primaries.push((feed, primary));
+    }
+    let how = flap_ms.map_or("cut".to_string(), |ms| format!("flapping every {ms} ms"));
+    note(
+        timeline,
+        format!(
+            "both pipelines' primary input {how} for {} s",
+            span.as_secs()
+        ),
+    );
+    let started = Instant::now();
+    for (feed, primary) in &primaries {
+        let (state, after) = api
+            .await_pipeline(feed, |p| p["input"].as_str() != Some(primary.as_str()))
+            .await?;
+        note(
+            timeline,
+            format!(
+                "pipeline {feed} {state} {:.1} s after the cut",
+                after.as_secs_f64()
+            ),
+        );
+    }
+    tokio::time::sleep(span.saturating_sub(started.elapsed())).await;
+    note(timeline, "primary inputs restored".to_string());
+    for (feed, primary) in &primaries {
+        let (state, after) = api
+            .await_pipeline(feed, |p| p["input"].as_str() == Some(primary.as_str()))
+            .await?;
+        note(
+            timeline,
+            format!(
+                "pipeline {feed} {state} {:.1} s after the restore",
+                after.as_secs_f64()
+            ),
+        );
+    }
+    Ok(())
 }

@@ -216,13 +216,18 @@ impl Node {
         }
         let (mut tasks, mut pipelines) = (Vec::new(), Vec::new());
         for feed in Feed::BOTH {
-            let Some(port) = spec.input_of(feed).and_then(|name| ports.get(name)) else {
+            let inputs: Vec<_> = spec
+                .inputs_of(feed)
+                .into_iter()
+                .filter_map(|name| ports.get(name).cloned())
+                .collect();
+            if inputs.is_empty() {
                 continue;
-            };
+            }
             let config = PipelineConfig {
                 spec: spec.clone(),
                 feed,
-                input: port.clone(),
+                inputs,
                 packagers: vec![PackagerTarget {
                     base_url: self.packager_url.clone(),
                     credential: credential.clone(),

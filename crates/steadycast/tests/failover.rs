@@ -132,7 +132,9 @@ async fn killed_and_hung_encoders_restart_while_the_other_pipeline_covers() {
     );
     let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
     assert!(
-        metrics.contains("steadycast_encoder_restarts_total{channel=\"fo\",feed=\"a\"} 1"),
+        metrics.contains(
+            "steadycast_encoder_restarts_total{channel=\"fo\",feed=\"a\",kind=\"video\"} 1"
+        ),
         "{metrics}"
     );
 }

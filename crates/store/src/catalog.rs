@@ -47,6 +47,8 @@ pub struct SegmentRow {
     pub timescale: u32,
     pub byte_len: u64,
     pub blob_key: String,
+    /// The pipeline's quality score of the kept copy, 0-100.
+    pub quality: Option<u8>,
 }
 
 impl Catalog {
@@ -146,8 +148,9 @@ impl Catalog {
     pub async fn insert_segment(&self, s: &SegmentRow) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO segments
-             (channel, rendition, n, feed, start, duration, timescale, byte_len, blob_key, stored_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             (channel, rendition, n, feed, start, duration, timescale, byte_len, blob_key, quality,
+              stored_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(&s.channel)
         .bind(&s.rendition)
@@ -158,6 +161,7 @@ impl Catalog {
         .bind(s.timescale as i64)
         .bind(s.byte_len as i64)
         .bind(&s.blob_key)
+        .bind(s.quality.map(i64::from))
         .bind(now_millis())
         .execute(&self.pool)
         .await?;
@@ -338,7 +342,7 @@ impl Catalog {
 }
 
 const SEGMENT_COLUMNS: &str = "SELECT channel, rendition, n, feed, start, duration, timescale, \
-                               byte_len, blob_key FROM segments";
+                               byte_len, blob_key, quality FROM segments";
 
 fn channel_row(r: &SqliteRow) -> Result<ChannelRow> {
     Ok(ChannelRow {
@@ -358,6 +362,9 @@ fn segment_row(r: &SqliteRow) -> Result<SegmentRow> {
         timescale: r.try_get::<i64, _>("timescale")? as u32,
         byte_len: r.try_get::<i64, _>("byte_len")? as u64,
         blob_key: r.try_get("blob_key")?,
+        quality: r
+            .try_get::<Option<i64>, _>("quality")?
+            .and_then(|q| u8::try_from(q).ok()),
     })
 }
 
@@ -397,6 +404,7 @@ mod tests {
             timescale: 90_000,
             byte_len: 1000 + n,
             blob_key: format!("live/demo/360p/{n}.m4s"),
+            quality: n.is_multiple_of(2).then_some(90),
         }
     }
 

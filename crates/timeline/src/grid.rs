@@ -45,6 +45,26 @@ impl FrameRate {
     pub fn as_f64(self) -> f64 {
         self.num as f64 / self.den as f64
     }
+
+    /// The frame slot (frame number since the epoch) in progress at `unix`.
+    pub fn slot_at(self, unix: Duration) -> u64 {
+        (unix.as_nanos() * self.num as u128 / (1_000_000_000 * self.den as u128)) as u64
+    }
+
+    /// When slot `slot` starts, rounded up to the nanosecond.
+    pub fn slot_time(self, slot: u64) -> Duration {
+        let nanos = (slot as u128 * self.den as u128 * 1_000_000_000).div_ceil(self.num as u128);
+        Duration::new(
+            (nanos / 1_000_000_000) as u64,
+            (nanos % 1_000_000_000) as u32,
+        )
+    }
+
+    /// The first audio sample (counted from the epoch at `sample_rate`) that belongs to slot
+    /// `slot`: samples `[first_sample(s), first_sample(s + 1))` play with frame `s`.
+    pub fn first_sample(self, slot: u64, sample_rate: u32) -> u64 {
+        (slot as u128 * self.den as u128 * sample_rate as u128).div_ceil(self.num as u128) as u64
+    }
 }
 
 impl FromStr for FrameRate {
@@ -177,6 +197,11 @@ impl SegmentGrid {
         )
     }
 
+    /// The first frame slot of segment `n`.
+    pub fn first_slot(&self, n: u64) -> u64 {
+        n * self.frames as u64
+    }
+
     fn start_of_nanos(&self, n: u64) -> u128 {
         let num = n as u128 * self.frames as u128 * self.rate.den as u128 * 1_000_000_000;
         num.div_ceil(self.rate.num as u128)
@@ -263,6 +288,24 @@ mod tests {
         assert_eq!(before, 741_614_399);
         assert_eq!(after, 741_614_400);
         assert_eq!(g.start_time(after), Duration::from_secs(1_483_228_800));
+    }
+
+    #[test]
+    fn slots_and_their_audio_samples() {
+        let ntsc = FrameRate::new(30000, 1001).unwrap();
+        let t = Duration::from_secs(1_795_616_150);
+        let slot = ntsc.slot_at(t);
+        assert!(ntsc.slot_time(slot) <= t && t < ntsc.slot_time(slot + 1));
+        assert_eq!(ntsc.slot_at(ntsc.slot_time(slot + 7)), slot + 7);
+        // A 2.002 s segment holds 96 096 samples at 48 kHz, split over 60 frames of 1601-1602.
+        let g = SegmentGrid::new(ntsc, 60).unwrap();
+        let first = g.first_slot(1000);
+        let samples = ntsc.first_sample(first + 60, 48_000) - ntsc.first_sample(first, 48_000);
+        assert_eq!(samples, 96_096);
+        let per_frame = ntsc.first_sample(first + 1, 48_000) - ntsc.first_sample(first, 48_000);
+        assert!((1601..=1602).contains(&per_frame));
+        let fifteen = FrameRate::new(15, 1).unwrap();
+        assert_eq!(fifteen.first_sample(15, 48_000), 48_000);
     }
 
     #[test]

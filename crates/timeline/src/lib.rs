@@ -14,4 +14,4 @@ pub use lock::{
     LockMode, PTS_WRAP, SOURCE_LOCK_TOLERANCE, TS_TIMESCALE, clock_lock_offset, lock_mpegts,
     source_lock_offset, unwrap_pts,
 };
-pub use merge::{Feed, Offer, SegmentChoice};
+pub use merge::{CopyOffer, Feed, Offer, SegmentChoice};

@@ -41,24 +41,47 @@ impl FromStr for Feed {
     }
 }
 
-/// What the packager does with a complete copy of (rendition, N) that a feed delivers.
+/// A complete copy of (rendition, N) from one feed, with its pipeline's quality score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyOffer {
+    pub feed: Feed,
+    /// 0-100; 100 when the pipeline gave none.
+    pub quality: u8,
+}
+
+/// What the packager does with a complete copy a feed delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
-    /// No copy was kept yet: this one is stored and listed.
+    /// List this copy now.
     Keep,
-    /// A copy is already kept; listed bytes never change, so this one is dropped.
+    /// Hold this flawed copy for the grace time: the other feed's may be better.
+    Hold,
+    /// The held copy from the other feed is no worse than this one: list the held copy now.
+    KeepHeld,
+    /// A copy is already listed; listed bytes never change, so this one is dropped.
     AlreadyKept { kept: Feed },
 }
 
-/// The rule for choosing between copies: the first complete copy wins, so what a manifest
-/// listed is never replaced.
+/// The rule for choosing between copies: a flawless copy is listed at once; a flawed one waits
+/// up to a grace time for the other feed's, and the better of the two is listed (the first on
+/// a tie). Whatever a manifest listed is never replaced, and a segment is always one whole copy.
 pub struct SegmentChoice;
 
 impl SegmentChoice {
-    pub fn offer(kept: Option<Feed>) -> Offer {
-        match kept {
-            None => Offer::Keep,
-            Some(kept) => Offer::AlreadyKept { kept },
+    pub const FLAWLESS: u8 = 100;
+
+    /// `kept`: the feed of the listed copy; `held`: the copy waiting out its grace time.
+    pub fn offer(kept: Option<Feed>, held: Option<CopyOffer>, offered: CopyOffer) -> Offer {
+        if let Some(kept) = kept {
+            return Offer::AlreadyKept { kept };
+        }
+        match held {
+            // A retry of the held copy's feed replaces it and waits on.
+            Some(held) if held.feed == offered.feed => Offer::Hold,
+            Some(held) if offered.quality > held.quality => Offer::Keep,
+            Some(_) => Offer::KeepHeld,
+            None if offered.quality >= Self::FLAWLESS => Offer::Keep,
+            None => Offer::Hold,
         }
     }
 }
@@ -67,12 +90,54 @@ impl SegmentChoice {
 mod tests {
     use super::*;
 
+    fn copy(feed: Feed, quality: u8) -> CopyOffer {
+        CopyOffer { feed, quality }
+    }
+
     #[test]
-    fn first_copy_wins() {
-        assert_eq!(SegmentChoice::offer(None), Offer::Keep);
+    fn a_flawless_first_copy_is_kept_and_never_replaced() {
         assert_eq!(
-            SegmentChoice::offer(Some(Feed::B)),
-            Offer::AlreadyKept { kept: Feed::B }
+            SegmentChoice::offer(None, None, copy(Feed::A, 100)),
+            Offer::Keep
+        );
+        assert_eq!(
+            SegmentChoice::offer(Some(Feed::A), None, copy(Feed::B, 100)),
+            Offer::AlreadyKept { kept: Feed::A }
+        );
+    }
+
+    #[test]
+    fn a_flawed_copy_waits_for_a_better_one() {
+        assert_eq!(
+            SegmentChoice::offer(None, None, copy(Feed::A, 40)),
+            Offer::Hold
+        );
+        let held = Some(copy(Feed::A, 40));
+        assert_eq!(
+            SegmentChoice::offer(None, held, copy(Feed::B, 100)),
+            Offer::Keep
+        );
+        assert_eq!(
+            SegmentChoice::offer(None, held, copy(Feed::B, 41)),
+            Offer::Keep
+        );
+        // No better: the held copy (the first) goes out at once, nothing left to wait for.
+        assert_eq!(
+            SegmentChoice::offer(None, held, copy(Feed::B, 40)),
+            Offer::KeepHeld
+        );
+        assert_eq!(
+            SegmentChoice::offer(None, held, copy(Feed::B, 0)),
+            Offer::KeepHeld
+        );
+        assert_eq!(
+            SegmentChoice::offer(None, held, copy(Feed::A, 90)),
+            Offer::Hold
+        );
+        // Once listed, even a flawless copy is too late.
+        assert_eq!(
+            SegmentChoice::offer(Some(Feed::A), held, copy(Feed::B, 100)),
+            Offer::AlreadyKept { kept: Feed::A }
         );
     }
 

@@ -32,6 +32,7 @@ pub async fn run(
             timescale: 90_000,
             byte_len: 200_000,
             blob_key: format!("live/{}/360p/{n}.m4s", spec.id),
+            quality: Some(100),
         };
         catalog.insert_segment(&row).await?;
     }

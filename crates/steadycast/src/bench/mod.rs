@@ -12,7 +12,7 @@ use bytes::Bytes;
 use clap::Args;
 use ingest::Container;
 use origin::Origin;
-use pipeline::{EncoderPlan, Segmenting, Upload};
+use pipeline::{Canvas, DecoderPlan, EncoderPlan, Segmenting, Upload};
 use store::{Catalog, DirStore};
 
 #[derive(Args)]
@@ -42,7 +42,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let grid = spec.grid().map_err(anyhow::Error::msg)?;
     println!(
-        "steadycast bench: demo ladder {} + audio, {} s of media",
+        "steadycast bench: demo ladder {} (video), {} s of media",
         ladder_names(&spec),
         args.media_seconds
     );
@@ -53,7 +53,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (mut rounds, mut uploads) = (0u64, Vec::new());
     while rounds == 0 || started.elapsed() < Duration::from_secs(args.seconds) {
         uploads.clear();
-        let mut segmenting = Segmenting::new(&spec, grid);
+        let mut segmenting = Segmenting::new(ladder(&spec), grid);
         for chunk in encoded.chunks(64 * 1024) {
             segmenting.push(chunk, &mut |u| uploads.push(u))?;
         }
@@ -116,6 +116,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     dvr::run(&catalog, &blobs, &spec, args.dvr_days).await
 }
 
+fn ladder(spec: &channel::ChannelSpec) -> Vec<String> {
+    spec.ladder.iter().map(|r| r.name.clone()).collect()
+}
+
 fn ladder_names(spec: &channel::ChannelSpec) -> String {
     spec.ladder
         .iter()
@@ -175,31 +179,50 @@ async fn encode(dir: &Path, spec: &channel::ChannelSpec, seconds: u32) -> anyhow
     let head = std::fs::read(&source)?;
     let pts = media::ts::first_pts(&head)?.context("source without timestamps")?;
     let (_, offset_us) = timeline::lock_mpegts(pts, now);
-    let plan = EncoderPlan {
-        spec,
-        grid: spec.grid().map_err(anyhow::Error::msg)?,
+    let grid = spec.grid().map_err(anyhow::Error::msg)?;
+    let canvas = Canvas::of(spec);
+    let start_slot = grid.first_slot(grid.segment_at(now) + 1);
+    // The pipeline's two stages over files: decode onto the grid, then encode the ladder.
+    let decoder = DecoderPlan {
         container: Container::MpegTs,
         offset_us,
-        silence_from: None,
+        rate: grid.rate(),
+        canvas,
+        audio: &spec.audio,
+        start_slot,
+    };
+    let raw = dir.join("pictures.yuv");
+    run_ffmpeg(decoder.video_args(), &source, &raw).await?;
+    let encoder = EncoderPlan {
+        spec,
+        grid,
+        canvas,
+        start_slot,
     };
     let output = dir.join("ladder.mp4");
-    let args: Vec<String> = plan
-        .args()
+    run_ffmpeg(encoder.video_args(), &raw, &output).await?;
+    Ok(Bytes::from(std::fs::read(&output)?))
+}
+
+/// Runs one of the pipeline's ffmpeg commands with files in place of its pipes.
+async fn run_ffmpeg(args: Vec<String>, input: &Path, output: &Path) -> anyhow::Result<()> {
+    let args: Vec<String> = args
         .into_iter()
         .map(|a| match a.as_str() {
-            "pipe:0" => source.display().to_string(),
+            "pipe:0" => input.display().to_string(),
             "pipe:1" => output.display().to_string(),
             _ => a,
         })
         .collect();
     let status = tokio::process::Command::new("ffmpeg")
+        .arg("-y")
         .args(&args)
         .status()
         .await?;
     if !status.success() {
         bail!("the pipeline's ffmpeg command failed");
     }
-    Ok(Bytes::from(std::fs::read(&output)?))
+    Ok(())
 }
 
 async fn put(client: &reqwest::Client, base: &str, upload: &Upload) -> anyhow::Result<()> {

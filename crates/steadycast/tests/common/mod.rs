@@ -252,6 +252,15 @@ pub const RENDITIONS: [&str; 3] = ["180p", "90p", "audio"];
 /// A light test-pattern channel (one 160x90 rendition and audio, 2 s segments) at `rate`, so
 /// that several run side by side.
 pub fn light_channel_toml(id: &str, rate: &str) -> String {
+    let pattern = format!(
+        "[channels.inputs.pattern]\ntype = \"test-pattern\"\nsize = \"160x90\"\n\
+         frame_rate = \"{rate}\""
+    );
+    light_channel_with(id, rate, &pattern)
+}
+
+/// [`light_channel_toml`] with other inputs (TOML tables under `channels.`).
+pub fn light_channel_with(id: &str, rate: &str, inputs: &str) -> String {
     format!(
         r#"
 [[channels]]
@@ -261,10 +270,7 @@ segment_seconds = 2.0
 preset = "ultrafast"
 audio = {{ bitrate_kbps = 64 }}
 ladder = [{{ name = "90p", width = 160, height = 90, bitrate_kbps = 80 }}]
-[channels.inputs.pattern]
-type = "test-pattern"
-size = "160x90"
-frame_rate = "{rate}"
+{inputs}
 "#
     )
 }
