@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::command::{DecoderPlan, sample_bytes};
-use crate::lock::{Lock, SessionHead};
+use crate::lock::{Lock, SessionHead, drift_us};
 use crate::process::Ffmpeg;
 use crate::{PipelineCtx, now};
 
@@ -39,8 +39,8 @@ pub struct DecodedAudio {
 const STDIN_QUEUE: usize = 512;
 /// Sample frames per PCM chunk handed to the switcher: about 21 ms at 48 kHz.
 const PCM_CHUNK: usize = 1024;
-/// Pictures stamped further ahead of now than this are a timestamp jump.
-const JUMP_AHEAD: Duration = Duration::from_secs(10);
+/// Source timestamps that move this far against the clock have jumped.
+const JUMP: Duration = Duration::from_secs(5);
 /// A decoder fed input that outputs no picture for this long (plus the latency) has stalled:
 /// its timestamps went backwards, or it hangs.
 const STALL: Duration = Duration::from_secs(3);
@@ -65,7 +65,7 @@ enum DecodeEnd {
     Died(String),
     #[error("the decoder stalled: input taken, no picture out")]
     Stalled,
-    #[error("the input's timestamps jumped ahead")]
+    #[error("the input's timestamps jumped")]
     Jumped,
     #[error("the decoder fell behind its input")]
     Lagged,
@@ -289,7 +289,9 @@ impl InputDecoder {
                 return running.end(DecodeEnd::Lagged).await;
             }
         }
-        let end = self.follow(session, container, &mut running, rx).await;
+        let end = self
+            .follow(session, container, lock.offset_us, &mut running, rx)
+            .await;
         running.end(end).await
     }
 
@@ -344,11 +346,13 @@ impl InputDecoder {
         &self,
         session: u64,
         container: Container,
+        offset_us: i64,
         running: &mut Running,
         rx: &mut broadcast::Receiver<InputEvent>,
     ) -> DecodeEnd {
         let mut watchdog = tokio::time::interval(Duration::from_millis(500));
         let mut last_input = Instant::now();
+        let (mut newest, mut baseline) = (None::<Bytes>, None);
         loop {
             tokio::select! {
                 event = rx.recv() => match event {
@@ -360,6 +364,7 @@ impl InputDecoder {
                             return DecodeEnd::Resumed(gap);
                         }
                         last_input = Instant::now();
+                        newest = Some(bytes.clone());
                         if !running.feed(bytes) {
                             return DecodeEnd::Lagged;
                         }
@@ -383,21 +388,27 @@ impl InputDecoder {
                 },
                 why = running.any_reader_end() => return DecodeEnd::Died(why),
                 _ = watchdog.tick() => {
-                    if let Some(end) = self.check(running, last_input) {
-                        return end;
+                    if self.stalled(running, last_input) {
+                        return DecodeEnd::Stalled;
+                    }
+                    // The source's timestamps against the clock: steady, or it jumped.
+                    let drift = newest.take().and_then(|chunk| {
+                        drift_us(container, &chunk, offset_us, now())
+                    });
+                    if let Some(drift) = drift {
+                        let base = *baseline.get_or_insert(drift);
+                        if drift.abs_diff(base) > JUMP.as_micros() as u64 {
+                            return DecodeEnd::Jumped;
+                        }
                     }
                 }
             }
         }
     }
 
-    /// A stall (input flows, no picture comes out although the switcher has room) or a jump
-    /// (pictures stamped far ahead of now).
-    fn check(&self, running: &Running, last_input: Instant) -> Option<DecodeEnd> {
+    /// A stall: input flows, but no picture comes out although the switcher has room.
+    fn stalled(&self, running: &Running, last_input: Instant) -> bool {
         let last_slot = running.progress.slot.load(Ordering::Relaxed);
-        if last_slot > 0 && self.ctx.grid.rate().slot_time(last_slot) > now() + JUMP_AHEAD {
-            return Some(DecodeEnd::Jumped);
-        }
         let out_ms = running.progress.at_ms.load(Ordering::Relaxed);
         let allowance = if last_slot == 0 {
             STALL + STARTUP_ALLOWANCE
@@ -410,7 +421,7 @@ impl InputDecoder {
             .saturating_sub(Duration::from_millis(out_ms));
         let fed = last_input.elapsed() < Duration::from_secs(1);
         let room = self.video.capacity() > 0;
-        (fed && room && since_out > allowance).then_some(DecodeEnd::Stalled)
+        fed && room && since_out > allowance
     }
 }
 

@@ -143,6 +143,30 @@ impl SessionHead {
     }
 }
 
+/// How far the first timestamp in `chunk`, mapped to Unix time by `offset_us`, lies from `now`
+/// (µs, positive when ahead), taken modulo the container's timestamp wrap. `None` when the
+/// chunk shows no timestamp. A jump in the source's timestamps shows as a jump in this.
+pub fn drift_us(container: Container, chunk: &[u8], offset_us: i64, now: Duration) -> Option<i64> {
+    let (stamp_us, wrap_us) = match container {
+        Container::MpegTs => {
+            let pts = media::ts::first_pts(chunk).ok()??;
+            let to_us = |ticks: u64| (u128::from(ticks) * 1_000_000 / 90_000) as i64;
+            (to_us(pts), to_us(timeline::PTS_WRAP))
+        }
+        Container::Flv => {
+            let tag = flv::tags(chunk)
+                .find(|t| t.tag_type == flv::TAG_VIDEO || t.tag_type == flv::TAG_AUDIO)?;
+            (i64::from(tag.timestamp_ms) * 1000, (1i64 << 32) * 1000)
+        }
+    };
+    let drift = (stamp_us + offset_us - now.as_micros() as i64).rem_euclid(wrap_us);
+    Some(if drift > wrap_us / 2 {
+        drift - wrap_us
+    } else {
+        drift
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +229,24 @@ mod tests {
         let (replay, kept) = head.into_parts();
         assert_eq!(replay.len(), 4);
         assert_eq!(kept, prologue);
+    }
+
+    #[test]
+    fn drift_follows_the_stamps_through_the_wrap() {
+        let offset_us = -1_000_000;
+        let tag = flv_tag(flv::TAG_VIDEO, 61_000);
+        let drift = drift_us(Container::Flv, &tag, offset_us, Duration::from_secs(60));
+        assert_eq!(drift, Some(0));
+        // The source jumped 30 s back: so does the drift.
+        let tag = flv_tag(flv::TAG_VIDEO, 31_000);
+        let drift = drift_us(Container::Flv, &tag, offset_us, Duration::from_secs(60));
+        assert_eq!(drift, Some(-30_000_000));
+        // Near the 2^32 ms wrap, a stamp just past it is still 1 s ahead, not 49 days behind.
+        let wrap_us = (1i64 << 32) * 1000;
+        let now = Duration::from_micros(wrap_us as u64 - 500_000);
+        let tag = flv_tag(flv::TAG_AUDIO, 500);
+        assert_eq!(drift_us(Container::Flv, &tag, 0, now), Some(1_000_000));
+        assert_eq!(drift_us(Container::Flv, b"no tags", 0, now), None);
     }
 
     #[test]

@@ -393,10 +393,9 @@ impl Switcher {
         }
         self.ctx
             .emit(kind, format!("from {from} to {to}: {reason}"));
+        // Pausing fills until the segment ends too; `pause` says when it stops.
         let phase = if switch.to.is_some() {
             Phase::Encoding
-        } else if self.ctx.spec.failover.on_input_loss == LossBehavior::Pause {
-            Phase::Paused
         } else {
             Phase::Filling
         };

@@ -77,9 +77,11 @@ async fn wait_for_both_feeds(node: &TestNode, more: u64) {
     .await;
 }
 
-async fn assert_no_gaps(node: &TestNode) {
+async fn assert_gapless(node: &TestNode, id: &str) {
     for r in RENDITIONS {
-        let (_, body) = get(&node.url(&format!("/live/fo/{r}.m3u8"))).await.unwrap();
+        let (_, body) = get(&node.url(&format!("/live/{id}/{r}.m3u8")))
+            .await
+            .unwrap();
         assert!(!body.contains("#EXT-X-GAP"), "{r} has a gap:\n{body}");
         let numbers: Vec<u64> = body
             .lines()
@@ -106,7 +108,7 @@ async fn killed_and_hung_encoders_restart_while_the_other_pipeline_covers() {
     let a = wait_for_restart(&node, "a", 1, pid_a).await;
     assert!(a["last_error"].as_str().unwrap().contains("died"), "{a}");
     wait_for_both_feeds(&node, 3).await;
-    assert_no_gaps(&node).await;
+    assert_gapless(&node, "fo").await;
 
     // Freeze pipeline b's encoder: it takes no input and writes nothing, so it is hung.
     let b = channel(&node, "fo").await["pipelines"]["b"].clone();
@@ -115,7 +117,7 @@ async fn killed_and_hung_encoders_restart_while_the_other_pipeline_covers() {
     let b = wait_for_restart(&node, "b", 1, pid_b).await;
     assert!(b["last_error"].as_str().unwrap().contains("hung"), "{b}");
     wait_for_both_feeds(&node, 3).await;
-    assert_no_gaps(&node).await;
+    assert_gapless(&node, "fo").await;
 
     let (_, body) = get(&node.url("/api/v1/channels/fo/events")).await.unwrap();
     let events: Value = serde_json::from_str(&body).unwrap();
@@ -136,5 +138,133 @@ async fn killed_and_hung_encoders_restart_while_the_other_pipeline_covers() {
             "steadycast_encoder_restarts_total{channel=\"fo\",feed=\"a\",kind=\"video\"} 1"
         ),
         "{metrics}"
+    );
+}
+
+/// A pipeline state once `done` holds for it.
+async fn wait_for_pipeline(
+    node: &TestNode,
+    id: &str,
+    feed: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(what, Duration::from_secs(60), || async {
+        let state = channel(node, id).await["pipelines"][feed].clone();
+        done(&state).then_some(state)
+    })
+    .await
+}
+
+async fn event_details(node: &TestNode, id: &str, kind: &str) -> Vec<String> {
+    let (_, body) = get(&node.url(&format!("/api/v1/channels/{id}/events?limit=1000")))
+        .await
+        .unwrap();
+    let events: Value = serde_json::from_str(&body).unwrap();
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .map(|e| format!("{}: {}", e["source"], e["detail"]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_timestamp_reset_is_absorbed_without_a_jump() {
+    let port = free_udp_port();
+    let inputs = format!("[channels.inputs.main]\ntype = \"udp\"\nbind = \"127.0.0.1:{port}\"");
+    let node = TestNode::serve(&channel_toml("reset", &inputs)).await;
+    let url = format!("udp://127.0.0.1:{port}?pkt_size=1316");
+    let source = "testsrc2=size=320x180:rate=15";
+    let offset = |s: &'static str| ["-output_ts_offset", s];
+    let mut first = publish_source("mpegts", &url, true, source, &offset("1000"));
+    node.wait_for_segments("reset", &RENDITIONS, 3).await;
+    let hls = node.url("/live/reset/main.m3u8");
+    let viewer = tokio::spawn(async move { verify(&hls, &["--seconds", "30"]).await });
+    node.wait_for_segments("reset", &RENDITIONS, 8).await;
+    // The encoder upstream restarts: its timestamps start again 49 000 s later.
+    first.kill().await.unwrap();
+    let _second = publish_source("mpegts", &url, true, source, &offset("50000"));
+    wait_for(
+        "both pipelines to relock",
+        Duration::from_secs(60),
+        || async {
+            let locks = event_details(&node, "reset", "input_locked").await;
+            (locks.len() >= 4).then_some(())
+        },
+    )
+    .await;
+    let (ok, report, _) = viewer.await.unwrap();
+    assert_steady("a timestamp reset", ok, &report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_without_input_pauses_and_the_other_covers() {
+    let config = format!(
+        "allow_faults = true\n{}\n[channels.failover]\non_input_loss = \"pause\"\n\
+         input_loss_ms = 500\n",
+        channel_toml("pause", PATTERN)
+    );
+    let node = TestNode::serve(&config).await;
+    node.wait_for_segments("pause", &RENDITIONS, 3).await;
+    let cut = serde_json::json!({ "feed": "a", "fault": { "kind": "cut-input" }, "seconds": 8 });
+    let response = reqwest::Client::new()
+        .post(node.url("/api/v1/channels/pause/faults"))
+        .json(&cut)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    wait_for_pipeline(&node, "pause", "a", "pipeline a to pause", |p| {
+        p["phase"] == "paused"
+    })
+    .await;
+    wait_for("the encoders to stop", Duration::from_secs(30), || async {
+        let stopped = event_details(&node, "pause", "encoder_stopped").await;
+        stopped.iter().any(|e| e.contains("paused")).then_some(())
+    })
+    .await;
+    // b's copies keep every playlist whole while a makes nothing.
+    node.wait_for_segments("pause", &RENDITIONS, 12).await;
+    assert_gapless(&node, "pause").await;
+    wait_for_pipeline(&node, "pause", "a", "pipeline a to resume", |p| {
+        p["phase"] == "encoding" && p["segments_this_run"].as_u64() > Some(3)
+    })
+    .await;
+    assert_gapless(&node, "pause").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_primary_fails_over_to_the_backup() {
+    let inputs = "[channels.inputs.cam]\ntype = \"rtmp\"\nstream_key = \"cam\"\n\
+                  [channels.inputs.pattern]\ntype = \"test-pattern\"\nsize = \"320x180\"\n\
+                  frame_rate = \"15\"\n[channels.pipelines]\n\
+                  a = { primary = \"cam\", backup = \"pattern\" }\n\
+                  b = { primary = \"cam\", backup = \"pattern\" }\n\
+                  [channels.failover]\nblack = { luma = 24, ms = 1000 }\nerror_clear_ms = 2000";
+    let node = TestNode::serve(&channel_toml("black", inputs)).await;
+    let black = "color=c=black:size=320x180:rate=15";
+    let _cam = publish_source(
+        "flv",
+        &format!("rtmp://{}/live/cam", node.rtmp),
+        true,
+        black,
+        &[],
+    );
+    for feed in ["a", "b"] {
+        let state = wait_for_pipeline(&node, "black", feed, "the primary to fail black", |p| {
+            p["inputs"][0]["failing"] == "black" && p["input"] == "pattern"
+        })
+        .await;
+        assert_eq!(state["inputs"][1]["failing"], Value::Null, "{state}");
+    }
+    node.wait_for_segments("black", &RENDITIONS, 3).await;
+    let failed = event_details(&node, "black", "input_failed").await;
+    assert!(
+        failed
+            .iter()
+            .any(|e| e.contains("input cam failing: black")),
+        "{failed:?}"
     );
 }

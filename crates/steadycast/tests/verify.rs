@@ -5,54 +5,11 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::*;
 use tokio::process::Command;
 
 const PATTERN: &str =
     "[channels.inputs.pattern]\ntype = \"test-pattern\"\nsize = \"320x180\"\nframe_rate = \"15\"";
-
-/// Runs `steadycast verify URL ARGS… --json`: exit success and the parsed report.
-async fn verify(url: &str, args: &[&str]) -> (bool, serde_json::Value, String) {
-    let out = Command::new(BIN)
-        .arg("verify")
-        .arg(url)
-        .args(args)
-        .arg("--json")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run steadycast verify");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let report = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("verify printed no JSON report ({e}):\n{stdout}\n{stderr}"));
-    (out.status.success(), report, stderr)
-}
-
-fn assert_steady(what: &str, ok: bool, report: &serde_json::Value) {
-    let pretty = serde_json::to_string_pretty(report).unwrap();
-    assert!(ok, "{what}: verify failed:\n{pretty}");
-    assert_eq!(report["verdict"], "pass", "{what}:\n{pretty}");
-    assert_eq!(report["violations"], 0, "{what}:\n{pretty}");
-    assert_eq!(report["errors"], serde_json::json!({}), "{what}:\n{pretty}");
-    assert_eq!(report["stall"]["seconds"], 0.0, "{what}:\n{pretty}");
-    assert_eq!(report["stall"]["count"], 0, "{what}:\n{pretty}");
-    let renditions = report["renditions"].as_array().unwrap();
-    for name in RENDITIONS {
-        let r = renditions
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap_or_else(|| panic!("{what}: no rendition {name}:\n{pretty}"));
-        assert!(
-            r["segments_checked"].as_u64().unwrap() > 0,
-            "{what}: {name}:\n{pretty}"
-        );
-        assert_eq!(r["stalls"], 0, "{what}: {name}:\n{pretty}");
-        assert_eq!(r["playing"], true, "{what}: {name}:\n{pretty}");
-    }
-}
 
 #[tokio::test]
 async fn verify_passes_a_steady_channel_on_hls_and_dash_and_fails_a_404() {

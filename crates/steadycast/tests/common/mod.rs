@@ -155,10 +155,22 @@ pub fn publish(format: &str, output: &str) -> Child {
 
 /// [`publish`], with or without the tone.
 pub fn publish_with(format: &str, output: &str, audio: bool) -> Child {
+    publish_source(format, output, audio, "testsrc2=size=320x180:rate=15", &[])
+}
+
+/// ffmpeg publishing the lavfi `video` source (and the tone if `audio`) to `output`, with
+/// `extra` output options, until killed.
+pub fn publish_source(
+    format: &str,
+    output: &str,
+    audio: bool,
+    video: &str,
+    extra: &[&str],
+) -> Child {
     let mut command = Command::new("ffmpeg");
     command
         .args(["-hide_banner", "-nostats", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15"]);
+        .args(["-f", "lavfi", "-i", video]);
     if audio {
         command
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
@@ -175,6 +187,7 @@ pub fn publish_with(format: &str, output: &str, audio: bool) -> Child {
             "-g",
             "15",
         ])
+        .args(extra)
         .args(["-f", format, output])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -273,4 +286,45 @@ ladder = [{{ name = "90p", width = 160, height = 90, bitrate_kbps = 80 }}]
 {inputs}
 "#
     )
+}
+
+/// Runs `steadycast verify URL ARGS… --json`: exit success and the parsed report.
+pub async fn verify(url: &str, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = Command::new(BIN)
+        .arg("verify")
+        .arg(url)
+        .args(args)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run steadycast verify");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("verify printed no JSON report ({e}):\n{stdout}\n{stderr}"));
+    (out.status.success(), report, stderr)
+}
+
+pub fn assert_steady(what: &str, ok: bool, report: &serde_json::Value) {
+    let pretty = serde_json::to_string_pretty(report).unwrap();
+    assert!(ok, "{what}: verify failed:\n{pretty}");
+    assert_eq!(report["verdict"], "pass", "{what}:\n{pretty}");
+    assert_eq!(report["violations"], 0, "{what}:\n{pretty}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{what}:\n{pretty}");
+    assert_eq!(report["stall"]["seconds"], 0.0, "{what}:\n{pretty}");
+    assert_eq!(report["stall"]["count"], 0, "{what}:\n{pretty}");
+    let renditions = report["renditions"].as_array().unwrap();
+    for name in RENDITIONS {
+        let r = renditions
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{what}: no rendition {name}:\n{pretty}"));
+        assert!(
+            r["segments_checked"].as_u64().unwrap() > 0,
+            "{what}: {name}:\n{pretty}"
+        );
+        assert_eq!(r["stalls"], 0, "{what}: {name}:\n{pretty}");
+        assert_eq!(r["playing"], true, "{what}: {name}:\n{pretty}");
+    }
 }
