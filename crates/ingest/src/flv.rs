@@ -97,7 +97,15 @@ pub struct TagRef<'a> {
 /// Iterates over the whole tags of an FLV byte stream that starts with the file header. Stops at
 /// the first incomplete or inconsistent tag.
 pub fn tags(buf: &[u8]) -> impl Iterator<Item = TagRef<'_>> {
-    let mut pos = header_end(buf);
+    tags_from(buf, header_end(buf))
+}
+
+/// Iterates over the whole tags of a chunk that starts on a tag (a live chunk of a session).
+pub fn chunk_tags(buf: &[u8]) -> impl Iterator<Item = TagRef<'_>> {
+    tags_from(buf, Some(0))
+}
+
+fn tags_from(buf: &[u8], mut pos: Option<usize>) -> impl Iterator<Item = TagRef<'_>> {
     std::iter::from_fn(move || {
         let start = pos?;
         let header = buf.get(start..start.checked_add(TAG_HEADER_LEN)?)?;

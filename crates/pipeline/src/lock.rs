@@ -154,7 +154,7 @@ pub fn drift_us(container: Container, chunk: &[u8], offset_us: i64, now: Duratio
             (to_us(pts), to_us(timeline::PTS_WRAP))
         }
         Container::Flv => {
-            let tag = flv::tags(chunk)
+            let tag = flv::chunk_tags(chunk)
                 .find(|t| t.tag_type == flv::TAG_VIDEO || t.tag_type == flv::TAG_AUDIO)?;
             (i64::from(tag.timestamp_ms) * 1000, (1i64 << 32) * 1000)
         }

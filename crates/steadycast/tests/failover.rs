@@ -268,3 +268,95 @@ async fn a_black_primary_fails_over_to_the_backup() {
         "{failed:?}"
     );
 }
+
+/// The colour of the first picture of `segment` of `rendition`, as 8-bit RGB.
+async fn first_picture_rgb(node: &TestNode, id: &str, rendition: &str, segment: &str) -> [u8; 3] {
+    let (_, init) = get_bytes(&node.url(&format!("/live/{id}/{rendition}/init.mp4"))).await;
+    let (_, media) = get_bytes(&node.url(&format!("/live/{id}/{segment}"))).await;
+    let file = node.dir.join("picture.mp4");
+    std::fs::write(&file, [init, media].concat()).unwrap();
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(&file)
+        .args(["-frames:v", "1", "-vf", "scale=1:1", "-pix_fmt", "rgb24"])
+        .args(["-f", "rawvideo", "pipe:1"])
+        .output()
+        .await
+        .unwrap();
+    let rgb = out.stdout;
+    assert_eq!(rgb.len(), 3, "{}", String::from_utf8_lossy(&out.stderr));
+    [rgb[0], rgb[1], rgb[2]]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_input_the_pipelines_fill_with_the_slate() {
+    let dir = tempfile::tempdir().unwrap();
+    let slate = dir.path().join("slate.png");
+    let made = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
+        .args(["-i", "color=c=red:size=64x36", "-frames:v", "1"])
+        .arg(&slate)
+        .status()
+        .await
+        .unwrap();
+    assert!(made.success());
+    let config = format!(
+        "allow_faults = true\n{}\n[channels.failover]\ninput_loss_ms = 500\n\
+         fill = {{ repeat_ms = 500, black_ms = 500, slate = \"{}\" }}\n",
+        channel_toml("slate", PATTERN),
+        slate.display()
+    );
+    let node = TestNode::serve_in(dir.path(), &config).await;
+    node.wait_for_segments("slate", &RENDITIONS, 3).await;
+    for feed in ["a", "b"] {
+        let cut =
+            serde_json::json!({ "feed": feed, "fault": { "kind": "cut-input" }, "seconds": 60 });
+        let response = reqwest::Client::new()
+            .post(node.url("/api/v1/channels/slate/faults"))
+            .json(&cut)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    // A segment of fill scores 0, and is listed since neither pipeline has better.
+    let newest = || async {
+        let (_, playlist) = get(&node.url("/live/slate/180p.m3u8")).await?;
+        let uri = playlist.lines().rfind(|l| l.ends_with(".m4s"))?.to_string();
+        let n: u64 = uri
+            .strip_prefix("180p/")?
+            .strip_suffix(".m4s")?
+            .parse()
+            .ok()?;
+        let response = reqwest::get(node.url(&format!("/live/slate/{uri}")))
+            .await
+            .ok()?;
+        let cmsd = response
+            .headers()
+            .get("cmsd-static")?
+            .to_str()
+            .ok()?
+            .to_string();
+        Some((n, cmsd))
+    };
+    let filled = wait_for("a fill segment", Duration::from_secs(60), || async {
+        let (n, cmsd) = newest().await?;
+        cmsd.ends_with("quality=0").then_some(n)
+    })
+    .await;
+    // Past the repeated picture (0.5 s) and black (0.5 s), the slate: two segments on.
+    let segment = wait_for("a slate segment", Duration::from_secs(60), || async {
+        let (n, cmsd) = newest().await?;
+        (n >= filled + 2 && cmsd.ends_with("quality=0")).then(|| format!("180p/{n}.m4s"))
+    })
+    .await;
+    let [r, g, b] = first_picture_rgb(&node, "slate", "180p", &segment).await;
+    assert!(
+        r > 180 && g < 80 && b < 80,
+        "not the red slate: {r} {g} {b}"
+    );
+    assert_eq!(
+        channel(&node, "slate").await["pipelines"]["a"]["phase"],
+        "filling"
+    );
+}
