@@ -11,7 +11,9 @@ port=${PORT:-18480}
 node=$!
 trap 'kill $node 2>/dev/null; wait $node 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 60); do
-    curl -sf "http://127.0.0.1:$port/live/demo/main.m3u8" >/dev/null && break
+    # Wait for a listed segment: the viewer must find media to play.
+    playlist=$(curl -sf "http://127.0.0.1:$port/live/demo/360p.m3u8" || true)
+    case "$playlist" in *.m4s*) break ;; esac
     sleep 1
 done
 ffmpeg -loglevel error -i "http://127.0.0.1:$port/live/demo/main.m3u8" -map 0 -c copy -f null - &

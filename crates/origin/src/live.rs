@@ -99,6 +99,9 @@ pub struct RenditionState {
     pub init: Option<ServedInit>,
     /// Each feed's header, to tell whether the feeds' copies are interchangeable.
     pub feed_inits: HashMap<Feed, Bytes>,
+    /// Each feed's latest header, stored or not: a feed whose encoder now writes another
+    /// header than the one served makes segments that header cannot decode.
+    pub latest_inits: HashMap<Feed, Bytes>,
     pub segments: BTreeMap<u64, LiveSegment>,
     /// Every listed segment of the startover window, as manifests need it: time-shifted
     /// manifests render from here without a catalog query (24 bytes of payload a segment).

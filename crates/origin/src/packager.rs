@@ -157,6 +157,7 @@ async fn accept_init(
         )));
     }
     let _guard = live.publish.lock().await;
+    live.write().latest_inits.insert(feed, body.clone());
     let (served, same_as_feed) = {
         let state = live.read();
         (
@@ -244,6 +245,7 @@ async fn accept_segment(
         .ok_or_else(|| OriginError::Conflict(format!("PUT `{}/init.mp4` first", live.name)))?;
     let info = inspect_segment(&body).map_err(|e| OriginError::BadRequest(e.to_string()))?;
     check_on_grid(channel, live, &track, &info, n)?;
+    check_decodable(live, feed)?;
     let copy = HeldCopy {
         feed,
         quality,
@@ -413,6 +415,23 @@ fn compare(
     .increment(1);
     metrics::gauge!("steadycast_pipelines_locked", "channel" => id, "rendition" => name)
         .set(f64::from(u8::from(aligned)));
+}
+
+/// A segment made with another header than the one served would not decode for a viewer:
+/// it is refused, and the other feed's copy is served.
+fn check_decodable(live: &LiveRendition, feed: Feed) -> Result<(), OriginError> {
+    let state = live.read();
+    let (Some(served), Some(latest)) = (&state.init, state.latest_inits.get(&feed)) else {
+        return Ok(());
+    };
+    if served.bytes == *latest {
+        return Ok(());
+    }
+    Err(OriginError::Conflict(format!(
+        "feed {feed}'s header for `{}` differs from the one served (feed {}'s): its segments \
+         would not decode, so the other feed's are served",
+        live.name, served.feed
+    )))
 }
 
 /// A segment must be the header's track, start inside [N·D, (N+1)·D), last about D and, for

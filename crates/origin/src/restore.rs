@@ -79,6 +79,7 @@ pub async fn live_window(
         };
         let mut state = live.write();
         state.feed_inits.insert(row.feed, bytes.clone());
+        state.latest_inits.insert(row.feed, bytes.clone());
         if state.init.is_none() {
             state.init = Some(ServedInit {
                 bytes,

@@ -76,9 +76,10 @@ impl Scenario {
                  grid, so the copies interchange without a timestamp jump. Expect: seamless."
             }
             Scenario::FlapInput => {
-                "both pipelines' primary input drops and returns every 500 ms for a third of \
-                 the run: each switches to its backup once and stays there until the primary \
-                 has been clear for the error-clear time. Expect: seamless timeline."
+                "both pipelines' primary input drops and returns, each for 1.5 × the \
+                 input-loss time, for a third of the run: each pipeline switches to its backup \
+                 once and stays there until the primary has been clear for the error-clear \
+                 time. Expect: seamless timeline."
             }
         }
     }
@@ -293,7 +294,16 @@ async fn inject(
             note(&mut timeline, "faults cleared".into());
         }
         Scenario::CutPrimaryInput | Scenario::FlapInput => {
-            let flap = (scenario == Scenario::FlapInput).then_some(500);
+            let flap = match scenario {
+                // Each drop outlasts the input-loss time; each return is far shorter than the
+                // error-clear time.
+                Scenario::FlapInput => {
+                    let channel = api.channel().await?;
+                    let loss = channel["channel"]["failover"]["input_loss_ms"].as_u64();
+                    Some((loss.unwrap_or(1000) * 3 / 2).max(300))
+                }
+                _ => None,
+            };
             cut_primaries(api, flap, span, &mut timeline).await?;
         }
         Scenario::CutAllInputsOfOnePipeline => {

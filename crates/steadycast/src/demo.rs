@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use channel::{AudioSpec, ChannelSpec, InputSpec, RenditionSpec};
+use channel::{AudioSpec, ChannelSpec, InputSpec, PipelineInput, PipelineInputs, RenditionSpec};
 
 pub fn channel() -> ChannelSpec {
     let rendition = |name: &str, width, height, bitrate_kbps| RenditionSpec {
@@ -14,14 +14,17 @@ pub fn channel() -> ChannelSpec {
     };
     ChannelSpec {
         id: "demo".to_string(),
-        inputs: BTreeMap::from([(
-            "pattern".to_string(),
-            InputSpec::TestPattern {
-                size: "640x360".to_string(),
-                frame_rate: "30".to_string(),
-            },
-        )]),
-        pipelines: None,
+        // Two patterns: the backup lets `steadycast chaos --scenario cut-primary-input` show
+        // a failover on the demo (both carry the same wall clock, so the picture continues;
+        // the backup is smaller, as backup feeds often are, and costs less).
+        inputs: BTreeMap::from([
+            ("pattern".to_string(), pattern("640x360")),
+            ("backup".to_string(), pattern("320x180")),
+        ]),
+        pipelines: Some(PipelineInputs {
+            a: primary_and_backup(),
+            b: primary_and_backup(),
+        }),
         frame_rate: "30"
             .parse()
             .unwrap_or_else(|_| unreachable!("30 is a frame rate")),
@@ -36,6 +39,20 @@ pub fn channel() -> ChannelSpec {
         startover_window_seconds: 2 * 3600,
         failover: Default::default(),
         ingest_credential: None,
+    }
+}
+
+fn pattern(size: &str) -> InputSpec {
+    InputSpec::TestPattern {
+        size: size.to_string(),
+        frame_rate: "30".to_string(),
+    }
+}
+
+fn primary_and_backup() -> PipelineInput {
+    PipelineInput::Pair {
+        primary: "pattern".to_string(),
+        backup: Some("backup".to_string()),
     }
 }
 
