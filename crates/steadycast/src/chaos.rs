@@ -92,7 +92,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 .to_possible_value()
                 .map(|v| v.get_name().to_string())
                 .unwrap_or_default();
-            println!("{name:22} {}", s.explain());
+            println!("{name:31} {}", s.explain());
         }
         return Ok(());
     };

@@ -74,21 +74,6 @@ async fn run_chaos(node: &TestNode, scenario: &str) -> String {
     stdout.to_string()
 }
 
-/// The events of kind `kind` the node recorded for the chaos channel, as their details.
-async fn events(node: &TestNode, kind: &str) -> Vec<String> {
-    let (_, body) = get(&node.url("/api/v1/channels/chaos/events?limit=1000"))
-        .await
-        .unwrap();
-    let events: serde_json::Value = serde_json::from_str(&body).unwrap();
-    events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .map(|e| format!("{}: {}", e["source"], e["detail"]))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_pipeline_is_seamless() {
     seamless("kill-pipeline").await;
@@ -122,7 +107,7 @@ async fn cut_primary_input_switches_to_the_backup_and_back_seamlessly() {
             "{report}"
         );
     }
-    let switches = events(&node, "input_switched").await;
+    let switches = events_of(&node, "chaos", "input_switched").await;
     assert!(
         switches
             .iter()
@@ -139,7 +124,7 @@ async fn flap_input_switches_once_and_waits_for_the_primary_to_clear() {
     let (node, report) = seamless_on("flap-input", &channel_with_backup("chaos")).await;
     // Flapping every 500 ms never stays clear for 3 s: each pipeline leaves its primary once,
     // and comes back to it once the flapping is over.
-    let switches = events(&node, "input_switched").await;
+    let switches = events_of(&node, "chaos", "input_switched").await;
     for feed in ["a", "b"] {
         let of = |what: &str| {
             switches
@@ -177,7 +162,7 @@ async fn cut_all_inputs_of_one_pipeline_serves_the_other_pipelines_copies() {
         scores.iter().all(|s| !s.ends_with("quality=0")),
         "a fill segment was listed: {scores:?}"
     );
-    assert!(!events(&node, "input_lost").await.is_empty());
+    assert!(!events_of(&node, "chaos", "input_lost").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,20 +156,6 @@ async fn wait_for_pipeline(
     .await
 }
 
-async fn event_details(node: &TestNode, id: &str, kind: &str) -> Vec<String> {
-    let (_, body) = get(&node.url(&format!("/api/v1/channels/{id}/events?limit=1000")))
-        .await
-        .unwrap();
-    let events: Value = serde_json::from_str(&body).unwrap();
-    events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .map(|e| format!("{}: {}", e["source"], e["detail"]))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_timestamp_reset_is_absorbed_without_a_jump() {
     let port = free_udp_port();
@@ -190,7 +176,7 @@ async fn a_source_timestamp_reset_is_absorbed_without_a_jump() {
         "both pipelines to relock",
         Duration::from_secs(60),
         || async {
-            let locks = event_details(&node, "reset", "input_locked").await;
+            let locks = events_of(&node, "reset", "input_locked").await;
             (locks.len() >= 4).then_some(())
         },
     )
@@ -209,19 +195,13 @@ async fn a_pipeline_without_input_pauses_and_the_other_covers() {
     let node = TestNode::serve(&config).await;
     node.wait_for_segments("pause", &RENDITIONS, 3).await;
     let cut = serde_json::json!({ "feed": "a", "fault": { "kind": "cut-input" }, "seconds": 8 });
-    let response = reqwest::Client::new()
-        .post(node.url("/api/v1/channels/pause/faults"))
-        .json(&cut)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    inject_fault(&node, "pause", cut).await;
     wait_for_pipeline(&node, "pause", "a", "pipeline a to pause", |p| {
         p["phase"] == "paused"
     })
     .await;
     wait_for("the encoders to stop", Duration::from_secs(30), || async {
-        let stopped = event_details(&node, "pause", "encoder_stopped").await;
+        let stopped = events_of(&node, "pause", "encoder_stopped").await;
         stopped.iter().any(|e| e.contains("paused")).then_some(())
     })
     .await;
@@ -260,7 +240,7 @@ async fn a_black_primary_fails_over_to_the_backup() {
         assert_eq!(state["inputs"][1]["failing"], Value::Null, "{state}");
     }
     node.wait_for_segments("black", &RENDITIONS, 3).await;
-    let failed = event_details(&node, "black", "input_failed").await;
+    let failed = events_of(&node, "black", "input_failed").await;
     assert!(
         failed
             .iter()
@@ -311,13 +291,7 @@ async fn without_input_the_pipelines_fill_with_the_slate() {
     for feed in ["a", "b"] {
         let cut =
             serde_json::json!({ "feed": feed, "fault": { "kind": "cut-input" }, "seconds": 60 });
-        let response = reqwest::Client::new()
-            .post(node.url("/api/v1/channels/slate/faults"))
-            .json(&cut)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 204);
+        inject_fault(&node, "slate", cut).await;
     }
     // A segment of fill scores 0, and is listed since neither pipeline has better.
     let newest = || async {

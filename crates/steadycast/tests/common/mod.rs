@@ -328,3 +328,28 @@ pub fn assert_steady(what: &str, ok: bool, report: &serde_json::Value) {
         assert_eq!(r["playing"], true, "{what}: {name}:\n{pretty}");
     }
 }
+
+/// The events of kind `kind` the node recorded for `channel`, as `source: detail` lines.
+pub async fn events_of(node: &TestNode, channel: &str, kind: &str) -> Vec<String> {
+    let url = node.url(&format!("/api/v1/channels/{channel}/events?limit=1000"));
+    let (_, body) = get(&url).await.unwrap();
+    let events: serde_json::Value = serde_json::from_str(&body).unwrap();
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .map(|e| format!("{}: {}", e["source"], e["detail"]))
+        .collect()
+}
+
+/// Injects `fault` (the API's JSON) into `channel` of a node started with `allow_faults`.
+pub async fn inject_fault(node: &TestNode, channel: &str, fault: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(node.url(&format!("/api/v1/channels/{channel}/faults")))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204, "{fault}");
+}
