@@ -26,3 +26,4 @@ bench: setup
 	cargo build --release --bin steadycast
 	./target/release/steadycast bench
 	cargo bench -p manifest
+	cargo bench -p failover

@@ -275,12 +275,13 @@ async fn accept_segment(
         }
         Offer::Keep => {
             let held = live.write().held.remove(&n);
-            if held.is_some() {
+            let listed = publish(origin, channel, live, n, copy).await?;
+            if let Some(held) = held {
                 metrics::counter!("steadycast_segments_better_copy_total",
                     "channel" => channel.spec.id.clone(), "rendition" => live.name.clone())
                 .increment(1);
+                compare(origin, channel, live, n, &listed, &held.info);
             }
-            publish(origin, channel, live, n, copy).await?;
             Ok((StatusCode::CREATED, format!("segment {n} stored\n")))
         }
         Offer::KeepHeld => {
@@ -288,7 +289,8 @@ async fn accept_segment(
                 return Err(OriginError::Conflict(format!("segment {n}: no copy held")));
             };
             let kept = held.feed;
-            publish(origin, channel, live, n, held).await?;
+            let listed = publish(origin, channel, live, n, held).await?;
+            compare(origin, channel, live, n, &listed, &copy.info);
             Ok((
                 StatusCode::OK,
                 format!("segment {n}: feed {kept}'s copy is no worse and was kept\n"),
@@ -337,14 +339,15 @@ fn hold(
 
 const MAX_HELD: usize = 32;
 
-/// Stores a copy, lists it in the catalog and the live window. Called under `live.publish`.
+/// Stores a copy, lists it in the catalog and the live window, and returns what was listed.
+/// Called under `live.publish`.
 async fn publish(
     origin: &Origin,
     channel: &LiveChannel,
     live: &LiveRendition,
     n: u64,
     copy: HeldCopy,
-) -> Result<(), OriginError> {
+) -> Result<LiveSegment, OriginError> {
     let Some(timescale) = live.read().init.as_ref().map(|i| i.track.timescale) else {
         return Err(OriginError::Conflict(format!(
             "PUT `{}/init.mp4` first",
@@ -375,7 +378,7 @@ async fn publish(
         etag: content_etag(&copy.body),
         bytes: copy.body,
     };
-    live.insert(n, segment, channel.window_segments());
+    live.insert(n, segment.clone(), channel.window_segments());
     let (id, name) = (channel.spec.id.clone(), live.name.clone());
     metrics::counter!("steadycast_segments_published_total", "channel" => id.clone(),
         "feed" => copy.feed.as_str(), "rendition" => name.clone())
@@ -384,7 +387,7 @@ async fn publish(
         metrics::histogram!("steadycast_segment_quality", "channel" => id, "rendition" => name)
             .record(f64::from(quality));
     }
-    Ok(())
+    Ok(segment)
 }
 
 /// Compares the other feed's copy with the listed one, for the alignment report.

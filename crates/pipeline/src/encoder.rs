@@ -172,6 +172,7 @@ impl EncoderSupervisor {
             stdout,
             Segmenting::new(renditions, self.ctx.grid),
             OutputSide {
+                ctx: self.ctx.clone(),
                 delivery: self.ctx.delivery.clone(),
                 book: self.book.clone(),
                 last_output: last_output.clone(),
@@ -179,8 +180,12 @@ impl EncoderSupervisor {
                 status: (self.kind == Kind::Video).then(|| self.ctx.status.clone()),
             },
         ));
-        let labels = self.ctx.labels();
-        metrics::gauge!("steadycast_pipeline_up", &labels).set(1.0);
+        // The pipeline is up while its video encoder runs.
+        let up = (self.kind == Kind::Video)
+            .then(|| metrics::gauge!("steadycast_pipeline_up", &self.ctx.labels()));
+        if let Some(up) = &up {
+            up.set(1.0);
+        }
         let end = match self.write(&mut stdin, &bytes).await {
             Err(end) => end,
             Ok(()) => {
@@ -188,7 +193,9 @@ impl EncoderSupervisor {
                     .await
             }
         };
-        metrics::gauge!("steadycast_pipeline_up", &labels).set(0.0);
+        if let Some(up) = &up {
+            up.set(0.0);
+        }
         drop(stdin);
         let end = match end {
             RunEnd::Paused | RunEnd::Gap | RunEnd::Closed => {
@@ -262,6 +269,7 @@ impl EncoderSupervisor {
 
 /// Where the output task's segments go, and what it reports.
 struct OutputSide {
+    ctx: Arc<PipelineCtx>,
     delivery: Delivery,
     book: Arc<Mutex<QualityBook>>,
     /// Milliseconds after `started` of the last output, for the hang watchdog.
@@ -272,10 +280,15 @@ struct OutputSide {
 }
 
 impl OutputSide {
-    /// Delivers an upload with its segment's quality score.
+    /// Delivers an upload with its segment's quality score, capped for a late encode.
     fn deliver(&self, mut upload: Upload) {
         if let Some(n) = upload.segment {
             upload.quality = self.book.lock().ok().and_then(|book| book.score(n));
+            if self.encoded_late(n) {
+                upload.quality = upload.quality.map(|q| q.min(LATE_ENCODE_SCORE));
+                metrics::counter!("steadycast_segments_encoded_late_total", &self.ctx.labels())
+                    .increment(1);
+            }
             if let Some(status) = &self.status {
                 status.update(|s| s.segments_this_run += 1);
             }
@@ -283,6 +296,19 @@ impl OutputSide {
         self.delivery.send(upload);
     }
 }
+
+impl OutputSide {
+    /// Segment `n` came out of the encoder more than a segment's duration after the switcher
+    /// handed over its last slot: the encoder is falling behind real time.
+    fn encoded_late(&self, n: u64) -> bool {
+        let latency = Duration::from_millis(self.ctx.switcher_latency_ms.load(Ordering::Relaxed));
+        let due = self.ctx.grid.start_time(n + 1) + latency + self.ctx.grid_duration();
+        crate::now() > due
+    }
+}
+
+/// The most a segment encoded late can score: its pictures are whole, but it came late.
+const LATE_ENCODE_SCORE: u8 = 50;
 
 /// Reads ffmpeg's output until it ends, cutting and delivering segments; returns why it ended.
 async fn segment_output(

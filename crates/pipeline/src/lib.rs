@@ -17,6 +17,7 @@ mod segmenting;
 mod status;
 mod switcher;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,8 +61,10 @@ pub(crate) struct PipelineCtx {
     feed: Feed,
     grid: SegmentGrid,
     canvas: Canvas,
-    /// How far behind real time the switcher takes its slots.
+    /// How far behind real time the switcher takes its slots, as configured.
     latency: Duration,
+    /// The switcher's latency now (it raises it for late inputs), in milliseconds.
+    switcher_latency_ms: AtomicU64,
     delivery: Delivery,
     hang_timeout: Duration,
     status: Arc<PipelineStatus>,
@@ -111,6 +114,7 @@ pub async fn run(config: PipelineConfig) -> Result<(), String> {
         feed: config.feed,
         grid,
         latency,
+        switcher_latency_ms: AtomicU64::new(latency.as_millis() as u64),
         hang_timeout: config.hang_timeout,
         status: config.status,
         events: config.events,

@@ -5,6 +5,7 @@
 //! book, which the segment output reads when it delivers segment N.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ pub enum RawSlot {
 const LATE: Duration = Duration::from_millis(200);
 /// Further behind than this, the switcher skips ahead to now rather than catching up.
 const SKIP_AHEAD: Duration = Duration::from_secs(3);
-/// The most the switcher's latency grows to for late inputs, and the margin it adds.
+/// The most the switcher's latency grows to for late inputs, and the margin (and step) it adds.
 const MAX_LATENCY: Duration = Duration::from_secs(5);
 const LATENCY_MARGIN: Duration = Duration::from_millis(250);
 /// How long an input's pictures must keep coming late before the latency is raised: longer
@@ -199,46 +200,11 @@ impl Switcher {
             rate.first_sample(slot, audio.sample_rate),
             rate.first_sample(slot + 1, audio.sample_rate),
         );
-        let failover = &self.ctx.spec.failover;
-        let mut takes = Vec::with_capacity(self.taps.len());
-        let mut late_by = 0;
-        let late_streak = (LATE_FOR.as_secs_f64() * rate.as_f64()).ceil() as u32;
-        for (i, tap) in self.taps.iter_mut().enumerate() {
-            let picture = tap.take_picture(slot);
-            let mut pcm = BytesMut::new();
-            tap.take_pcm(from, to, sb, &mut pcm);
-            let obs = Observation {
-                frame: picture.is_some(),
-                black: match (&picture, failover.black) {
-                    (Some(p), Some(black)) => {
-                        mean_luma(p, self.ctx.canvas.width, self.ctx.canvas.height) <= black.luma
-                    }
-                    _ => false,
-                },
-                silent: failover
-                    .silence
-                    .is_some_and(|s| pcm_level_dbfs(&pcm) <= s.db),
-            };
-            state.selector.observe(i, obs, at_ms);
-            state.delivered[i] |= obs.frame;
-            // A burst of stale pictures (a decoder catching up after a gap) is not lateness;
-            // pictures that keep coming after their slot are.
-            match (&picture, tap.newest_stale.take()) {
-                (None, Some(stale)) => {
-                    tap.late_streak += 1;
-                    if tap.late_streak >= late_streak {
-                        late_by = late_by.max(slot - stale);
-                        tap.late_streak = 0;
-                    }
-                }
-                (Some(_), _) => tap.late_streak = 0,
-                (None, None) => {}
-            }
-            takes.push((picture, pcm.freeze()));
-        }
+        let (takes, late_by) = self.take_inputs(state, slot, (from, to), at_ms);
         if late_by > 0 {
             self.raise_latency(state, late_by);
         }
+        let failover = &self.ctx.spec.failover;
         let at_boundary = slot.is_multiple_of(u64::from(self.ctx.grid.frames()));
         let selection = state.selector.select(at_ms, at_boundary);
         if let Some(switch) = &selection.switch {
@@ -292,6 +258,56 @@ impl Switcher {
         self.send(slot, picture, pcm)
     }
 
+    /// Every input's picture and PCM for `slot`, observed by the failover policy; and by how
+    /// many slots an input's pictures keep coming late, if they do.
+    fn take_inputs(
+        &mut self,
+        state: &mut State,
+        slot: u64,
+        (from, to): (u64, u64),
+        at_ms: u64,
+    ) -> (Vec<(Option<Bytes>, Bytes)>, u64) {
+        let failover = &self.ctx.spec.failover;
+        let canvas = self.ctx.canvas;
+        let sb = sample_bytes(&self.ctx.spec.audio);
+        let late_streak = (LATE_FOR.as_secs_f64() * self.ctx.grid.rate().as_f64()).ceil() as u32;
+        let mut late_by = 0;
+        let mut takes = Vec::with_capacity(self.taps.len());
+        for (i, tap) in self.taps.iter_mut().enumerate() {
+            let picture = tap.take_picture(slot);
+            let mut pcm = BytesMut::new();
+            tap.take_pcm(from, to, sb, &mut pcm);
+            let black = match (&picture, failover.black) {
+                (Some(p), Some(black)) => mean_luma(p, canvas.width, canvas.height) <= black.luma,
+                _ => false,
+            };
+            let obs = Observation {
+                frame: picture.is_some(),
+                black,
+                silent: failover
+                    .silence
+                    .is_some_and(|s| pcm_level_dbfs(&pcm) <= s.db),
+            };
+            state.selector.observe(i, obs, at_ms);
+            state.delivered[i] |= obs.frame;
+            // A burst of stale pictures (a decoder catching up after a gap) is not lateness;
+            // pictures that keep coming after their slot are.
+            match (&picture, tap.newest_stale.take()) {
+                (None, Some(stale)) => {
+                    tap.late_streak += 1;
+                    if tap.late_streak >= late_streak {
+                        late_by = late_by.max(slot - stale);
+                        tap.late_streak = 0;
+                    }
+                }
+                (Some(_), _) => tap.late_streak = 0,
+                (None, None) => {}
+            }
+            takes.push((picture, pcm.freeze()));
+        }
+        (takes, late_by)
+    }
+
     /// An input's pictures came `late_by` slots after the switcher took their slot: wait that
     /// much longer (and a margin) from now on, so that its next pictures make it.
     fn raise_latency(&self, state: &mut State, late_by: u64) {
@@ -300,10 +316,16 @@ impl Switcher {
             return;
         }
         let frame = Duration::from_secs_f64(1.0 / self.ctx.grid.rate().as_f64());
-        let raised = (state.latency + frame * late_by as u32 + LATENCY_MARGIN).min(cap);
+        let wanted = state.latency + frame * late_by as u32 + LATENCY_MARGIN;
+        // In whole steps, so that two pipelines on one late input most likely agree.
+        let steps = wanted.as_nanos().div_ceil(LATENCY_MARGIN.as_nanos()) as u32;
+        let raised = (LATENCY_MARGIN * steps).min(cap);
         tracing::info!(channel = %self.ctx.spec.id, feed = %self.ctx.feed,
             latency_ms = raised.as_millis() as u64, "input later than the switcher's latency; latency raised");
         state.latency = raised;
+        self.ctx
+            .switcher_latency_ms
+            .store(raised.as_millis() as u64, Ordering::Relaxed);
         metrics::gauge!("steadycast_switcher_latency_seconds", &self.ctx.labels())
             .set(raised.as_secs_f64());
     }
@@ -378,11 +400,15 @@ impl Switcher {
         let [channel, feed] = self.ctx.labels();
         for (i, tap) in self.taps.iter().enumerate() {
             let active = switch.to == Some(i);
-            metrics::gauge!(
-                "steadycast_pipeline_active_input",
-                &[channel.clone(), feed.clone(), ("input", tap.name.clone())]
-            )
-            .set(f64::from(u8::from(active)));
+            let role = if i == 0 { "primary" } else { "backup" };
+            let labels = [
+                channel.clone(),
+                feed.clone(),
+                ("input", tap.name.clone()),
+                ("role", role.to_string()),
+            ];
+            metrics::gauge!("steadycast_pipeline_active_input", &labels)
+                .set(f64::from(u8::from(active)));
         }
         let kind = match switch.to {
             Some(_) => EventKind::InputSwitched,
