@@ -155,13 +155,23 @@ impl EncoderPlan<'_> {
         args
     }
 
-    /// The audio rendition from PCM on stdin, numbered from the first sample of `start_slot`.
-    pub fn audio_args(&self) -> Vec<String> {
-        let audio = &self.spec.audio;
+    /// Where the audio encoder starts: the first sample at or after `start_slot`'s that lies on
+    /// the epoch's grid of AAC frames (1024 samples), and how many samples of the slot's PCM
+    /// come before it. On that grid, encoders started at any time make the same frames, so
+    /// both pipelines' audio segments hold the same frames at the same times.
+    pub fn audio_start(&self) -> (u64, u64) {
         let first = self
             .grid
             .rate()
-            .first_sample(self.start_slot, audio.sample_rate);
+            .first_sample(self.start_slot, self.spec.audio.sample_rate);
+        let aligned = first.div_ceil(AAC_FRAME) * AAC_FRAME;
+        (aligned, aligned - first)
+    }
+
+    /// The audio rendition from PCM on stdin (starting at [`EncoderPlan::audio_start`]).
+    pub fn audio_args(&self) -> Vec<String> {
+        let audio = &self.spec.audio;
+        let (first, _) = self.audio_start();
         let mut args = quiet();
         args.extend(strings(&[
             "-f",
@@ -235,6 +245,9 @@ impl EncoderPlan<'_> {
         }
     }
 }
+
+/// Samples in an AAC-LC frame.
+const AAC_FRAME: u64 = 1024;
 
 fn quiet() -> Vec<String> {
     strings(&[
@@ -372,8 +385,10 @@ mod tests {
         assert!(joined.contains("-force_key_frames expr:gte(n,n_forced*60)"));
         assert!(joined.contains("-b:v:1 100k -maxrate:v:1 110k -bufsize:v:1 200k"));
         assert!(joined.ends_with("-frag_duration 100000 pipe:1"));
-        // 1200 slots of 1001/30000 s = 40.04 s = 1 921 920 samples.
+        // 1200 slots of 1001/30000 s = 40.04 s = 1 921 920 samples; the next AAC frame of the
+        // epoch's grid starts 1 922 048 (1877 × 1024), 128 samples on.
         let audio = plan.audio_args().join(" ");
-        assert!(audio.contains("-af asetpts=PTS+1921920"), "{audio}");
+        assert!(audio.contains("-af asetpts=PTS+1922048"), "{audio}");
+        assert_eq!(plan.audio_start(), (1_922_048, 128));
     }
 }

@@ -13,7 +13,7 @@ use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::command::EncoderPlan;
+use crate::command::{EncoderPlan, sample_bytes};
 use crate::deliver::Delivery;
 use crate::process::Ffmpeg;
 use crate::segmenting::Segmenting;
@@ -56,6 +56,8 @@ pub(crate) struct EncoderSupervisor {
     pub kind: Kind,
     pub slots: mpsc::Receiver<RawSlot>,
     pub book: Arc<Mutex<QualityBook>>,
+    /// Bytes of raw input still to drop before the encoder's first sample.
+    pub skip_bytes: usize,
 }
 
 impl EncoderSupervisor {
@@ -152,19 +154,28 @@ impl EncoderSupervisor {
             ),
             Kind::Audio => (plan.audio_args(), vec![AUDIO_RENDITION.to_string()]),
         };
+        // Audio starts on the epoch's AAC frame grid, a little into the first slot.
+        self.skip_bytes = match self.kind {
+            Kind::Video => 0,
+            Kind::Audio => plan.audio_start().1 as usize * sample_bytes(&self.ctx.spec.audio),
+        };
         let what = format!("encoder {:?}", self.kind).to_lowercase();
         let (mut ffmpeg, mut stdin, stdout) = match Ffmpeg::spawn(&args, &self.ctx.spec.id, what) {
             Ok(spawned) => spawned,
             Err(e) => return RunEnd::Died(format!("cannot start ffmpeg: {e}")),
         };
-        if self.kind == Kind::Video {
-            self.ctx.status.update(|s| {
+        match self.kind {
+            Kind::Video => self.ctx.status.update(|s| {
                 s.encoder_pid = ffmpeg.pid();
                 s.segments_this_run = 0;
                 if s.phase != Phase::Filling {
                     s.phase = Phase::Encoding;
                 }
-            });
+            }),
+            Kind::Audio => self
+                .ctx
+                .status
+                .update(|s| s.audio_encoder_pid = ffmpeg.pid()),
         }
         let last_output = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
@@ -211,7 +222,10 @@ impl EncoderSupervisor {
         end
     }
 
-    async fn write(&self, stdin: &mut ChildStdin, bytes: &[u8]) -> Result<(), RunEnd> {
+    async fn write(&mut self, stdin: &mut ChildStdin, bytes: &[u8]) -> Result<(), RunEnd> {
+        let skip = self.skip_bytes.min(bytes.len());
+        self.skip_bytes -= skip;
+        let bytes = &bytes[skip..];
         match tokio::time::timeout(self.ctx.hang_timeout, stdin.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(RunEnd::Died("ffmpeg closed its input".to_string())),

@@ -166,6 +166,7 @@ pub async fn run(config: PipelineConfig) -> Result<(), String> {
                 kind,
                 slots,
                 book: book.clone(),
+                skip_bytes: 0,
             }
             .run(),
         );

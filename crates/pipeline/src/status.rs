@@ -47,6 +47,7 @@ pub struct PipelineState {
     pub inputs: Vec<InputState>,
     /// The video encoder's process id.
     pub encoder_pid: Option<u32>,
+    pub audio_encoder_pid: Option<u32>,
     /// Segments the running encoders have delivered: a restarted pipeline has rejoined once
     /// this counts again.
     pub segments_this_run: u64,

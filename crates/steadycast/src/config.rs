@@ -171,7 +171,10 @@ stream_key = "secret"
     fn the_shipped_example_is_valid() {
         let text = include_str!("../../../steadycast.example.toml");
         let config = parse(text, "steadycast.example.toml").unwrap();
-        assert_eq!(config.channels.len(), 2);
+        assert_eq!(config.channels.len(), 3);
+        let concert = &config.channels[2];
+        assert_eq!(concert.inputs_of(timeline::Feed::B), vec!["spare", "venue"]);
+        assert!(concert.failover.black.is_some());
     }
 
     #[test]

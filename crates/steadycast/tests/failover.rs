@@ -110,6 +110,20 @@ async fn killed_and_hung_encoders_restart_while_the_other_pipeline_covers() {
     wait_for_both_feeds(&node, 3).await;
     assert_gapless(&node, "fo").await;
 
+    // kill -9 its audio encoder: the new one starts a segment or more later, on the same
+    // epoch grid of AAC frames, so the copies still agree.
+    let audio_pid = a["audio_encoder_pid"].as_u64().unwrap();
+    signal(audio_pid, "-KILL").await;
+    wait_for_pipeline(&node, "fo", "a", "a new audio encoder", |p| {
+        p["restarts"] == 2
+            && p["audio_encoder_pid"]
+                .as_u64()
+                .is_some_and(|p| p != audio_pid)
+    })
+    .await;
+    wait_for_both_feeds(&node, 3).await;
+    assert_gapless(&node, "fo").await;
+
     // Freeze pipeline b's encoder: it takes no input and writes nothing, so it is hung.
     let b = channel(&node, "fo").await["pipelines"]["b"].clone();
     let pid_b = b["encoder_pid"].as_u64().unwrap();
@@ -133,12 +147,12 @@ async fn killed_and_hung_encoders_restart_while_the_other_pipeline_covers() {
         "{events}"
     );
     let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
-    assert!(
-        metrics.contains(
-            "steadycast_encoder_restarts_total{channel=\"fo\",feed=\"a\",kind=\"video\"} 1"
-        ),
-        "{metrics}"
-    );
+    for kind in ["video", "audio"] {
+        let restarted = format!(
+            "steadycast_encoder_restarts_total{{channel=\"fo\",feed=\"a\",kind=\"{kind}\"}} 1"
+        );
+        assert!(metrics.contains(&restarted), "{metrics}");
+    }
 }
 
 /// A pipeline state once `done` holds for it.
