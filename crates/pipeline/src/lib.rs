@@ -34,7 +34,7 @@ pub use command::{Canvas, DecoderPlan, EncoderPlan};
 pub use deliver::{Delivery, PackagerTarget, Upload};
 pub use fault::{Fault, Faults};
 pub use lock::{Lock, LockError, SessionHead};
-pub use segmenting::{Progress, Segmenting, SegmentingError};
+pub use segmenting::{Segmenting, SegmentingError};
 pub use status::{InputState, Phase, PipelineState, PipelineStatus};
 
 use decode::InputDecoder;

@@ -24,13 +24,6 @@ struct TrackOut {
     segmenter: TrackSegmenter,
 }
 
-/// What the segmenting step hands on, besides uploads.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Progress {
-    pub segments: u32,
-    pub dropped: u32,
-}
-
 pub struct Segmenting {
     reader: FragmentReader,
     grid: SegmentGrid,
@@ -50,13 +43,12 @@ impl Segmenting {
     }
 
     /// The encoder ended: the segment in progress of every track goes out if it is complete.
-    pub fn finish(&mut self, out: &mut impl FnMut(Upload)) -> Result<Progress, SegmentingError> {
-        let mut progress = Progress::default();
+    pub fn finish(&mut self, out: &mut impl FnMut(Upload)) -> Result<(), SegmentingError> {
         for track in &mut self.tracks {
             let events = track.segmenter.flush();
-            track.emit(events, &mut progress, out)?;
+            track.emit(events, out)?;
         }
-        Ok(progress)
+        Ok(())
     }
 
     /// Feeds encoder output; calls `out` for each upload ready (headers before segments).
@@ -64,9 +56,8 @@ impl Segmenting {
         &mut self,
         bytes: &[u8],
         out: &mut impl FnMut(Upload),
-    ) -> Result<Progress, SegmentingError> {
+    ) -> Result<(), SegmentingError> {
         self.reader.push(bytes);
-        let mut progress = Progress::default();
         while let Some(event) = self.reader.next_event()? {
             match event {
                 FragmentEvent::Init(movie) => self.start(&movie, out)?,
@@ -77,7 +68,7 @@ impl Segmenting {
                     };
                     for sample in samples {
                         match track.segmenter.push(sample) {
-                            Ok(events) => track.emit(events, &mut progress, out)?,
+                            Ok(events) => track.emit(events, out)?,
                             Err(e) => tracing::warn!(rendition = %track.rendition, error = %e,
                                 "sample refused by the segmenter"),
                         }
@@ -85,7 +76,7 @@ impl Segmenting {
                 }
             }
         }
-        Ok(progress)
+        Ok(())
     }
 
     /// Names the encoder's tracks after the renditions and uploads their CMAF headers.
@@ -122,7 +113,6 @@ impl TrackOut {
     fn emit(
         &self,
         events: Vec<SegmenterEvent>,
-        progress: &mut Progress,
         out: &mut impl FnMut(Upload),
     ) -> Result<(), SegmentingError> {
         for event in events {
@@ -136,15 +126,12 @@ impl TrackOut {
                         cut.base_decode_time,
                         &cut.samples,
                     )?;
-                    progress.segments += 1;
                     out(Upload::segment(&self.rendition, cut.n, body));
                 }
                 SegmenterEvent::Segment(cut) => {
-                    progress.dropped += 1;
                     tracing::debug!(rendition = %self.rendition, n = cut.n, "incomplete segment not delivered");
                 }
                 SegmenterEvent::Dropped { n, reason } => {
-                    progress.dropped += 1;
                     tracing::debug!(rendition = %self.rendition, n, ?reason, "segment dropped");
                 }
             }
