@@ -257,7 +257,8 @@ const X264_PRESETS: [&str; 9] = [
     "veryslow",
 ];
 
-fn is_name(s: &str) -> bool {
+/// A name that appears in URLs and file names: 1 to 64 of `a-z`, `0-9`, `-`, `_`.
+pub fn is_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')

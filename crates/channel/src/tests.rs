@@ -135,7 +135,7 @@ fn pipelines_take_a_primary_and_a_backup() {
 
 #[test]
 fn a_backup_must_exist_and_differ_from_the_primary() {
-    let spec: ChannelSpec = toml::from_str(
+    let spec = parse(
         r#"
         id = "two"
         [inputs.main]
@@ -146,8 +146,7 @@ fn a_backup_must_exist_and_differ_from_the_primary() {
         [failover]
         input_loss_ms = 5
         "#,
-    )
-    .unwrap();
+    );
     let joined = spec.validate().unwrap_err().join("\n");
     for needle in [
         "pipelines.a: the backup must be another input",

@@ -10,7 +10,7 @@ use manifest::{SegmentRef, dash, hls};
 use store::HarvestRow;
 
 use crate::live::LiveChannel;
-use crate::timeshift::{Plan, Refusal, TimeShift};
+use crate::timeshift::{Plan, TimeShift};
 use crate::{Origin, OriginError};
 
 /// The longest range one job copies.
@@ -29,11 +29,7 @@ impl Origin {
         let channel = self
             .channel(channel_id)
             .ok_or_else(|| OriginError::NotFound(format!("unknown channel `{channel_id}`")))?;
-        let valid = (1..=64).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !valid {
+        if !channel::is_name(name) {
             return Err(OriginError::BadRequest(format!(
                 "name `{name}`: use 1-64 of a-z, 0-9, `-`, `_`"
             )));
@@ -59,8 +55,7 @@ impl Origin {
         let (first_n, last_n) = match plan {
             Ok(Plan::Range { first_n, last_n }) => (first_n, last_n),
             Ok(_) => return Err(OriginError::BadRequest("give a start and an end".into())),
-            Err(Refusal::Malformed(why)) => return Err(OriginError::BadRequest(why)),
-            Err(Refusal::OutOfWindow(why)) => return Err(OriginError::NotFound(why)),
+            Err(refusal) => return Err(refusal.into()),
         };
         let job = HarvestRow {
             name: name.to_string(),
@@ -150,12 +145,7 @@ impl Origin {
             }
             let segments: Vec<SegmentRef> = rows
                 .iter()
-                .map(|r| SegmentRef {
-                    n: r.n,
-                    start: r.start,
-                    duration: r.duration,
-                    discontinuity: false,
-                })
+                .map(|r| crate::live::segment_ref(r.n, r.start, r.duration))
                 .collect();
             timelines.push(segments);
         }
@@ -182,9 +172,8 @@ impl Origin {
         renditions: &[manifest::Rendition],
         timelines: &[Vec<SegmentRef>],
     ) -> Result<(), OriginError> {
-        let audio_frame = 1024.0 / f64::from(channel.spec.audio.sample_rate);
         let params = hls::MediaPlaylistParams {
-            target_duration_secs: hls::target_duration(channel.grid.duration_secs() + audio_frame),
+            target_duration_secs: crate::manifests::target_duration(channel),
             discontinuity_sequence: 0,
             ended: true,
             playlist_type: Some(hls::PlaylistType::Vod),

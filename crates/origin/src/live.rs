@@ -237,7 +237,6 @@ impl LiveRendition {
             .collect()
     }
 
-    /// The newest `count` listed segments numbered at most `last`, oldest first.
     /// The newest `count` listed segments at least `behind` segments behind the newest one.
     pub fn listed_behind(&self, behind: u64, count: usize) -> Vec<manifest::SegmentRef> {
         let state = self.read();
@@ -296,17 +295,12 @@ impl LiveRendition {
         state
             .segments
             .range(first..)
-            .map(|(&n, s)| manifest::SegmentRef {
-                n,
-                start: s.start,
-                duration: s.duration,
-                discontinuity: false,
-            })
+            .map(|(&n, s)| segment_ref(n, s.start, s.duration))
             .collect()
     }
 }
 
-fn segment_ref(n: u64, start: u64, duration: u64) -> manifest::SegmentRef {
+pub(crate) fn segment_ref(n: u64, start: u64, duration: u64) -> manifest::SegmentRef {
     manifest::SegmentRef {
         n,
         start,

@@ -68,7 +68,7 @@ pub fn media_playlist(
 
 /// Fixed per channel (it must not change between reloads): D plus the most an audio segment
 /// can overrun it by, one AAC frame.
-fn target_duration(channel: &LiveChannel) -> u32 {
+pub(crate) fn target_duration(channel: &LiveChannel) -> u32 {
     let audio_frame = 1024.0 / f64::from(channel.spec.audio.sample_rate);
     hls::target_duration(channel.grid.duration_secs() + audio_frame)
 }

@@ -14,7 +14,7 @@ use store::SegmentRow;
 
 use crate::live::{LiveChannel, LiveRendition, content_etag};
 use crate::manifests;
-use crate::timeshift::{Plan, Refusal, TimeShift};
+use crate::timeshift::{Plan, TimeShift};
 use crate::{Origin, OriginError};
 
 const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
@@ -43,18 +43,16 @@ pub async fn manifest(
             "the query holds a quote or a line break".into(),
         ));
     }
-    let shift = TimeShift::parse(&query).map_err(refused)?;
+    let shift = TimeShift::parse(&query)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let plan = shift
-        .plan(
-            channel.grid,
-            now,
-            channel.window_segments(),
-            channel.startover(),
-        )
-        .map_err(refused)?;
+    let plan = shift.plan(
+        channel.grid,
+        now,
+        channel.window_segments(),
+        channel.startover(),
+    )?;
     let (body, content_type) = if file == "main.m3u8" {
         (
             manifests::multivariant(&channel, &query)?,
@@ -105,13 +103,6 @@ pub async fn vod(
             let etag = content_etag(&bytes);
             ranged(bytes, &etag, "video/mp4", &headers)
         }
-    }
-}
-
-fn refused(refusal: Refusal) -> OriginError {
-    match refusal {
-        Refusal::Malformed(why) => OriginError::BadRequest(why),
-        Refusal::OutOfWindow(why) => OriginError::NotFound(why),
     }
 }
 

@@ -100,10 +100,8 @@ pub async fn live_window(
             .segments_between(id, &live.name, oldest, u64::MAX, u32::MAX)
             .await?;
         live.index_listed(listed.iter().map(|r| (r.n, r.start, r.duration)));
-        for row in catalog
-            .recent_segments(id, &live.name, u64::MAX, keep as u32)
-            .await?
-        {
+        // The live window is the newest of what the index was loaded from.
+        for row in &listed[listed.len().saturating_sub(keep as usize)..] {
             let Some(bytes) = blobs.get(&row.blob_key).await? else {
                 tracing::warn!(channel = %id, key = %row.blob_key, "catalog lists a missing segment");
                 continue;

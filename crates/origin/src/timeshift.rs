@@ -33,6 +33,15 @@ pub enum Refusal {
     OutOfWindow(String),
 }
 
+impl From<Refusal> for crate::OriginError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Malformed(why) => Self::BadRequest(why),
+            Refusal::OutOfWindow(why) => Self::NotFound(why),
+        }
+    }
+}
+
 /// The most a request may delay live: a day.
 const MAX_DELAY: Duration = Duration::from_secs(86_400);
 
@@ -147,16 +156,19 @@ fn parse_iso8601(s: &str) -> Option<Duration> {
         let (clock, offset) = time.split_at(at);
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let (h, m) = offset[1..].split_once(':')?;
-        (
-            clock,
-            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60),
-        )
+        let (h, m) = (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?);
+        // Bounded here so that a hostile query cannot overflow the arithmetic below.
+        if !(0..24).contains(&h) || !(0..60).contains(&m) {
+            return None;
+        }
+        (clock, sign * (h * 3600 + m * 60))
     };
     let mut hms = clock.splitn(3, ':');
     let hour: i64 = hms.next()?.parse().ok()?;
     let minute: i64 = hms.next()?.parse().ok()?;
     let seconds: f64 = hms.next()?.parse().ok()?;
-    let valid = (1..=12).contains(&month)
+    let valid = (0..=9999).contains(&year)
+        && (1..=12).contains(&month)
         && (1..=31).contains(&day)
         && (0..24).contains(&hour)
         && (0..60).contains(&minute)
@@ -222,6 +234,18 @@ mod tests {
 
     fn plan(query: &str) -> Result<Plan, Refusal> {
         TimeShift::parse(query)?.plan(grid(), NOW, 30, 2 * HOUR)
+    }
+
+    #[test]
+    fn hostile_dates_are_refused_not_overflowed() {
+        for s in [
+            "99999999999999999-01-01T00:00:00Z",
+            "2026-11-25T00:00:00+9999999999999999:00",
+            "2026-11-25T00:00:00-00:99",
+        ] {
+            assert_eq!(parse_iso8601(s), None, "{s}");
+        }
+        assert!(parse_iso8601("2026-11-25T10:00:00+01:00").is_some());
     }
 
     #[test]

@@ -24,13 +24,12 @@ pub struct PackagerTarget {
     pub credential: String,
 }
 
-/// One object to PUT: `rendition/init.mp4` or `rendition/{n}.m4s`.
+/// One object to PUT: `rendition/init.mp4` (no segment number) or `rendition/{n}.m4s`.
 #[derive(Debug, Clone)]
 pub struct Upload {
     pub rendition: String,
-    pub name: String,
     pub body: Bytes,
-    /// The segment number of a media segment.
+    /// The segment number of a media segment; `None` for the CMAF header.
     pub segment: Option<u64>,
     /// The pipeline's quality score of a media segment, 0-100.
     pub quality: Option<u8>,
@@ -40,7 +39,6 @@ impl Upload {
     pub fn init(rendition: &str, body: Bytes) -> Self {
         Self {
             rendition: rendition.to_string(),
-            name: "init.mp4".to_string(),
             body,
             segment: None,
             quality: None,
@@ -50,10 +48,17 @@ impl Upload {
     pub fn segment(rendition: &str, n: u64, body: Bytes) -> Self {
         Self {
             rendition: rendition.to_string(),
-            name: format!("{n}.m4s"),
             body,
             segment: Some(n),
             quality: None,
+        }
+    }
+
+    /// The file name the packager takes it under.
+    pub fn name(&self) -> String {
+        match self.segment {
+            Some(n) => format!("{n}.m4s"),
+            None => "init.mp4".to_string(),
         }
     }
 }
@@ -107,7 +112,7 @@ impl Delivery {
                     "channel" => self.channel.clone(), "feed" => self.feed.as_str())
                 .increment(1);
                 tracing::warn!(channel = %self.channel, feed = %self.feed,
-                    rendition = %upload.rendition, name = %upload.name,
+                    rendition = %upload.rendition, name = %upload.name(),
                     "packager queue full; upload dropped");
             }
         }
@@ -132,7 +137,11 @@ impl Worker {
     async fn put(&self, upload: &Upload) {
         let url = format!(
             "{}/ingest/{}/{}/{}/{}",
-            self.target.base_url, self.channel, self.feed, upload.rendition, upload.name
+            self.target.base_url,
+            self.channel,
+            self.feed,
+            upload.rendition,
+            upload.name()
         );
         let labels = [
             ("channel", self.channel.clone()),
@@ -146,9 +155,13 @@ impl Worker {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 upload.body.clone()
             }
-            Some(fault) if upload.name != "init.mp4" => damage(&fault, &upload.body),
+            Some(fault) if upload.segment.is_some() => damage(&fault, &upload.body),
             _ => upload.body.clone(),
         };
+        let quality = upload.quality.map(|score| {
+            let video = upload.rendition != channel::AUDIO_RENDITION;
+            cmsd::static_value(video, score)
+        });
         for attempt in 1..=ATTEMPTS {
             let mut put = self
                 .client
@@ -156,9 +169,8 @@ impl Worker {
                 .bearer_auth(&self.target.credential)
                 .header("content-type", "video/mp4")
                 .header("content-digest", &digest);
-            if let Some(score) = upload.quality {
-                let video = upload.rendition != channel::AUDIO_RENDITION;
-                put = put.header(cmsd::HEADER, cmsd::static_value(video, score));
+            if let Some(quality) = &quality {
+                put = put.header(cmsd::HEADER, quality);
             }
             let sent = put.body(body.clone()).send().await;
             match sent {

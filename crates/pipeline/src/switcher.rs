@@ -126,6 +126,14 @@ impl Tap {
     }
 }
 
+/// Bytes of PCM in the longest frame slot (slots differ by a sample at rates like 29.97).
+fn longest_slot_pcm(ctx: &PipelineCtx) -> usize {
+    let rate = ctx.grid.rate();
+    let samples = (u64::from(ctx.spec.audio.sample_rate) * u64::from(rate.den()))
+        .div_ceil(u64::from(rate.num()));
+    samples as usize * sample_bytes(&ctx.spec.audio)
+}
+
 fn end_of(chunk: &DecodedAudio, sample_bytes: usize) -> u64 {
     chunk.first_sample + (chunk.pcm.len() / sample_bytes) as u64
 }
@@ -145,6 +153,8 @@ struct State {
     selector: InputSelector,
     last_picture: Option<Bytes>,
     black: Bytes,
+    /// Zeros for the longest slot of PCM; a fill slot's silence is a slice of it.
+    silence: Bytes,
     /// When (slot time, ms) the last input picture went out.
     last_source_ms: Option<u64>,
     paused: bool,
@@ -164,6 +174,7 @@ impl Switcher {
             selector: InputSelector::new(&self.ctx.spec.failover, self.taps.len()),
             last_picture: None,
             black: Bytes::from(failover::luma_black_frame(canvas.width, canvas.height)),
+            silence: Bytes::from(vec![0u8; longest_slot_pcm(&self.ctx)]),
             last_source_ms: None,
             paused: false,
             failing: vec![None; self.taps.len()],
@@ -242,7 +253,7 @@ impl Switcher {
                 }
                 let since = at_ms.saturating_sub(state.last_source_ms.unwrap_or(at_ms));
                 let picture = self.fill(state, since);
-                let silence = Bytes::from(vec![0u8; (to - from) as usize * sb]);
+                let silence = state.silence.slice(..(to - from) as usize * sb);
                 (picture, silence, SlotQuality::Filled)
             }
         };

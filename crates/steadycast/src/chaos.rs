@@ -203,9 +203,16 @@ impl Api {
         }
         bail!("pipeline {feed} did not rejoin within 2 minutes")
     }
-}
 
-impl Api {
+    /// The name of pipeline `feed`'s primary input.
+    async fn primary_input(&self, feed: &str) -> anyhow::Result<String> {
+        let pipeline = self.pipeline(feed).await?;
+        let name = pipeline["inputs"][0]["name"].as_str();
+        Ok(name
+            .with_context(|| format!("pipeline {feed} has no input"))?
+            .to_string())
+    }
+
     /// Polls pipeline `feed` until `done` holds; returns how it then reads (its phase and
     /// input) and how long that took.
     async fn await_pipeline(
@@ -334,12 +341,7 @@ async fn inject(
 
 /// The unsynchronised-feeds scenario needs pipelines that encode different inputs.
 async fn different_inputs(api: &Api) -> anyhow::Result<()> {
-    let primary = |p: &Value| p["inputs"][0]["name"].as_str().map(str::to_string);
-    let (a, b) = (
-        primary(&api.pipeline("a").await?),
-        primary(&api.pipeline("b").await?),
-    );
-    if a.is_none() || a == b {
+    if api.primary_input("a").await? == api.primary_input("b").await? {
         bail!("unsynchronised-feeds needs a channel whose pipelines encode different inputs");
     }
     Ok(())
@@ -354,11 +356,7 @@ async fn cut_primaries(
 ) -> anyhow::Result<()> {
     let mut primaries = Vec::new();
     for feed in ["a", "b"] {
-        let pipeline = api.pipeline(feed).await?;
-        let primary = pipeline["inputs"][0]["name"]
-            .as_str()
-            .with_context(|| format!("pipeline {feed} has no input"))?
-            .to_string();
+        let primary = api.primary_input(feed).await?;
         let fault = json!({ "feed": feed, "fault": { "kind": "cut-input", "input": primary,
             "flap_ms": flap_ms }, "seconds": span.as_secs() });
         api.fault(fault).await?;

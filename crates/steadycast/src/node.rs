@@ -78,11 +78,12 @@ impl Node {
                 .await
                 .with_context(|| format!("repairing channel `{}`", row.id))?;
         }
+        let cancel = CancellationToken::new();
         tokio::spawn(sweep_retention(
             origin.clone(),
             server.retention_interval_seconds,
+            cancel.clone(),
         ));
-        let cancel = CancellationToken::new();
         if let Some(addr) = server.rtmp_listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -328,10 +329,13 @@ impl Node {
 }
 
 /// Removes segments past each channel's startover window, every `interval_seconds`.
-async fn sweep_retention(origin: Arc<Origin>, interval_seconds: u64) {
+async fn sweep_retention(origin: Arc<Origin>, interval_seconds: u64, cancel: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(interval_seconds.max(1)));
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();

@@ -32,17 +32,12 @@ async fn signal(pid: u64, signal: &str) {
 
 /// Waits until pipeline `feed` has restarted `restarts` times and is encoding again.
 async fn wait_for_restart(node: &TestNode, feed: &str, restarts: u64, old_pid: u64) -> Value {
-    wait_for(
-        &format!("pipeline {feed} to restart"),
-        Duration::from_secs(60),
-        || async {
-            let state = channel(node, "fo").await["pipelines"][feed].clone();
-            let back = state["restarts"] == restarts
-                && state["phase"] == "encoding"
-                && state["encoder_pid"].as_u64().is_some_and(|p| p != old_pid);
-            back.then_some(state)
-        },
-    )
+    let what = format!("pipeline {feed} to restart");
+    wait_for_pipeline(node, "fo", feed, &what, |state| {
+        state["restarts"] == restarts
+            && state["phase"] == "encoding"
+            && state["encoder_pid"].as_u64().is_some_and(|p| p != old_pid)
+    })
     .await
 }
 

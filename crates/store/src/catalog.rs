@@ -185,29 +185,6 @@ impl Catalog {
         row.as_ref().map(segment_row).transpose()
     }
 
-    /// The newest `limit` segments of a rendition at or before `last_n`, oldest first. Served by
-    /// the primary key, never a scan.
-    pub async fn recent_segments(
-        &self,
-        channel: &str,
-        rendition: &str,
-        last_n: u64,
-        limit: u32,
-    ) -> Result<Vec<SegmentRow>> {
-        let rows = sqlx::query(&format!(
-            "{SEGMENT_COLUMNS} WHERE channel = ? AND rendition = ? AND n <= ? ORDER BY n DESC LIMIT ?"
-        ))
-        .bind(channel)
-        .bind(rendition)
-        .bind(last_n.min(i64::MAX as u64) as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut segments = rows.iter().map(segment_row).collect::<Result<Vec<_>>>()?;
-        segments.reverse();
-        Ok(segments)
-    }
-
     /// The segments of a rendition numbered `first_n..=last_n`, oldest first, at most `limit`.
     /// Served by the primary key, never a scan.
     pub async fn segments_between(
@@ -429,27 +406,6 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(kept, segment(897_808_074, Feed::B));
-    }
-
-    #[tokio::test]
-    async fn recent_segments_are_oldest_first_and_bounded() {
-        let (_dir, catalog) = catalog().await;
-        for n in 100..110 {
-            catalog.insert_segment(&segment(n, Feed::A)).await.unwrap();
-        }
-        let recent = catalog
-            .recent_segments("demo", "360p", u64::MAX, 3)
-            .await
-            .unwrap();
-        assert_eq!(
-            recent.iter().map(|s| s.n).collect::<Vec<_>>(),
-            [107, 108, 109]
-        );
-        let before = catalog
-            .recent_segments("demo", "360p", 104, 2)
-            .await
-            .unwrap();
-        assert_eq!(before.iter().map(|s| s.n).collect::<Vec<_>>(), [103, 104]);
     }
 
     #[tokio::test]

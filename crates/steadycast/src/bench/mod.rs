@@ -51,9 +51,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Segmenter: ffmpeg's fragmented MP4 in 64 KiB reads, as the pipeline reads its stdout.
     let started = Instant::now();
     let (mut rounds, mut uploads) = (0u64, Vec::new());
+    let names = ladder(&spec);
     while rounds == 0 || started.elapsed() < Duration::from_secs(args.seconds) {
         uploads.clear();
-        let mut segmenting = Segmenting::new(ladder(&spec), grid);
+        let mut segmenting = Segmenting::new(names.clone(), grid);
         for chunk in encoded.chunks(64 * 1024) {
             segmenting.push(chunk, &mut |u| uploads.push(u))?;
         }
@@ -96,12 +97,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let segment = uploads
         .iter()
         .rev()
-        .find(|u| u.rendition == "360p" && u.name != "init.mp4")
+        .find(|u| u.rendition == "360p" && u.segment.is_some())
         .context("no 360p segment")?;
     let targets = [
         ("HLS media playlist", "/live/demo/360p.m3u8".to_string()),
         ("DASH MPD", "/live/demo/manifest.mpd".to_string()),
-        ("360p segment", format!("/live/demo/360p/{}", segment.name)),
+        (
+            "360p segment",
+            format!("/live/demo/360p/{}", segment.name()),
+        ),
     ];
     for (what, path) in targets {
         let (rate, p50, p99) = load(&client, &format!("{base}{path}"), &args).await?;
@@ -226,7 +230,11 @@ async fn run_ffmpeg(args: Vec<String>, input: &Path, output: &Path) -> anyhow::R
 }
 
 async fn put(client: &reqwest::Client, base: &str, upload: &Upload) -> anyhow::Result<()> {
-    let url = format!("{base}/ingest/demo/a/{}/{}", upload.rendition, upload.name);
+    let url = format!(
+        "{base}/ingest/demo/a/{}/{}",
+        upload.rendition,
+        upload.name()
+    );
     let response = client
         .put(&url)
         .bearer_auth("bench")
