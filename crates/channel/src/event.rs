@@ -31,6 +31,9 @@ pub enum EventKind {
     EncoderStopped,
     /// The two pipelines' CMAF headers for a rendition differ.
     HeaderMismatch,
+    /// A segment was listed with another header than the one before it: announced to players
+    /// as a discontinuity (HLS) and a new Period (DASH).
+    Discontinuity,
     /// The two pipelines' copies of a segment differ in time or sample count.
     CopiesMisaligned,
     /// At start-up, catalog and store disagreed and were brought back in line.

@@ -245,7 +245,8 @@ impl ChannelSpec {
 /// Two contribution feeds, each with a backup path.
 const MAX_INPUTS: usize = 4;
 
-const X264_PRESETS: [&str; 9] = [
+/// The x264 presets a channel (or a chaos run's `preset` fault) may name.
+pub const X264_PRESETS: [&str; 9] = [
     "ultrafast",
     "superfast",
     "veryfast",

@@ -47,6 +47,7 @@ fn main() {
             n,
             start: n * 180_180,
             duration: 180_180,
+            header: manifest::HeaderId(1),
             discontinuity: false,
         })
         .collect();
@@ -56,6 +57,7 @@ fn main() {
             n,
             start: audio_start(n),
             duration: audio_start(n + 1) - audio_start(n),
+            header: manifest::HeaderId(1),
             discontinuity: false,
         })
         .collect();
@@ -75,6 +77,7 @@ fn main() {
         min_buffer_time_secs: 4.0,
         utc_timing_url: "/time",
         query,
+        periods: &[],
     };
 
     time("multivariant", || multivariant(&renditions, query));

@@ -1,8 +1,9 @@
 //! DASH (ISO/IEC 23009-1, live profile) MPD for epoch-locked fMP4 renditions.
 //!
-//! One dynamic Period anchored at the Unix epoch: `availabilityStartTime` is
-//! 1970-01-01T00:00:00Z, the Period starts at 0 and `presentationTimeOffset` is 0, so a media
-//! timestamp in seconds *is* the Unix time of that sample. Every Representation carries an
+//! Anchored at the Unix epoch: `availabilityStartTime` is 1970-01-01T00:00:00Z and each Period's
+//! `presentationTimeOffset` is its start, so a media timestamp in seconds *is* the Unix time of
+//! that sample. A channel has one Period until a rendition's CMAF header changes (encoder
+//! settings that differ between pipelines); each change starts a new one. Every Representation carries an
 //! explicit `SegmentTimeline` because audio cuts land within one AAC frame of `N·D` (DESIGN.md
 //! §2): only a timeline states them exactly.
 //!
@@ -33,7 +34,45 @@ pub struct MpdParams<'a> {
     pub utc_timing_url: &'a str,
     /// Appended to every segment URL template (`?token=…`), or empty; escaped here.
     pub query: &'a str,
+    /// The Periods to write, oldest first; empty for the one Period anchored at the epoch.
+    pub periods: &'a [PeriodStart],
 }
+
+/// Where a Period begins: at segment `n`, whose interval starts `start_ms` after the epoch.
+/// A Period is named by `n`, and the origin keeps these, so a Period is described the same way
+/// on every reload however far its first segments slid out of the window. The first Period
+/// takes every listed segment before the second one's `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodStart {
+    pub n: u64,
+    pub start_ms: u64,
+    /// The id (`n`) of the Period before it, which AdaptationSets whose Representations keep
+    /// their headers continue.
+    pub previous: Option<u64>,
+    /// Bit `i`: `renditions[i]` starts another header here. A Representation past bit 63
+    /// counts as changed.
+    pub changed: u64,
+}
+
+impl PeriodStart {
+    /// The Period of a channel that never changed its headers: at the epoch.
+    pub const EPOCH: PeriodStart = PeriodStart {
+        n: 0,
+        start_ms: 0,
+        previous: None,
+        changed: 0,
+    };
+
+    /// Whether rendition `index` (in the renditions given to the writer) keeps its header
+    /// from the Period before.
+    pub fn keeps(&self, index: usize) -> bool {
+        index < 64 && self.changed & (1 << index) == 0
+    }
+}
+
+/// A new Period's AdaptationSet whose Representations keep their headers continues the one of
+/// the previous Period seamlessly (DASH-IF IOP 4.3 §4.3.3.3.2).
+const PERIOD_CONTINUITY: &str = "urn:mpeg:dash:period-continuity:2015";
 
 /// An `xs:duration` in its shortest form, rounded to the millisecond: `PT2.002S`, `PT1M`,
 /// `PT1H30M`, `PT0S`. Negative or NaN inputs give `PT0S`.
@@ -95,7 +134,21 @@ pub fn live_mpd(renditions: &[Rendition], segments: &[&[SegmentRef]], p: &MpdPar
         " maxSegmentDuration=\"{}\">\n",
         XsdDuration(max_ms)
     );
-    period(&mut out, &reps, p.query, Timing::Live);
+    let epoch = [PeriodStart::EPOCH];
+    let periods = if p.periods.is_empty() {
+        &epoch[..]
+    } else {
+        p.periods
+    };
+    write_periods(
+        &mut out,
+        renditions,
+        &reps,
+        periods,
+        0,
+        p.query,
+        Addressing::Time,
+    );
     w!(
         &mut out,
         "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{}\"/>\n",
@@ -113,23 +166,86 @@ pub enum Addressing {
     Number,
 }
 
-/// Where a Representation's presentation starts: at the epoch (live: media time is Unix time)
-/// or at its first segment (a static MPD of a clip starts playing at 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Timing {
-    Live,
-    Clip(Addressing),
+/// A Representation and the segments it lists (in one Period).
+type Rep<'a> = (&'a Rendition, &'a [SegmentRef]);
+type Reps<'a> = [Rep<'a>];
+
+/// Writes each Period with the segments of each Representation that fall in it. Period starts
+/// are written relative to `zero_ms` (the epoch for live, the clip's start for static MPDs).
+fn write_periods(
+    out: &mut String,
+    renditions: &[Rendition],
+    reps: &Reps,
+    periods: &[PeriodStart],
+    zero_ms: u64,
+    query: &str,
+    addressing: Addressing,
+) {
+    for (i, start) in periods.iter().enumerate() {
+        let end = periods.get(i + 1).map_or(u64::MAX, |next| next.n);
+        let first = i == 0;
+        let members: Vec<Rep> = reps
+            .iter()
+            .map(|&(r, segments)| {
+                let from = if first {
+                    0
+                } else {
+                    segments.partition_point(|s| s.n < start.n)
+                };
+                let to = segments.partition_point(|s| s.n < end);
+                (r, &segments[from..to.max(from)])
+            })
+            .filter(|(_, s)| !s.is_empty())
+            .collect();
+        if members.is_empty() && !(first && periods.len() == 1) {
+            continue;
+        }
+        let this = Period {
+            start: *start,
+            zero_ms,
+            renditions,
+        };
+        period(out, &this, &members, query, addressing);
+    }
 }
 
-type Reps<'a> = [(&'a Rendition, &'a [SegmentRef])];
+/// One Period, and the renditions its [`PeriodStart::changed`] bits refer to.
+struct Period<'a> {
+    start: PeriodStart,
+    zero_ms: u64,
+    renditions: &'a [Rendition],
+}
 
-fn period(out: &mut String, reps: &Reps, query: &str, timing: Timing) {
-    out.push_str("  <Period id=\"0\" start=\"PT0S\">\n");
+impl Period<'_> {
+    /// The Period an AdaptationSet continues: the one before, when every member keeps its
+    /// header.
+    fn continues(&self, members: &Reps) -> Option<u64> {
+        let keeps = |r: &Rendition| {
+            let index = self.renditions.iter().position(|x| x.name == r.name);
+            index.is_some_and(|i| self.start.keeps(i))
+        };
+        self.start
+            .previous
+            .filter(|_| members.iter().all(|(r, _)| keeps(r)))
+    }
+}
+
+fn period(out: &mut String, p: &Period, reps: &Reps, query: &str, addressing: Addressing) {
+    w!(
+        out,
+        "  <Period id=\"{}\" start=\"{}\">\n",
+        p.start.n,
+        XsdDuration(p.start.start_ms.saturating_sub(p.zero_ms))
+    );
+    let timing = Timing {
+        start_ms: p.start.start_ms,
+        addressing,
+    };
 
     let mut set_id = 0;
     let video: Vec<_> = reps.iter().filter(|(r, _)| r.is_video()).copied().collect();
     if !video.is_empty() {
-        video_set(out, set_id, &video, query, timing);
+        video_set(out, set_id, &video, p.continues(&video), query, timing);
         set_id += 1;
     }
 
@@ -152,7 +268,15 @@ fn period(out: &mut String, reps: &Reps, query: &str, timing: Timing) {
             .filter(|(r, _)| language(r) == lang)
             .copied()
             .collect();
-        audio_set(out, set_id, lang, &members, query, timing);
+        audio_set(
+            out,
+            set_id,
+            lang,
+            &members,
+            p.continues(&members),
+            query,
+            timing,
+        );
         set_id += 1;
     }
 
@@ -160,29 +284,25 @@ fn period(out: &mut String, reps: &Reps, query: &str, timing: Timing) {
 }
 
 /// A static MPD of a closed range (a time-shifted clip, a harvested VOD): every segment listed,
-/// the presentation starting at 0 at the first segment of each Representation.
+/// the presentation starting at 0 at `periods[0]`, which the caller places at the clip's first
+/// segment (and a later Period at each header change).
 pub fn static_mpd(
     renditions: &[Rendition],
     segments: &[&[SegmentRef]],
+    periods: &[PeriodStart],
     min_buffer_time_secs: f64,
     query: &str,
     addressing: Addressing,
 ) -> String {
     let reps = listed_representations(renditions, segments);
     let mut out = output_buffer(&reps, query);
-    // The clip lasts as long as its longest Representation.
+    let zero_ms = periods.first().map_or(0, |p| p.start_ms);
+    // The clip lasts until its longest Representation ends.
     let duration_ms = reps
         .iter()
-        .filter_map(|(r, s)| {
-            let (first, last) = (s.first()?, s.last()?);
-            Some(scale_ceil(
-                last.end().saturating_sub(first.start),
-                r.timescale,
-                1000,
-            ))
-        })
+        .filter_map(|(r, s)| Some(scale_ceil(s.last()?.end(), r.timescale, 1000)))
         .max()
-        .unwrap_or(0);
+        .map_or(0, |end| end.saturating_sub(zero_ms));
     out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     out.push_str(
         "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" \
@@ -198,7 +318,9 @@ pub fn static_mpd(
         " minBufferTime=\"{}\">\n",
         XsdDuration(secs_to_millis(min_buffer_time_secs))
     );
-    period(&mut out, &reps, query, Timing::Clip(addressing));
+    write_periods(
+        &mut out, renditions, &reps, periods, zero_ms, query, addressing,
+    );
     out.push_str("</MPD>\n");
     out
 }
@@ -229,7 +351,14 @@ fn language(r: &Rendition) -> Option<&str> {
     }
 }
 
-fn video_set(out: &mut String, id: u32, reps: &Reps, query: &str, timing: Timing) {
+fn video_set(
+    out: &mut String,
+    id: u32,
+    reps: &Reps,
+    continues: Option<u64>,
+    query: &str,
+    timing: Timing,
+) {
     let (mut max_w, mut max_h, mut max_rate) = (0, 0, None);
     for (r, _) in reps {
         if let RenditionKind::Video {
@@ -259,6 +388,7 @@ fn video_set(out: &mut String, id: u32, reps: &Reps, query: &str, timing: Timing
         w!(out, " maxFrameRate=\"{rate}\"");
     }
     out.push_str(">\n");
+    continuity(out, continues);
     for (r, segments) in reps {
         let RenditionKind::Video {
             width,
@@ -287,6 +417,7 @@ fn audio_set(
     id: u32,
     lang: Option<&str>,
     reps: &Reps,
+    continues: Option<u64>,
     query: &str,
     timing: Timing,
 ) {
@@ -298,6 +429,7 @@ fn audio_set(
         w!(out, " lang=\"{}\"", XmlAttr(lang));
     }
     out.push_str(" segmentAlignment=\"true\" startWithSAP=\"1\">\n");
+    continuity(out, continues);
     for (r, segments) in reps {
         let RenditionKind::Audio {
             sample_rate,
@@ -327,6 +459,23 @@ fn audio_set(
     out.push_str("    </AdaptationSet>\n");
 }
 
+fn continuity(out: &mut String, continues: Option<u64>) {
+    if let Some(previous) = continues {
+        w!(
+            out,
+            "      <SupplementalProperty schemeIdUri=\"{PERIOD_CONTINUITY}\" value=\"{previous}\"/>\n"
+        );
+    }
+}
+
+/// How a Period's Representations place and name their segments.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// The Period's start after the epoch: its media time is `presentationTimeOffset`.
+    start_ms: u64,
+    addressing: Addressing,
+}
+
 fn segment_template(
     out: &mut String,
     r: &Rendition,
@@ -337,27 +486,25 @@ fn segment_template(
     let Some(first) = segments.first() else {
         return;
     };
-    let (offset, addressing) = match timing {
-        Timing::Live => (0, Addressing::Time),
-        Timing::Clip(addressing) => (first.start, addressing),
-    };
+    let offset = u128::from(timing.start_ms) * u128::from(r.timescale) / 1000;
     let q = TemplateLiteral(query);
-    let (media, start_number) = match addressing {
+    let (media, start_number) = match timing.addressing {
         Addressing::Time => ("t$Time$", None),
         Addressing::Number => ("$Number$", Some(first.n)),
     };
     w!(
         out,
         "        <SegmentTemplate timescale=\"{}\" presentationTimeOffset=\"{offset}\" \
-         initialization=\"$RepresentationID$/init.mp4{q}\" \
+         initialization=\"$RepresentationID$/init-{}.mp4{q}\" \
          media=\"$RepresentationID$/{media}.m4s{q}\"",
         r.timescale,
+        first.header,
     );
     if let Some(n) = start_number {
         w!(out, " startNumber=\"{n}\"");
     }
     out.push_str(">\n          <SegmentTimeline>\n");
-    timeline(out, segments, addressing);
+    timeline(out, segments, timing.addressing);
     out.push_str("          </SegmentTimeline>\n        </SegmentTemplate>\n");
 }
 

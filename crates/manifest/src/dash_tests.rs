@@ -10,6 +10,16 @@ fn params(query: &str) -> MpdParams<'_> {
         min_buffer_time_secs: 4.0,
         utc_timing_url: "/time",
         query,
+        periods: &[],
+    }
+}
+
+/// The Period of a clip starting at segment `n` (D = 2.002 s).
+fn clip_start(n: u64) -> PeriodStart {
+    PeriodStart {
+        n,
+        start_ms: n * 2002,
+        ..PeriodStart::EPOCH
     }
 }
 
@@ -68,7 +78,7 @@ fn mpd_expected_text() {
   <Period id="0" start="PT0S">
     <AdaptationSet id="0" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1" maxWidth="320" maxHeight="180" maxFrameRate="30000/1001">
       <Representation id="v160" bandwidth="150000" codecs="avc1.42C00C" width="160" height="90" frameRate="30000/1001" sar="1:1">
-        <SegmentTemplate timescale="90000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/t$Time$.m4s?token=a&amp;b=1">
+        <SegmentTemplate timescale="90000" presentationTimeOffset="0" initialization="$RepresentationID$/init-0123456789abcdef.mp4?token=a&amp;b=1" media="$RepresentationID$/t$Time$.m4s?token=a&amp;b=1">
           <SegmentTimeline>
             <S t="161605453529520" d="180180" r="1"/>
             <S t="161605454070060" d="180180"/>
@@ -76,7 +86,7 @@ fn mpd_expected_text() {
         </SegmentTemplate>
       </Representation>
       <Representation id="v320" bandwidth="400000" codecs="avc1.42C01E" width="320" height="180" frameRate="30000/1001" sar="1:1">
-        <SegmentTemplate timescale="90000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/t$Time$.m4s?token=a&amp;b=1">
+        <SegmentTemplate timescale="90000" presentationTimeOffset="0" initialization="$RepresentationID$/init-0123456789abcdef.mp4?token=a&amp;b=1" media="$RepresentationID$/t$Time$.m4s?token=a&amp;b=1">
           <SegmentTimeline>
             <S t="161605453529520" d="180180" r="1"/>
             <S t="161605454070060" d="180180"/>
@@ -87,7 +97,7 @@ fn mpd_expected_text() {
     <AdaptationSet id="1" contentType="audio" mimeType="audio/mp4" lang="en" segmentAlignment="true" startWithSAP="1">
       <Representation id="audio" bandwidth="69000" codecs="mp4a.40.2" audioSamplingRate="48000">
         <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="2"/>
-        <SegmentTemplate timescale="48000" presentationTimeOffset="0" initialization="$RepresentationID$/init.mp4?token=a&amp;b=1" media="$RepresentationID$/t$Time$.m4s?token=a&amp;b=1">
+        <SegmentTemplate timescale="48000" presentationTimeOffset="0" initialization="$RepresentationID$/init-0123456789abcdef.mp4?token=a&amp;b=1" media="$RepresentationID$/t$Time$.m4s?token=a&amp;b=1">
           <SegmentTimeline>
             <S t="86189575216128" d="96256" r="1"/>
             <S t="86189575504896" d="95232"/>
@@ -183,7 +193,7 @@ fn query_is_xml_escaped_and_dollar_doubled() {
         .unwrap();
     assert_eq!(
         t.attribute("initialization"),
-        Some("$RepresentationID$/init.mp4?token=x$$y&exp=1<2")
+        Some("$RepresentationID$/init-0123456789abcdef.mp4?token=x$$y&exp=1<2")
     );
 }
 
@@ -271,6 +281,7 @@ fn static_mpd_of_a_clip_starts_at_zero() {
     let text = static_mpd(
         &fixture::renditions(),
         &[&video, &video, &audio],
+        &[clip_start(N0)],
         4.0,
         "",
         Addressing::Time,
@@ -291,7 +302,9 @@ fn static_mpd_of_a_clip_starts_at_zero() {
                 .unwrap()
         })
         .collect();
-    assert_eq!(offsets, [video[0].start, video[0].start, audio[0].start]);
+    // Media time N0·D is the clip's 0 in every Representation; audio's first frame starts a
+    // little after it, as it does live.
+    assert_eq!(offsets, [video[0].start, video[0].start, N0 * 96_096]);
     assert_eq!(expand(&text)[0].1, pairs(&video));
 }
 
@@ -299,7 +312,14 @@ fn static_mpd_of_a_clip_starts_at_zero() {
 fn numbered_static_mpd_states_the_number_after_a_gap() {
     let video = fixture::video_segments();
     let rs = &fixture::renditions()[..1];
-    let text = static_mpd(rs, &[&video], 4.0, "", Addressing::Number);
+    let text = static_mpd(
+        rs,
+        &[&video],
+        &[clip_start(N0)],
+        4.0,
+        "",
+        Addressing::Number,
+    );
     assert!(
         text.contains(&format!(
             r#"media="$RepresentationID$/$Number$.m4s" startNumber="{N0}""#
@@ -315,4 +335,78 @@ fn numbered_static_mpd_states_the_number_after_a_gap() {
         )),
         "{text}"
     );
+}
+
+#[test]
+fn a_header_change_starts_a_period_that_other_sets_continue() {
+    let rs = fixture::renditions();
+    let ns: Vec<u64> = (N0..N0 + 6).collect();
+    let mut video: Vec<_> = ns.iter().map(|&n| seg(n, n * VIDEO_D, VIDEO_D)).collect();
+    for s in &mut video[3..] {
+        s.header = crate::HeaderId(0xfeed);
+    }
+    video[3].discontinuity = true;
+    let audio = fixture::audio_segments_of(&ns);
+    // Both video renditions (0 and 1) change their header; audio (2) keeps its own.
+    let periods = [
+        PeriodStart::EPOCH,
+        PeriodStart {
+            previous: Some(0),
+            changed: 0b011,
+            ..clip_start(N0 + 3)
+        },
+    ];
+    let text = live_mpd(
+        &rs,
+        &[&video, &video, &audio],
+        &MpdParams {
+            periods: &periods,
+            ..params("")
+        },
+    );
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let found: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("Period"))
+        .map(|p| (p.attribute("id").unwrap(), p.attribute("start").unwrap()))
+        .collect();
+    let second_start = crate::text::XsdDuration((N0 + 3) * 2002).to_string();
+    let second_id = (N0 + 3).to_string();
+    assert_eq!(
+        found,
+        [("0", "PT0S"), (second_id.as_str(), second_start.as_str())],
+        "{text}"
+    );
+    // Video changed its header: a new one, and no continuity. Audio continues the Period
+    // before it, timed from the new Period's start.
+    let second = text.split("<Period id=\"").nth(2).unwrap();
+    assert!(second.contains("init-000000000000feed.mp4"), "{second}");
+    assert_eq!(
+        second.matches("period-continuity").count(),
+        1,
+        "only the audio set continues: {second}"
+    );
+    assert!(
+        second.contains(
+            "startWithSAP=\"1\">\n      <SupplementalProperty \
+             schemeIdUri=\"urn:mpeg:dash:period-continuity:2015\" value=\"0\"/>\n      \
+             <Representation id=\"audio\""
+        ),
+        "{second}"
+    );
+    assert!(
+        second.contains(&format!(
+            "presentationTimeOffset=\"{}\"",
+            (N0 + 3) * 180_180
+        )),
+        "{second}"
+    );
+    // Each segment appears in exactly one Period.
+    let reps = expand(&text);
+    let v160: Vec<Pair> = reps
+        .iter()
+        .filter(|(id, _)| id == "v160")
+        .flat_map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(v160, pairs(&video));
 }

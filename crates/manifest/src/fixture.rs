@@ -1,10 +1,12 @@
 //! The small channel the expected-text tests render: two NTSC video renditions, one stereo
 //! audio rendition, D = 2.002 s, and three segments with segment `N0 + 2` missing.
 
-use crate::{Rendition, RenditionKind, SegmentRef};
+use crate::{HeaderId, Rendition, RenditionKind, SegmentRef};
 
 /// A segment number of 2026-11-25 (14:15:50.328 UTC) at D = 2.002 s.
 pub const N0: u64 = 896_911_164;
+/// The CMAF header every fixture segment decodes with.
+pub const HEADER: HeaderId = HeaderId(0x0123_4567_89ab_cdef);
 /// D at 90 kHz: 60 frames of 30000/1001.
 pub const VIDEO_D: u64 = 180_180;
 
@@ -60,6 +62,7 @@ pub fn seg(n: u64, start: u64, duration: u64) -> SegmentRef {
         n,
         start,
         duration,
+        header: HEADER,
         discontinuity: false,
     }
 }

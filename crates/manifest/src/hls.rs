@@ -195,12 +195,6 @@ pub fn media_playlist(r: &Rendition, segments: &[SegmentRef], p: &MediaPlaylistP
         Some(PlaylistType::Vod) => out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
         None => {}
     }
-    w!(
-        &mut out,
-        "#EXT-X-MAP:URI=\"{}/init.mp4{}\"\n",
-        r.name,
-        p.query
-    );
 
     let mut prev: Option<&SegmentRef> = None;
     for s in segments {
@@ -213,6 +207,17 @@ pub fn media_playlist(r: &Rendition, segments: &[SegmentRef], p: &MediaPlaylistP
         }
         if s.discontinuity {
             out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        // EXT-X-MAP applies until the next one (RFC 8216 §4.3.2.5): written where the header
+        // changes, which the origin always marks as a discontinuity too.
+        if prev.is_none_or(|p| p.header != s.header) {
+            w!(
+                &mut out,
+                "#EXT-X-MAP:URI=\"{}/init-{}.mp4{}\"\n",
+                r.name,
+                s.header,
+                p.query
+            );
         }
         entry(&mut out, r, s.n, s.start, s.duration, p.query);
         prev = Some(s);

@@ -1,4 +1,5 @@
 use super::*;
+use crate::HeaderId;
 use crate::fixture::{self, N0, VIDEO_D, seg};
 use m3u8_rs::Playlist;
 
@@ -139,7 +140,7 @@ fn video_media_playlist_expected_text() {
 #EXT-X-MEDIA-SEQUENCE:896911164
 #EXT-X-DISCONTINUITY-SEQUENCE:0
 #EXT-X-INDEPENDENT-SEGMENTS
-#EXT-X-MAP:URI=\"v320/init.mp4\"
+#EXT-X-MAP:URI=\"v320/init-0123456789abcdef.mp4\"
 #EXT-X-PROGRAM-DATE-TIME:2026-11-25T14:15:50.328Z
 #EXTINF:2.00200,
 v320/896911164.m4s
@@ -177,7 +178,7 @@ fn audio_media_playlist_expected_text() {
 #EXT-X-DISCONTINUITY-SEQUENCE:3
 #EXT-X-INDEPENDENT-SEGMENTS
 #EXT-X-PLAYLIST-TYPE:EVENT
-#EXT-X-MAP:URI=\"audio/init.mp4?token=a&b=1\"
+#EXT-X-MAP:URI=\"audio/init-0123456789abcdef.mp4?token=a&b=1\"
 #EXT-X-PROGRAM-DATE-TIME:2026-11-25T14:15:50.336Z
 #EXTINF:2.00533,
 audio/896911164.m4s?token=a&b=1
@@ -207,7 +208,7 @@ fn media_playlist_parses_back() {
     assert_eq!(p.segments.len(), segs.len());
     assert_eq!(
         p.segments[0].map.as_ref().unwrap().uri,
-        "audio/init.mp4?t=1"
+        "audio/init-0123456789abcdef.mp4?t=1"
     );
     for (got, want) in p.segments.iter().zip(&segs) {
         assert_eq!(got.uri, format!("audio/{}.m4s?t=1", want.n));
@@ -230,7 +231,62 @@ fn empty_playlist_is_valid_and_reloadable() {
     let p = parse_media(&text);
     assert!(p.segments.is_empty() && !p.end_list);
     assert_eq!(p.media_sequence, 0);
-    assert!(text.contains("#EXT-X-MAP:URI=\"audio/init.mp4\"\n"));
+    // No segment, no header to name yet.
+    assert!(!text.contains("#EXT-X-MAP"), "{text}");
+}
+
+#[test]
+fn a_new_header_gets_its_map_after_the_discontinuity() {
+    let rs = fixture::renditions();
+    let mut segs: Vec<_> = (N0..N0 + 4).map(|n| seg(n, n * VIDEO_D, VIDEO_D)).collect();
+    for s in &mut segs[2..] {
+        s.header = HeaderId(0xfeed);
+    }
+    segs[2].discontinuity = true;
+    let p = MediaPlaylistParams {
+        discontinuity_sequence: 7,
+        ..params("?t=1")
+    };
+    let text = media_playlist(&rs[0], &segs, &p);
+    assert_eq!(text.matches("#EXT-X-MAP:").count(), 2, "{text}");
+    assert!(
+        text.contains(&format!(
+            "v160/{}.m4s?t=1\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"v160/init-000000000000feed.mp4?t=1\"\n",
+            N0 + 1
+        )),
+        "{text}"
+    );
+    let parsed = parse_media(&text);
+    assert_eq!(parsed.discontinuity_sequence, 7);
+    let maps: Vec<_> = parsed
+        .segments
+        .iter()
+        .map(|s| s.map.as_ref().map(|m| m.uri.clone()))
+        .collect();
+    assert_eq!(
+        maps,
+        [
+            Some("v160/init-0123456789abcdef.mp4?t=1".to_string()),
+            None,
+            Some("v160/init-000000000000feed.mp4?t=1".to_string()),
+            None
+        ]
+    );
+}
+
+#[test]
+fn header_ids_name_urls_one_way() {
+    assert_eq!(HeaderId(0xfeed).to_string(), "000000000000feed");
+    assert_eq!("000000000000feed".parse(), Ok(HeaderId(0xfeed)));
+    for bad in [
+        "feed",
+        "000000000000FEED",
+        "+00000000000feed",
+        "000000000000feedx",
+        "",
+    ] {
+        assert!(bad.parse::<HeaderId>().is_err(), "{bad}");
+    }
 }
 
 #[test]

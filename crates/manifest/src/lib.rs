@@ -5,7 +5,8 @@
 //! render byte-identical manifests, and every rule is unit-tested without a server.
 //!
 //! URLs are relative to the manifest location `/live/{channel}/`: init segments are
-//! `{rendition}/init.mp4`, media segments `{rendition}/{N}.m4s`, media playlists
+//! `{rendition}/init-{header}.mp4` (named by their content, so a rendition whose encoder settings
+//! change gets a new URL and caches never mix headers), media segments `{rendition}/{N}.m4s`, media playlists
 //! `{rendition}.m3u8`. A caller-supplied query string (`?token=…`) is appended to every child URL
 //! so access tokens reach the segment requests.
 
@@ -71,8 +72,34 @@ pub struct SegmentRef {
     pub start: u64,
     /// Duration in timescale ticks.
     pub duration: u64,
-    /// The media timeline jumps before this segment (copies that could not be aligned).
+    /// The CMAF header this segment decodes with.
+    pub header: HeaderId,
+    /// The media timeline or the header changes before this segment (copies that could not
+    /// be aligned, or encoder settings that changed).
     pub discontinuity: bool,
+}
+
+/// A CMAF header's identity: a hash of its bytes, so every node names the same header the same
+/// way. URLs carry it as 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct HeaderId(pub u64);
+
+impl std::fmt::Display for HeaderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Exactly the 16 lowercase hex digits [`HeaderId`] displays as: one URL per header.
+impl std::str::FromStr for HeaderId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let canonical = s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        match u64::from_str_radix(s, 16) {
+            Ok(id) if canonical => Ok(HeaderId(id)),
+            _ => Err(()),
+        }
+    }
 }
 
 impl SegmentRef {

@@ -13,6 +13,15 @@ pub fn content_digest(body: &[u8]) -> String {
     )
 }
 
+/// A 64-bit name for `body` (the first bytes of its SHA-256): the same on every node, and
+/// collision-free in practice for the handful of headers a rendition ever has.
+pub fn content_id(body: &[u8]) -> u64 {
+    let hash = Sha256::digest(body);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
+}
+
 /// Whether `header` (a `Content-Digest` value, possibly listing several algorithms) holds a
 /// SHA-256 digest, and whether it matches `body`. `None` when it has no SHA-256 entry.
 pub fn matches_digest(header: &str, body: &[u8]) -> Option<bool> {

@@ -9,12 +9,16 @@ use std::time::Duration;
 use manifest::{SegmentRef, dash, hls};
 use store::HarvestRow;
 
-use crate::live::LiveChannel;
+use crate::live::{LiveChannel, segment_key};
+use crate::manifests::clip_periods;
 use crate::timeshift::{Plan, TimeShift};
 use crate::{Origin, OriginError};
 
 /// The longest range one job copies.
 pub const MAX_HARVEST: Duration = Duration::from_secs(24 * 3600);
+
+/// A bound on the segments of one rendition an asset copies.
+const MAX_SEGMENTS: usize = 100_000;
 
 impl Origin {
     /// Checks and records a harvest of `[start, end)` of a channel as asset `name`, and starts
@@ -100,40 +104,46 @@ impl Origin {
         first_n: u64,
         last_n: u64,
     ) -> Result<String, OriginError> {
-        let id = &channel.spec.id;
         let mut renditions = Vec::new();
         for live in channel.renditions.values() {
-            let (Some(rendition), Some(init)) = (
-                live.manifest_rendition(&channel.spec),
-                live.read().init.as_ref().map(|i| i.bytes.clone()),
-            ) else {
+            let Some(rendition) = live.manifest_rendition(&channel.spec) else {
                 continue;
             };
-            let rows = self
-                .catalog
-                .segments_between(id, &live.name, first_n, last_n, 100_000)
-                .await?;
-            renditions.push((rendition, init, rows));
+            let listed = live.listed(first_n, last_n, MAX_SEGMENTS);
+            let headers: Vec<_> = {
+                let state = live.read();
+                let mut ids: Vec<_> = listed.refs.iter().map(|s| s.header).collect();
+                ids.dedup();
+                ids.iter()
+                    .filter_map(|id| state.headers.get(id))
+                    .map(|h| (h.id, h.bytes.clone()))
+                    .collect()
+            };
+            renditions.push((rendition, headers, listed.refs));
         }
-        let total: usize = renditions.iter().map(|(_, _, rows)| rows.len()).sum();
+        let total: usize = renditions.iter().map(|(_, _, refs)| refs.len()).sum();
         if total == 0 {
             return Err(OriginError::NotFound("no segment in that range".into()));
         }
         self.catalog.update_harvest(name, "running", 0, "").await?;
         let mut copied = 0;
-        let mut timelines = Vec::new();
-        for (rendition, init, rows) in &renditions {
+        for (rendition, headers, refs) in &renditions {
             let prefix = format!("vod/{name}/{}", rendition.name);
-            self.blobs.put(&format!("{prefix}/init.mp4"), init).await?;
-            for row in rows {
-                let bytes = self.blobs.get(&row.blob_key).await?.ok_or_else(|| {
+            for (id, bytes) in headers {
+                self.blobs
+                    .put(&format!("{prefix}/init-{id}.mp4"), bytes)
+                    .await?;
+            }
+            for s in refs {
+                let key = segment_key(&channel.spec.id, &rendition.name, s.n);
+                let bytes = self.blobs.get(&key).await?.ok_or_else(|| {
                     OriginError::NotFound(format!(
                         "segment {} of `{}` is gone",
-                        row.n, rendition.name
+                        s.n, rendition.name
                     ))
                 })?;
                 self.blobs
-                    .put(&format!("{prefix}/{}.m4s", row.n), &bytes)
+                    .put(&format!("{prefix}/{}.m4s", s.n), &bytes)
                     .await?;
                 copied += 1;
                 if copied % 50 == 0 {
@@ -143,22 +153,13 @@ impl Origin {
                         .await?;
                 }
             }
-            let segments: Vec<SegmentRef> = rows
-                .iter()
-                .map(|r| crate::live::segment_ref(r.n, r.start, r.duration))
-                .collect();
-            timelines.push(segments);
         }
-        self.write_manifests(
-            channel,
-            name,
-            &renditions
-                .iter()
-                .map(|(r, _, _)| r.clone())
-                .collect::<Vec<_>>(),
-            &timelines,
-        )
-        .await?;
+        let (renditions, timelines): (Vec<_>, Vec<_>) = renditions
+            .into_iter()
+            .map(|(rendition, _, refs)| (rendition, refs))
+            .unzip();
+        self.write_manifests(channel, name, first_n, last_n, &renditions, &timelines)
+            .await?;
         Ok(format!(
             "{copied} segments in {} renditions",
             renditions.len()
@@ -169,6 +170,8 @@ impl Origin {
         &self,
         channel: &LiveChannel,
         name: &str,
+        first_n: u64,
+        last_n: u64,
         renditions: &[manifest::Rendition],
         timelines: &[Vec<SegmentRef>],
     ) -> Result<(), OriginError> {
@@ -194,7 +197,17 @@ impl Origin {
             .await?;
         let slices: Vec<&[SegmentRef]> = timelines.iter().map(Vec::as_slice).collect();
         let d = channel.grid.duration_secs();
-        let mpd = dash::static_mpd(renditions, &slices, 2.0 * d, "", dash::Addressing::Number);
+        let names: Vec<&str> = renditions.iter().map(|r| r.name.as_str()).collect();
+        let periods = channel.periods_from(first_n, last_n, &names);
+        let periods = clip_periods(channel, first_n, periods);
+        let mpd = dash::static_mpd(
+            renditions,
+            &slices,
+            &periods,
+            2.0 * d,
+            "",
+            dash::Addressing::Number,
+        );
         self.blobs
             .put(&format!("vod/{name}/manifest.mpd"), &mpd.into())
             .await?;

@@ -6,6 +6,8 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use channel::{AUDIO_RENDITION, ChannelSpec};
+use manifest::HeaderId;
+use manifest::dash::PeriodStart;
 use media::cmaf::SegmentInfo;
 use media::fmp4::{TrackInfo, TrackKind};
 use timeline::{CopyOffer, Feed, SegmentChoice, SegmentGrid};
@@ -19,6 +21,9 @@ pub struct LiveChannel {
     pub grid: SegmentGrid,
     pub credential: String,
     pub renditions: BTreeMap<String, Arc<LiveRendition>>,
+    /// Where the DASH Periods begin (segment number → Unix ms): at each segment where some
+    /// rendition's header changed. Few, and kept for the startover window.
+    pub periods: RwLock<BTreeMap<u64, u64>>,
 }
 
 impl LiveChannel {
@@ -47,7 +52,72 @@ impl LiveChannel {
             grid,
             credential,
             renditions,
+            periods: RwLock::new(BTreeMap::new()),
         })
+    }
+
+    /// The Periods an MPD listing segments from `first_n` on (to `last_n`) writes: the one in
+    /// force at `first_n`, then every later one. `renditions` are the names the MPD lists, in
+    /// its order, for [`PeriodStart::changed`].
+    pub fn periods_from(&self, first_n: u64, last_n: u64, renditions: &[&str]) -> Vec<PeriodStart> {
+        let periods = self.periods.read().unwrap_or_else(|e| e.into_inner());
+        let in_force = periods.range(..=first_n).next_back().map(|(&n, _)| n);
+        let mut out = vec![PeriodStart::EPOCH];
+        let mut previous = periods
+            .range(..in_force.unwrap_or(0))
+            .next_back()
+            .map(|(&n, _)| n);
+        let starts = in_force.into_iter().chain(
+            periods
+                .range(first_n.saturating_add(1)..=last_n.max(first_n))
+                .map(|(&n, _)| n),
+        );
+        for n in starts {
+            let start_ms = periods.get(&n).copied().unwrap_or_default();
+            let start = PeriodStart {
+                n,
+                start_ms,
+                previous: Some(previous.unwrap_or(0)),
+                changed: self.header_changes_at(n, renditions),
+            };
+            if in_force == Some(n) {
+                out[0] = start;
+            } else {
+                out.push(start);
+            }
+            previous = Some(n);
+        }
+        out
+    }
+
+    /// Which of `renditions` change their header at segment `n`, as [`PeriodStart::changed`].
+    fn header_changes_at(&self, n: u64, renditions: &[&str]) -> u64 {
+        let mut changed = 0;
+        for (i, name) in renditions.iter().enumerate().take(64) {
+            let changes = self.renditions.get(*name).is_some_and(|r| {
+                let state = r.read();
+                let before = state.index.range(..n).next_back().map(|(_, l)| l.disc);
+                let after = state.index.range(n..).next().map(|(_, l)| l.disc);
+                before.zip(after).is_some_and(|(b, a)| b != a)
+            });
+            changed |= u64::from(changes) << i;
+        }
+        changed
+    }
+
+    /// Records that a Period begins at segment `n`, `start_ms` after the epoch.
+    pub fn add_period(&self, n: u64, start_ms: u64) {
+        let mut periods = self.periods.write().unwrap_or_else(|e| e.into_inner());
+        periods.insert(n, start_ms);
+    }
+
+    /// Forgets the Periods that began before the one in force at `n` and the one before it
+    /// (which MPDs name as the Period the one in force continues).
+    pub fn forget_periods_before(&self, n: u64) {
+        let mut periods = self.periods.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(&kept) = periods.range(..=n).rev().nth(1).map(|(k, _)| k) {
+            *periods = periods.split_off(&kept);
+        }
     }
 
     pub fn startover(&self) -> std::time::Duration {
@@ -61,12 +131,33 @@ impl LiveChannel {
     }
 }
 
-/// The CMAF header served for a rendition, with what manifests need to know of its track.
+/// A CMAF header of a rendition, with what manifests need to know of its track.
 #[derive(Debug, Clone)]
-pub struct ServedInit {
+pub struct Header {
+    pub id: HeaderId,
     pub bytes: Bytes,
     pub track: TrackInfo,
-    pub feed: Feed,
+    /// Where its bytes are in the store.
+    pub key: String,
+}
+
+impl Header {
+    /// A header of `rendition`, stored under its own name unless `key` says otherwise.
+    pub fn new(
+        bytes: Bytes,
+        track: TrackInfo,
+        channel: &str,
+        rendition: &str,
+        key: Option<String>,
+    ) -> Self {
+        let id = HeaderId(media::digest::content_id(&bytes));
+        Self {
+            key: key.unwrap_or_else(|| format!("live/{channel}/{rendition}/init-{id}.mp4")),
+            id,
+            bytes,
+            track,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -77,10 +168,21 @@ pub struct LiveSegment {
     pub feed: Feed,
     /// The pipeline's quality score, 0-100, when it gave one.
     pub quality: Option<u8>,
+    pub header: HeaderId,
     pub bytes: Bytes,
     /// The strong ETag of `bytes`, computed once when the segment is listed rather than on
     /// every request for it.
     pub etag: String,
+}
+
+/// What manifests need of a listed segment: 32 bytes, so a 14-day index stays small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listing {
+    pub start: u64,
+    pub duration: u64,
+    pub header: HeaderId,
+    /// How many times the rendition's header changed up to this segment.
+    pub disc: u32,
 }
 
 /// A strong ETag from content: listed bytes never change, so neither does it.
@@ -96,33 +198,92 @@ pub fn content_etag(bytes: &[u8]) -> String {
 
 #[derive(Default)]
 pub struct RenditionState {
-    pub init: Option<ServedInit>,
-    /// Each feed's header, to tell whether the feeds' copies are interchangeable.
-    pub feed_inits: HashMap<Feed, Bytes>,
-    /// Each feed's latest header, stored or not: a feed whose encoder now writes another
-    /// header than the one served makes segments that header cannot decode.
-    pub latest_inits: HashMap<Feed, Bytes>,
+    /// Every header the rendition's segments decode with, by id.
+    pub headers: HashMap<HeaderId, Header>,
+    /// The header of the newest listed segment (before any, the first stored): what
+    /// manifests describe the rendition by.
+    pub current: Option<HeaderId>,
+    /// Each feed's latest header: its next segments decode with it.
+    pub feed_headers: HashMap<Feed, HeaderId>,
     pub segments: BTreeMap<u64, LiveSegment>,
     /// Every listed segment of the startover window, as manifests need it: time-shifted
-    /// manifests render from here without a catalog query (24 bytes of payload a segment).
-    pub index: BTreeMap<u64, (u64, u64)>,
+    /// manifests render from here without a catalog query.
+    pub index: BTreeMap<u64, Listing>,
     /// Flawed copies waiting out their grace time for a better one, by N.
     pub held: BTreeMap<u64, HeldCopy>,
+}
+
+/// Where a copy of segment N would sit among the listed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// It decodes with the header of the segments around it: no discontinuity.
+    pub continues: bool,
+    /// Its discontinuity count.
+    pub disc: u32,
+}
+
+impl RenditionState {
+    /// The discontinuity count of the listed segment before `n`.
+    fn disc_before(&self, n: u64) -> Option<u32> {
+        self.index.range(..n).next_back().map(|(_, l)| l.disc)
+    }
+
+    /// The header manifests describe the rendition by.
+    pub fn current_header(&self) -> Option<&Header> {
+        self.headers.get(&self.current?)
+    }
+
+    /// Where a copy of `n` decoding with `header` would be listed, or why it cannot be: a copy
+    /// listed late, between two listed segments, may not change the header there, since the
+    /// segments after it were already announced without a discontinuity before them.
+    pub fn placement(&self, n: u64, header: HeaderId) -> Result<Placement, String> {
+        let before = self.index.range(..n).next_back().map(|(_, l)| *l);
+        let after = self
+            .index
+            .range(n.saturating_add(1)..)
+            .next()
+            .map(|(_, l)| *l);
+        match (before, after) {
+            (Some(b), Some(_)) | (Some(b), None) if b.header == header => Ok(Placement {
+                continues: true,
+                disc: b.disc,
+            }),
+            (Some(b), None) => Ok(Placement {
+                continues: false,
+                disc: b.disc.saturating_add(1),
+            }),
+            (None, Some(a)) if a.header == header => Ok(Placement {
+                continues: true,
+                disc: a.disc,
+            }),
+            (None, None) => Ok(Placement {
+                continues: true,
+                disc: 0,
+            }),
+            _ => Err(format!(
+                "segment {n} comes after later segments were listed, and its header differs \
+                 from theirs: listing it would need a discontinuity they were announced without"
+            )),
+        }
+    }
 }
 
 /// A complete, checked copy of a segment that is not listed yet.
 pub struct HeldCopy {
     pub feed: Feed,
     pub quality: Option<u8>,
+    pub header: HeaderId,
     pub body: Bytes,
     pub info: SegmentInfo,
 }
 
 impl HeldCopy {
-    pub fn offer(&self) -> CopyOffer {
+    /// The copy as the choice between feeds sees it, placed among the listed segments.
+    pub fn offer(&self, state: &RenditionState, n: u64) -> CopyOffer {
         CopyOffer {
             feed: self.feed,
             quality: self.quality.unwrap_or(SegmentChoice::FLAWLESS),
+            continues: state.placement(n, self.header).is_ok_and(|p| p.continues),
         }
     }
 }
@@ -171,9 +332,18 @@ impl LiveRendition {
     }
 
     /// Lists a stored segment and forgets those that fell out of the window.
-    pub fn insert(&self, n: u64, segment: LiveSegment, keep: u64) {
+    pub fn insert(&self, n: u64, segment: LiveSegment, disc: u32, keep: u64) {
         let mut state = self.write();
-        state.index.insert(n, (segment.start, segment.duration));
+        let listing = Listing {
+            start: segment.start,
+            duration: segment.duration,
+            header: segment.header,
+            disc,
+        };
+        state.index.insert(n, listing);
+        if state.index.keys().next_back() == Some(&n) {
+            state.current = Some(segment.header);
+        }
         state.segments.insert(n, segment);
         let newest = state.segments.keys().next_back().copied().unwrap_or(n);
         let oldest_kept = newest.saturating_sub(keep + EXTRA_SEGMENTS);
@@ -217,48 +387,44 @@ impl LiveRendition {
     }
 
     /// Adds listings found in the catalog (at start-up) to the index.
-    pub fn index_listed(&self, listed: impl IntoIterator<Item = (u64, u64, u64)>) {
+    pub fn index_listed(&self, listed: impl IntoIterator<Item = (u64, Listing)>) {
         let mut state = self.write();
-        state.index.extend(
-            listed
-                .into_iter()
-                .map(|(n, start, duration)| (n, (start, duration))),
-        );
+        state.index.extend(listed);
+        if let Some(newest) = state.index.values().next_back() {
+            state.current = Some(newest.header);
+        }
     }
 
     /// The listed segments numbered `first..=last`, at most `limit`, oldest first.
-    pub fn listed(&self, first: u64, last: u64, limit: usize) -> Vec<manifest::SegmentRef> {
+    pub fn listed(&self, first: u64, last: u64, limit: usize) -> Segments {
         let state = self.read();
-        state
-            .index
-            .range(first..=last)
-            .take(limit)
-            .map(|(&n, &(start, duration))| segment_ref(n, start, duration))
-            .collect()
+        Segments::of(
+            state.disc_before(first),
+            state.index.range(first..=last).take(limit),
+        )
     }
 
     /// The newest `count` listed segments at least `behind` segments behind the newest one.
-    pub fn listed_behind(&self, behind: u64, count: usize) -> Vec<manifest::SegmentRef> {
+    pub fn listed_behind(&self, behind: u64, count: usize) -> Segments {
         let state = self.read();
         let Some(&newest) = state.index.keys().next_back() else {
-            return Vec::new();
+            return Segments::default();
         };
         let last = newest.saturating_sub(behind);
-        let mut refs: Vec<_> = state
+        let first = state
             .index
             .range(..=last)
             .rev()
             .take(count)
-            .map(|(&n, &(start, duration))| segment_ref(n, start, duration))
-            .collect();
-        refs.reverse();
-        refs
+            .last()
+            .map_or(last, |(&n, _)| n);
+        Segments::of(state.disc_before(first), state.index.range(first..=last))
     }
 
     /// What the manifests say of this rendition, once its header is known.
     pub fn manifest_rendition(&self, spec: &ChannelSpec) -> Option<manifest::Rendition> {
         let state = self.read();
-        let init = state.init.as_ref()?;
+        let init = state.current_header()?;
         let kind = match init.track.kind {
             TrackKind::Video { width, height } => manifest::RenditionKind::Video {
                 width: width.into(),
@@ -285,27 +451,56 @@ impl LiveRendition {
         })
     }
 
-    /// The last `count` segments, oldest first, as manifests list them.
-    pub fn window(&self, count: u64) -> Vec<manifest::SegmentRef> {
+    /// The last `count` segment numbers, oldest first, as live manifests list them.
+    pub fn window(&self, count: u64) -> Segments {
         let state = self.read();
         let Some(&newest) = state.segments.keys().next_back() else {
-            return Vec::new();
+            return Segments::default();
         };
         let first = newest.saturating_sub(count.saturating_sub(1));
-        state
-            .segments
-            .range(first..)
-            .map(|(&n, s)| segment_ref(n, s.start, s.duration))
-            .collect()
+        Segments::of(state.disc_before(first), state.index.range(first..))
     }
 }
 
-pub(crate) fn segment_ref(n: u64, start: u64, duration: u64) -> manifest::SegmentRef {
-    manifest::SegmentRef {
-        n,
-        start,
-        duration,
-        discontinuity: false,
+/// Where a listed segment's bytes are in the store.
+pub fn segment_key(channel: &str, rendition: &str, n: u64) -> String {
+    format!("live/{channel}/{rendition}/{n}.m4s")
+}
+
+/// Segments as a manifest lists them, with the discontinuity sequence of the first: each one
+/// whose discontinuity count differs from the one before it is marked.
+#[derive(Debug, Default)]
+pub struct Segments {
+    pub refs: Vec<manifest::SegmentRef>,
+    pub discontinuity_sequence: u64,
+}
+
+impl Segments {
+    /// `before`: the discontinuity count of the listed segment before the first, so that the
+    /// first keeps its EXT-X-DISCONTINUITY while it is listed (RFC 8216 §6.2.2: the sequence
+    /// counts only the tags that left the playlist).
+    pub(crate) fn of<'a>(
+        before: Option<u32>,
+        listings: impl Iterator<Item = (&'a u64, &'a Listing)>,
+    ) -> Self {
+        let mut out = Segments::default();
+        let mut prev_disc = before;
+        for (&n, l) in listings {
+            let discontinuity = prev_disc.is_some_and(|d| d != l.disc);
+            if out.refs.is_empty() {
+                out.discontinuity_sequence =
+                    u64::from(l.disc.saturating_sub(u32::from(discontinuity)));
+            }
+            out.refs.push(manifest::SegmentRef {
+                n,
+                start: l.start,
+                duration: l.duration,
+                header: l.header,
+                discontinuity,
+            });
+            prev_disc = Some(l.disc);
+        }
+        out
     }
 }
 
@@ -320,19 +515,118 @@ mod tests {
             samples: 60,
             feed: Feed::A,
             quality: None,
+            header: HeaderId(1),
             bytes: Bytes::new(),
             etag: String::new(),
         }
+    }
+
+    fn listing(n: u64, header: u64, disc: u32) -> Listing {
+        Listing {
+            start: n * 180_000,
+            duration: 180_000,
+            header: HeaderId(header),
+            disc,
+        }
+    }
+
+    #[test]
+    fn a_header_change_is_a_discontinuity_only_at_the_live_edge() {
+        let mut state = RenditionState::default();
+        let (old, new) = (HeaderId(1), HeaderId(2));
+        assert_eq!(
+            state.placement(10, new),
+            Ok(Placement {
+                continues: true,
+                disc: 0
+            })
+        );
+        state.index.insert(10, listing(10, 1, 4));
+        state.index.insert(12, listing(12, 1, 4));
+        let at_edge = state.placement(13, new);
+        assert_eq!(
+            at_edge,
+            Ok(Placement {
+                continues: false,
+                disc: 5
+            })
+        );
+        assert_eq!(state.placement(13, old).map(|p| p.disc), Ok(4));
+        // 11 arrives late, between two listed segments: only the header around it will do.
+        assert_eq!(state.placement(11, old).map(|p| p.continues), Ok(true));
+        assert!(state.placement(11, new).is_err());
+        assert!(state.placement(9, new).is_err());
+        assert_eq!(state.placement(9, old).map(|p| p.disc), Ok(4));
+    }
+
+    #[test]
+    fn manifests_mark_where_the_count_changes_and_start_from_the_first_count() {
+        let index: BTreeMap<u64, Listing> = [
+            (20, listing(20, 1, 2)),
+            (21, listing(21, 2, 3)),
+            (22, listing(22, 2, 3)),
+            (24, listing(24, 1, 4)),
+        ]
+        .into_iter()
+        .collect();
+        let segments = Segments::of(None, index.iter());
+        assert_eq!(segments.discontinuity_sequence, 2);
+        let marks: Vec<_> = segments.refs.iter().map(|s| s.discontinuity).collect();
+        assert_eq!(marks, [false, true, false, true]);
+        // Starting at 21, whose tag is still listed: the sequence counts the tags gone.
+        let later = Segments::of(Some(2), index.range(21..));
+        assert_eq!(later.discontinuity_sequence, 2);
+        assert!(later.refs[0].discontinuity);
+        let after = Segments::of(Some(3), index.range(22..));
+        assert_eq!(after.discontinuity_sequence, 3);
+        assert!(!after.refs[0].discontinuity);
+    }
+
+    #[test]
+    fn periods_keep_the_one_in_force_and_say_what_changed() {
+        let spec: ChannelSpec = serde_json::from_str(
+            r#"{"id":"demo","frame_rate":"30","segment_seconds":2.0,
+                "inputs":{"main":{"type":"rtmp","stream_key":"k"}}}"#,
+        )
+        .unwrap();
+        let channel = LiveChannel::new(spec, String::new()).unwrap();
+        let names = ["360p", "audio"];
+        assert_eq!(channel.periods_from(100, 200, &names), [PeriodStart::EPOCH]);
+        // 360p changes its header at 150; audio never does.
+        let video = &channel.renditions["360p"];
+        for n in 140..190 {
+            let (header, disc) = if n < 150 { (1, 0) } else { (2, 1) };
+            video.write().index.insert(n, listing(n, header, disc));
+        }
+        let at = |n: u64, previous: u64, changed: u64| PeriodStart {
+            n,
+            start_ms: channel.grid.start_of(n, 1000),
+            previous: Some(previous),
+            changed,
+        };
+        for n in [150, 180, 150] {
+            channel.add_period(n, channel.grid.start_of(n, 1000));
+        }
+        assert_eq!(
+            channel.periods_from(100, 200, &names),
+            [PeriodStart::EPOCH, at(150, 0, 0b01), at(180, 150, 0)]
+        );
+        assert_eq!(channel.periods_from(160, 170, &names), [at(150, 0, 0b01)]);
+        channel.add_period(300, channel.grid.start_of(300, 1000));
+        channel.forget_periods_before(310);
+        // 300 is in force; 180 stays, named as the Period 300 continues.
+        assert_eq!(channel.periods_from(310, 320, &names), [at(300, 180, 0)]);
+        assert_eq!(channel.periods.read().unwrap().len(), 2);
     }
 
     #[test]
     fn window_lists_the_newest_and_memory_stays_bounded() {
         let r = LiveRendition::new("360p", true, 1, 1);
         for n in 100..200 {
-            r.insert(n, segment(n), 10);
+            r.insert(n, segment(n), 0, 10);
         }
         assert_eq!(r.read().segments.len() as u64, 10 + EXTRA_SEGMENTS + 1);
-        let window = r.window(10);
+        let window = r.window(10).refs;
         assert_eq!(window.first().map(|s| s.n), Some(190));
         assert_eq!(window.last().map(|s| s.n), Some(199));
     }
@@ -350,16 +644,16 @@ mod tests {
     #[test]
     fn the_index_keeps_the_startover_window_beyond_memory() {
         let r = LiveRendition::new("360p", true, 1, 1);
-        r.index_listed((50..100).map(|n| (n, n * 180_000, 180_000)));
+        r.index_listed((50..100).map(|n| (n, listing(n, 1, 0))));
         for n in 100..200 {
-            r.insert(n, segment(n), 10);
+            r.insert(n, segment(n), 0, 10);
         }
         assert_eq!(r.read().index.len(), 150);
-        let listed: Vec<_> = r.listed(60, 64, 100).iter().map(|s| s.n).collect();
+        let listed: Vec<_> = r.listed(60, 64, 100).refs.iter().map(|s| s.n).collect();
         assert_eq!(listed, [60, 61, 62, 63, 64]);
-        assert_eq!(r.listed(60, 1000, 3).len(), 3);
+        assert_eq!(r.listed(60, 1000, 3).refs.len(), 3);
         // 199 is the newest: 79 behind it is 120.
-        let behind: Vec<_> = r.listed_behind(79, 3).iter().map(|s| s.n).collect();
+        let behind: Vec<_> = r.listed_behind(79, 3).refs.iter().map(|s| s.n).collect();
         assert_eq!(behind, [118, 119, 120]);
         r.forget_before(150);
         assert_eq!(r.read().index.keys().next(), Some(&150));
@@ -369,10 +663,10 @@ mod tests {
     fn window_skips_missing_numbers() {
         let r = LiveRendition::new("360p", true, 1, 1);
         for n in [10, 11, 13] {
-            r.insert(n, segment(n), 10);
+            r.insert(n, segment(n), 0, 10);
         }
         assert_eq!(
-            r.window(3).iter().map(|s| s.n).collect::<Vec<_>>(),
+            r.window(3).refs.iter().map(|s| s.n).collect::<Vec<_>>(),
             [11, 13]
         );
     }

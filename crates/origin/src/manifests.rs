@@ -6,7 +6,7 @@ use std::time::Duration;
 use manifest::{SegmentRef, dash, hls};
 
 use crate::OriginError;
-use crate::live::{LiveChannel, LiveRendition};
+use crate::live::{LiveChannel, LiveRendition, Segments};
 use crate::timeshift::Plan;
 
 /// The most segments one manifest lists: a day of 2 s segments.
@@ -50,7 +50,7 @@ pub fn media_playlist(
     let rendition = live
         .manifest_rendition(&channel.spec)
         .ok_or_else(|| OriginError::NotFound(format!("`{name}` has no media yet")))?;
-    let segments = segments(channel, live, plan)?;
+    let listed = segments(channel, live, plan)?;
     let (playlist_type, ended) = match plan {
         Plan::Live { .. } => (None, false),
         Plan::From { .. } => (Some(hls::PlaylistType::Event), false),
@@ -58,12 +58,12 @@ pub fn media_playlist(
     };
     let params = hls::MediaPlaylistParams {
         target_duration_secs: target_duration(channel),
-        discontinuity_sequence: 0,
+        discontinuity_sequence: listed.discontinuity_sequence,
         ended,
         playlist_type,
         query: "",
     };
-    Ok(hls::media_playlist(&rendition, &segments, &params))
+    Ok(hls::media_playlist(&rendition, &listed.refs, &params))
 }
 
 /// Fixed per channel (it must not change between reloads): D plus the most an audio segment
@@ -79,19 +79,28 @@ pub fn mpd(channel: &LiveChannel, plan: Plan, now: Duration) -> Result<String, O
     let mut windows = Vec::with_capacity(renditions.len());
     for r in &renditions {
         let window = match channel.renditions.get(&r.name) {
-            Some(live) => segments(channel, live, plan)?,
+            Some(live) => segments(channel, live, plan)?.refs,
             None => Vec::new(),
         };
         windows.push(window);
     }
     let slices: Vec<&[SegmentRef]> = windows.iter().map(Vec::as_slice).collect();
+    let first_n = slices.iter().filter_map(|s| s.first()).map(|s| s.n).min();
+    let last_n = slices.iter().filter_map(|s| s.last()).map(|s| s.n).max();
+    let names: Vec<&str> = renditions.iter().map(|r| r.name.as_str()).collect();
+    let periods = match first_n.zip(last_n) {
+        Some((first, last)) => channel.periods_from(first, last, &names),
+        None => Vec::new(),
+    };
     let d = channel.grid.duration_secs();
     // An open start keeps everything since the start reachable.
     let depth = match plan {
-        Plan::Range { .. } => {
+        Plan::Range { first_n, .. } => {
+            let clip = clip_periods(channel, first_n, periods);
             return Ok(dash::static_mpd(
                 &renditions,
                 &slices,
+                &clip,
                 2.0 * d,
                 "",
                 dash::Addressing::Time,
@@ -108,8 +117,31 @@ pub fn mpd(channel: &LiveChannel, plan: Plan, now: Duration) -> Result<String, O
         min_buffer_time_secs: 2.0 * d,
         utc_timing_url: "/time",
         query: "",
+        periods: &periods,
     };
     Ok(dash::live_mpd(&renditions, &slices, &params))
+}
+
+/// A clip's Periods: the first starts at the clip's first segment (its presentation's 0), the
+/// others where the channel's do.
+pub(crate) fn clip_periods(
+    channel: &LiveChannel,
+    first_n: u64,
+    mut periods: Vec<dash::PeriodStart>,
+) -> Vec<dash::PeriodStart> {
+    let start = dash::PeriodStart {
+        n: first_n,
+        start_ms: channel.grid.start_of(first_n, 1000),
+        ..dash::PeriodStart::EPOCH
+    };
+    match periods.first_mut() {
+        Some(first) if first.n <= first_n => *first = start,
+        _ => periods.insert(0, start),
+    }
+    if let Some(second) = periods.get_mut(1) {
+        second.previous = Some(first_n);
+    }
+    periods
 }
 
 /// The segments a plan lists: the live window from memory, anything else from the index.
@@ -117,7 +149,7 @@ fn segments(
     channel: &LiveChannel,
     live: &LiveRendition,
     plan: Plan,
-) -> Result<Vec<SegmentRef>, OriginError> {
+) -> Result<Segments, OriginError> {
     let limit = MAX_LISTED as usize;
     Ok(match plan {
         Plan::Live { behind: 0, count } if count <= channel.window_segments() => live.window(count),
@@ -125,7 +157,7 @@ fn segments(
         Plan::From { first_n } => live.listed(first_n, u64::MAX, limit),
         Plan::Range { first_n, last_n } => {
             let listed = live.listed(first_n, last_n, limit);
-            if listed.is_empty() {
+            if listed.refs.is_empty() {
                 return Err(OriginError::NotFound(format!(
                     "`{}` has no segment in that range",
                     live.name

@@ -15,10 +15,12 @@ use failover::cmsd;
 use media::cmaf::{SegmentInfo, inspect_init, inspect_segment};
 use media::fmp4::TrackInfo;
 use std::time::Duration;
-use store::{InitRow, SegmentRow};
+use store::{HeaderRow, InitRow, SegmentRow};
 use timeline::{Feed, Offer, SegmentChoice};
 
-use crate::live::{HeldCopy, LiveChannel, LiveRendition, LiveSegment, ServedInit, content_etag};
+use crate::live::{
+    Header, HeldCopy, LiveChannel, LiveRendition, LiveSegment, content_etag, segment_key,
+};
 use crate::{Origin, OriginError};
 
 type Reply = Result<(StatusCode, String), OriginError>;
@@ -156,61 +158,74 @@ async fn accept_init(
             live.name
         )));
     }
+    let header = Header::new(body, track, &channel.spec.id, &live.name, None);
     let _guard = live.publish.lock().await;
-    live.write().latest_inits.insert(feed, body.clone());
-    let (served, same_as_feed) = {
+    let (known, current) = {
         let state = live.read();
-        (
-            state.init.as_ref().map(|i| i.bytes.clone()),
-            state.feed_inits.get(&feed).cloned(),
-        )
-    };
-    // A feed's header is stored once; listed bytes never change, so a different one later (an
-    // encoder restarted with other settings) is reported, not stored.
-    if let Some(stored) = same_as_feed {
-        if stored == body {
+        if state.feed_headers.get(&feed) == Some(&header.id) {
             return Ok((StatusCode::OK, "header already stored\n".into()));
         }
-        report_header_mismatch(origin, channel, live, feed);
-        return Ok((
-            StatusCode::OK,
-            "header differs from this feed's first; the first is kept\n".into(),
-        ));
+        let current = state.current_header().map(|h| (h.id, h.track.timescale));
+        (
+            state.headers.get(&header.id).map(|h| h.key.clone()),
+            current,
+        )
+    };
+    // Segments are placed on the grid and listed in the rendition's one timescale.
+    if let Some((_, timescale)) = current.filter(|(_, ts)| *ts != header.track.timescale) {
+        return Err(OriginError::Conflict(format!(
+            "rendition `{}` is in timescale {timescale}; this header has {}",
+            live.name, header.track.timescale
+        )));
     }
-    if served.is_some_and(|served| served != body) {
-        report_header_mismatch(origin, channel, live, feed);
+    if known.is_none() {
+        origin.blobs.put(&header.key, &header.bytes).await?;
+        let row = HeaderRow {
+            channel: channel.spec.id.clone(),
+            rendition: live.name.clone(),
+            id: header.id.to_string(),
+            blob_key: header.key.clone(),
+        };
+        origin.catalog.put_header(&row).await?;
     }
-    let key = format!("live/{}/{}/init-{feed}.mp4", channel.spec.id, live.name);
-    origin.blobs.put(&key, &body).await?;
-    let row = InitRow {
+    let feed_row = InitRow {
         channel: channel.spec.id.clone(),
         rendition: live.name.clone(),
         feed,
-        blob_key: key,
+        blob_key: known.unwrap_or_else(|| header.key.clone()),
         track: String::new(),
     };
-    origin.catalog.put_init(&row).await?;
-    let mut state = live.write();
-    state.feed_inits.insert(feed, body.clone());
-    if state.init.is_none() {
-        state.init = Some(ServedInit {
-            bytes: body,
-            track,
-            feed,
-        });
+    origin.catalog.put_init(&feed_row).await?;
+    if let Some((served, _)) = current.filter(|(id, _)| *id != header.id) {
+        report_new_header(origin, channel, live, feed, header.id, served);
     }
-    Ok((StatusCode::CREATED, "header stored\n".into()))
+    let mut state = live.write();
+    state.feed_headers.insert(feed, header.id);
+    state.current.get_or_insert(header.id);
+    let reply = if state.headers.contains_key(&header.id) {
+        "header known; this feed now delivers it\n"
+    } else {
+        "header stored\n"
+    };
+    state.headers.entry(header.id).or_insert(header);
+    Ok((StatusCode::CREATED, reply.into()))
 }
 
-/// The feeds' headers differ, so their segments are not interchangeable byte for byte.
-fn report_header_mismatch(
+/// A feed now delivers another header than the one served (its encoder restarted with other
+/// settings): its copies are not interchangeable with the served ones byte for byte, so the
+/// packager keeps the served header's copies while they come, and announces a discontinuity
+/// when it has to change.
+fn report_new_header(
     origin: &Origin,
     channel: &LiveChannel,
     live: &LiveRendition,
     feed: Feed,
+    header: manifest::HeaderId,
+    served: manifest::HeaderId,
 ) {
     let detail = format!(
-        "rendition {}: feed {feed}'s CMAF header differs from the one served",
+        "rendition {}: feed {feed} now delivers header {header}, not the served {served}; \
+         a switch to it will be announced as a discontinuity",
         live.name
     );
     origin.events.emit(
@@ -222,8 +237,8 @@ fn report_header_mismatch(
     metrics::counter!("steadycast_init_mismatch_total", "channel" => channel.spec.id.clone(),
         "rendition" => live.name.clone())
     .increment(1);
-    tracing::warn!(channel = %channel.spec.id, rendition = %live.name, %feed,
-        "CMAF header differs from the one served");
+    tracing::warn!(channel = %channel.spec.id, rendition = %live.name, %feed, %header,
+        %served, "a feed's CMAF header differs from the one served");
 }
 
 /// Checks a segment, then lists it, holds it for its grace time, or compares it with the
@@ -237,18 +252,22 @@ async fn accept_segment(
     body: Bytes,
     quality: Option<u8>,
 ) -> Reply {
-    let track = live
-        .read()
-        .init
-        .as_ref()
-        .map(|i| i.track.clone())
-        .ok_or_else(|| OriginError::Conflict(format!("PUT `{}/init.mp4` first", live.name)))?;
+    let (header, track) = {
+        let state = live.read();
+        let header = state.feed_headers.get(&feed).copied();
+        let track = header
+            .and_then(|h| state.headers.get(&h))
+            .map(|h| h.track.clone());
+        header.zip(track).ok_or_else(|| {
+            OriginError::Conflict(format!("feed {feed}: PUT `{}/init.mp4` first", live.name))
+        })?
+    };
     let info = inspect_segment(&body).map_err(|e| OriginError::BadRequest(e.to_string()))?;
     check_on_grid(channel, live, &track, &info, n)?;
-    check_decodable(live, feed)?;
     let copy = HeldCopy {
         feed,
         quality,
+        header,
         body,
         info,
     };
@@ -262,8 +281,12 @@ async fn accept_segment(
             .await?
             .map(|s| s.feed),
     };
-    let held = live.read().held.get(&n).map(HeldCopy::offer);
-    match SegmentChoice::offer(kept, held, copy.offer()) {
+    let (held, offered) = {
+        let state = live.read();
+        let held = state.held.get(&n).map(|h| h.offer(&state, n));
+        (held, copy.offer(&state, n))
+    };
+    match SegmentChoice::offer(kept, held, offered) {
         Offer::AlreadyKept { kept } => {
             if let Some(segment) = in_memory.filter(|s| s.feed != feed) {
                 compare(origin, channel, live, n, &segment, &copy.info);
@@ -348,13 +371,16 @@ async fn publish(
     n: u64,
     copy: HeldCopy,
 ) -> Result<LiveSegment, OriginError> {
-    let Some(timescale) = live.read().init.as_ref().map(|i| i.track.timescale) else {
-        return Err(OriginError::Conflict(format!(
-            "PUT `{}/init.mp4` first",
-            live.name
-        )));
+    let (timescale, placement) = {
+        let state = live.read();
+        let timescale = state.headers.get(&copy.header).map(|h| h.track.timescale);
+        let placement = state.placement(n, copy.header);
+        (timescale, placement)
     };
-    let key = format!("live/{}/{}/{n}.m4s", channel.spec.id, live.name);
+    let timescale = timescale
+        .ok_or_else(|| OriginError::Conflict(format!("PUT `{}/init.mp4` first", live.name)))?;
+    let placement = placement.map_err(OriginError::Conflict)?;
+    let key = segment_key(&channel.spec.id, &live.name, n);
     origin.blobs.put(&key, &copy.body).await?;
     let row = SegmentRow {
         channel: channel.spec.id.clone(),
@@ -367,7 +393,12 @@ async fn publish(
         byte_len: copy.body.len() as u64,
         blob_key: key,
         quality: copy.quality,
+        header: Some(copy.header.to_string()),
+        disc: placement.disc,
     };
+    if !placement.continues {
+        announce_discontinuity(origin, channel, live, n, copy.header).await?;
+    }
     origin.catalog.insert_segment(&row).await?;
     let segment = LiveSegment {
         start: copy.info.base_decode_time,
@@ -375,10 +406,16 @@ async fn publish(
         samples: copy.info.sample_count,
         feed: copy.feed,
         quality: copy.quality,
+        header: copy.header,
         etag: content_etag(&copy.body),
         bytes: copy.body,
     };
-    live.insert(n, segment.clone(), channel.window_segments());
+    live.insert(
+        n,
+        segment.clone(),
+        placement.disc,
+        channel.window_segments(),
+    );
     let (id, name) = (channel.spec.id.clone(), live.name.clone());
     metrics::counter!("steadycast_segments_published_total", "channel" => id.clone(),
         "feed" => copy.feed.as_str(), "rendition" => name.clone())
@@ -420,21 +457,35 @@ fn compare(
         .set(f64::from(u8::from(aligned)));
 }
 
-/// A segment made with another header than the one served would not decode for a viewer:
-/// it is refused, and the other feed's copy is served.
-fn check_decodable(live: &LiveRendition, feed: Feed) -> Result<(), OriginError> {
-    let state = live.read();
-    let (Some(served), Some(latest)) = (&state.init, state.latest_inits.get(&feed)) else {
-        return Ok(());
-    };
-    if served.bytes == *latest {
-        return Ok(());
-    }
-    Err(OriginError::Conflict(format!(
-        "feed {feed}'s header for `{}` differs from the one served (feed {}'s): its segments \
-         would not decode, so the other feed's are served",
-        live.name, served.feed
-    )))
+/// Segment `n` is listed with another header than the one before it: playlists mark it with
+/// EXT-X-DISCONTINUITY, and the MPD starts a Period there, recorded before the segment is
+/// listed so that no MPD lists it in the Period before.
+async fn announce_discontinuity(
+    origin: &Origin,
+    channel: &LiveChannel,
+    live: &LiveRendition,
+    n: u64,
+    header: manifest::HeaderId,
+) -> Result<(), OriginError> {
+    let start_ms = channel.grid.start_of(n, 1000);
+    origin
+        .catalog
+        .put_period(&channel.spec.id, n, start_ms)
+        .await?;
+    channel.add_period(n, start_ms);
+    origin.events.emit(
+        &channel.spec.id,
+        "packager",
+        EventKind::Discontinuity,
+        format!(
+            "rendition {}: segment {n} starts header {header}",
+            live.name
+        ),
+    );
+    metrics::counter!("steadycast_discontinuities_total", "channel" => channel.spec.id.clone(),
+        "rendition" => live.name.clone())
+    .increment(1);
+    Ok(())
 }
 
 /// A segment must be the header's track, start inside [N·D, (N+1)·D), last about D and, for

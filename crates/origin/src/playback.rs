@@ -122,10 +122,8 @@ pub async fn media(
     } else {
         "audio/mp4"
     };
-    let (bytes, etag, quality) = if file == "init.mp4" {
-        let init = live.read().init.as_ref().map(|i| i.bytes.clone());
-        let init =
-            init.ok_or_else(|| OriginError::NotFound(format!("`{rendition}` has no header yet")))?;
+    let (bytes, etag, quality) = if let Some(init) = header_of(live, &file) {
+        let init = init.ok_or_else(|| OriginError::NotFound(format!("no `{file}` here")))?;
         let etag = content_etag(&init);
         (init, etag, None)
     } else {
@@ -154,6 +152,10 @@ pub async fn media(
         (bytes, etag, quality)
     };
     let mut response = ranged(bytes, &etag, content_type, &headers)?;
+    if file == "init.mp4" {
+        // Not named by its content: the next header change gives it other bytes.
+        set(response.headers_mut(), header::CACHE_CONTROL, "no-cache");
+    }
     // The pipeline's quality score, CMSD-style, for CDNs, players and monitoring.
     if let Some(score) = quality
         && let Ok(value) = HeaderValue::from_str(&cmsd::static_value(live.is_video, score))
@@ -161,6 +163,18 @@ pub async fn media(
         response.headers_mut().insert(cmsd::HEADER, value);
     }
     Ok(response)
+}
+
+/// A header's bytes when `file` names one: `init-{id}.mp4` (what manifests list, and never
+/// changes) or `init.mp4` (the one the newest segment decodes with).
+fn header_of(live: &LiveRendition, file: &str) -> Option<Option<Bytes>> {
+    let state = live.read();
+    if file == "init.mp4" {
+        return Some(state.current_header().map(|h| h.bytes.clone()));
+    }
+    let id = file.strip_prefix("init-")?.strip_suffix(".mp4")?;
+    let header = id.parse().ok().and_then(|id| state.headers.get(&id));
+    Some(header.map(|h| h.bytes.clone()))
 }
 
 fn find_channel(origin: &Origin, id: &str) -> Result<Arc<LiveChannel>, OriginError> {
@@ -181,9 +195,8 @@ fn segment_address(
         let time: u64 = time.parse().map_err(|_| not_here())?;
         let timescale = live
             .read()
-            .init
-            .as_ref()
-            .map(|i| i.track.timescale)
+            .current_header()
+            .map(|h| h.track.timescale)
             .ok_or_else(not_here)?;
         return Ok((channel.grid.segment_of(time, timescale), Some(time)));
     }

@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use std::time::SystemTime;
 
 use media::cmaf::{inspect_init, inspect_segment};
-use store::{Catalog, DirStore};
+use store::{Catalog, DirStore, HeaderRow, SegmentRow};
 
 use crate::OriginError;
-use crate::live::{LiveChannel, LiveSegment, ServedInit, content_etag};
+use crate::live::{Header, Listing, LiveChannel, LiveSegment, content_etag};
 
 /// What a start-up repair found and did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -65,28 +65,9 @@ pub async fn live_window(
 ) -> Result<(), OriginError> {
     let id = &channel.spec.id;
     let keep = channel.window_segments();
-    // Headers come oldest first, so the first one met per rendition is the one served before.
-    for row in catalog.inits(id).await? {
-        let Some(live) = channel.renditions.get(&row.rendition) else {
-            continue;
-        };
-        let Some(bytes) = blobs.get(&row.blob_key).await? else {
-            tracing::warn!(channel = %id, key = %row.blob_key, "catalog lists a missing header");
-            continue;
-        };
-        let Ok(track) = inspect_init(&bytes) else {
-            continue;
-        };
-        let mut state = live.write();
-        state.feed_inits.insert(row.feed, bytes.clone());
-        state.latest_inits.insert(row.feed, bytes.clone());
-        if state.init.is_none() {
-            state.init = Some(ServedInit {
-                bytes,
-                track,
-                feed: row.feed,
-            });
-        }
+    restore_headers(channel, catalog, blobs).await?;
+    for (n, start_ms) in catalog.periods(id).await? {
+        channel.add_period(n, start_ms);
     }
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -99,9 +80,12 @@ pub async fn live_window(
         let listed = catalog
             .segments_between(id, &live.name, oldest, u64::MAX, u32::MAX)
             .await?;
-        live.index_listed(listed.iter().map(|r| (r.n, r.start, r.duration)));
+        live.index_listed(listed.iter().filter_map(|r| Some((r.n, listing(r)?))));
         // The live window is the newest of what the index was loaded from.
         for row in &listed[listed.len().saturating_sub(keep as usize)..] {
+            let Some(listing) = listing(row) else {
+                continue;
+            };
             let Some(bytes) = blobs.get(&row.blob_key).await? else {
                 tracing::warn!(channel = %id, key = %row.blob_key, "catalog lists a missing segment");
                 continue;
@@ -113,15 +97,88 @@ pub async fn live_window(
                 samples,
                 feed: row.feed,
                 quality: row.quality,
+                header: listing.header,
                 etag: content_etag(&bytes),
                 bytes,
             };
-            live.insert(row.n, segment, keep);
+            live.insert(row.n, segment, listing.disc, keep);
             restored += 1;
         }
     }
     if restored > 0 {
         tracing::info!(channel = %id, segments = restored, "live window restored from the store");
+    }
+    Ok(())
+}
+
+/// A listed segment as the index keeps it; `None` for a header that is not a valid id.
+fn listing(row: &SegmentRow) -> Option<Listing> {
+    Some(Listing {
+        start: row.start,
+        duration: row.duration,
+        header: row.header.as_deref()?.parse().ok()?,
+        disc: row.disc,
+    })
+}
+
+/// Loads every header of the channel's renditions, and which one each feed delivers now.
+/// A catalog written before headers were named lists each feed's first header only in `inits`
+/// and its segments without a header: those are named here, once.
+async fn restore_headers(
+    channel: &LiveChannel,
+    catalog: &Catalog,
+    blobs: &DirStore,
+) -> Result<(), OriginError> {
+    let id = &channel.spec.id;
+    let mut keys: Vec<(String, String)> = catalog
+        .headers(id)
+        .await?
+        .into_iter()
+        .map(|h| (h.rendition, h.blob_key))
+        .collect();
+    let named: HashSet<String> = keys.iter().map(|(_, key)| key.clone()).collect();
+    let feeds = catalog.inits(id).await?;
+    keys.extend(
+        feeds
+            .iter()
+            .filter(|f| !named.contains(&f.blob_key))
+            .map(|f| (f.rendition.clone(), f.blob_key.clone())),
+    );
+    for (rendition, key) in keys {
+        let Some(live) = channel.renditions.get(&rendition) else {
+            continue;
+        };
+        let Some(bytes) = blobs.get(&key).await? else {
+            tracing::warn!(channel = %id, %key, "catalog lists a missing header");
+            continue;
+        };
+        let Ok(track) = inspect_init(&bytes) else {
+            continue;
+        };
+        let header = Header::new(bytes, track, id, &rendition, Some(key.clone()));
+        if !named.contains(&key) {
+            let row = HeaderRow {
+                channel: id.clone(),
+                rendition: rendition.clone(),
+                id: header.id.to_string(),
+                blob_key: key.clone(),
+            };
+            catalog.put_header(&row).await?;
+            let unnamed = catalog
+                .name_unnamed_segments(id, &rendition, &row.id)
+                .await?;
+            tracing::info!(channel = %id, %rendition, header = %row.id, segments = unnamed,
+                "named the header of segments listed before headers had names");
+        }
+        let mut state = live.write();
+        for feed in feeds
+            .iter()
+            .filter(|f| f.rendition == rendition && f.blob_key == key)
+        {
+            state.feed_headers.insert(feed.feed, header.id);
+        }
+        state.current.get_or_insert(header.id);
+        state.headers.entry(header.id).or_insert(header);
     }
     Ok(())
 }

@@ -54,6 +54,9 @@ impl Origin {
                 }
             }
         }
+        // The Period in force at the cutoff stays: the oldest listed segments are in it.
+        self.catalog.delete_periods_before(id, cutoff).await?;
+        channel.forget_periods_before(cutoff);
         if removed > 0 {
             metrics::counter!("steadycast_retention_removed_total", "channel" => id.clone())
                 .increment(removed);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use channel::{AUDIO_RENDITION, EventKind};
+use channel::{AUDIO_RENDITION, ChannelSpec, EventKind};
 use failover::QualityBook;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, ChildStdout};
@@ -136,8 +136,16 @@ impl EncoderSupervisor {
 
     /// One encoder process, from slot `first` until something ends it.
     async fn run_once(&mut self, (first, bytes): (u64, bytes::Bytes)) -> RunEnd {
+        // A chaos run's rolling upgrade: this video encoder runs other settings.
+        let upgraded = match self.kind {
+            Kind::Video => self.ctx.faults.preset().map(|preset| ChannelSpec {
+                preset,
+                ..self.ctx.spec.clone()
+            }),
+            Kind::Audio => None,
+        };
         let plan = EncoderPlan {
-            spec: &self.ctx.spec,
+            spec: upgraded.as_ref().unwrap_or(&self.ctx.spec),
             grid: self.ctx.grid,
             canvas: self.ctx.canvas,
             start_slot: first,

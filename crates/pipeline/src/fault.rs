@@ -17,6 +17,9 @@ pub enum Fault {
     Corrupt,
     /// Every media segment loses its second half.
     Truncate,
+    /// The pipeline's next video encoder runs this x264 preset instead of the channel's: a
+    /// rolling upgrade, whose encoder writes another CMAF header than the other pipeline's.
+    Preset { preset: String },
     /// The pipeline receives nothing from `input` (every input of the pipeline when absent);
     /// with `flap_ms`, the input is alternately cut and restored for that long.
     CutInput {
@@ -30,6 +33,21 @@ pub enum Fault {
 /// The fault in force on a pipeline, if any, since when and until when.
 #[derive(Debug, Default)]
 pub struct Faults(Mutex<Option<(Fault, Instant, Instant)>>);
+
+impl Fault {
+    /// Refuses a fault that could not be carried out (a preset x264 does not have).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Fault::Preset { preset } if !channel::X264_PRESETS.contains(&preset.as_str()) => {
+                Err(format!(
+                    "preset `{preset}`: give one of {}",
+                    channel::X264_PRESETS.join(", ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
 impl Faults {
     pub fn inject(&self, fault: Fault, lasting: Duration) {
@@ -51,6 +69,14 @@ impl Faults {
         flap_ms.filter(|ms| *ms > 0).is_none_or(|ms| {
             (now.duration_since(*since).as_millis() / u128::from(ms)).is_multiple_of(2)
         })
+    }
+
+    /// The x264 preset a video encoder started now runs, when a fault overrides it.
+    pub fn preset(&self) -> Option<String> {
+        match self.current() {
+            Some(Fault::Preset { preset }) => Some(preset),
+            _ => None,
+        }
     }
 
     pub fn clear(&self) {
@@ -78,7 +104,7 @@ impl Faults {
 /// accept a header to judge later segments).
 pub fn damage(fault: &Fault, body: &Bytes) -> Bytes {
     match fault {
-        Fault::Delay { .. } | Fault::CutInput { .. } => body.clone(),
+        Fault::Delay { .. } | Fault::CutInput { .. } | Fault::Preset { .. } => body.clone(),
         Fault::Corrupt => {
             let mut damaged = body.to_vec();
             let middle = damaged.len() / 2;

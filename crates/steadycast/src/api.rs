@@ -232,6 +232,10 @@ async fn inject_fault(
             vec![e.body_text()],
         )
     })?;
+    request
+        .fault
+        .check()
+        .map_err(|why| ApiError(StatusCode::BAD_REQUEST, why, vec![]))?;
     let faults = node.faults(&id, request.feed).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,

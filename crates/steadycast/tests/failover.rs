@@ -343,3 +343,90 @@ async fn without_input_the_pipelines_fill_with_the_slate() {
         "filling"
     );
 }
+
+/// The discontinuity sequence number a media playlist's last segment is in, and its headers.
+async fn discontinuities(node: &TestNode, id: &str, rendition: &str) -> (u64, Vec<String>) {
+    let (_, body) = get(&node.url(&format!("/live/{id}/{rendition}.m3u8")))
+        .await
+        .unwrap();
+    let sequence: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no discontinuity sequence:\n{body}"));
+    let tags = body.matches("#EXT-X-DISCONTINUITY\n").count() as u64;
+    let maps = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-MAP:URI="))
+        .map(str::to_string)
+        .collect();
+    (sequence + tags, maps)
+}
+
+/// A rolling upgrade: each pipeline's video encoder restarts with another preset, so it writes
+/// another CMAF header. While one copy continues the served header the packager keeps to it;
+/// when only the new one is left, the switch is announced once (EXT-X-DISCONTINUITY and a new
+/// EXT-X-MAP, a new DASH Period), and viewers of both see no violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_upgrade_is_announced_once() {
+    let config = format!("allow_faults = true\n{}", channel_toml("roll", PATTERN));
+    let node = TestNode::serve(&config).await;
+    node.wait_for_segments("roll", &RENDITIONS, 3).await;
+    let upgrade = |feed: &str| {
+        serde_json::json!({ "feed": feed, "fault": { "kind": "preset", "preset": "superfast" },
+            "seconds": 600 })
+    };
+
+    // b first: its new header is stored and reported, and a's copies are still served.
+    inject_fault(&node, "roll", upgrade("b")).await;
+    let pid_b = channel(&node, "roll").await["pipelines"]["b"]["encoder_pid"]
+        .as_u64()
+        .unwrap();
+    signal(pid_b, "-KILL").await;
+    wait_for("b's new header", Duration::from_secs(60), || async {
+        let reported = events_of(&node, "roll", "header_mismatch").await;
+        (reported.len() >= 2).then_some(())
+    })
+    .await;
+    node.wait_for_segments("roll", &RENDITIONS, 6).await;
+    assert_eq!(discontinuities(&node, "roll", "180p").await.0, 0);
+
+    let hls = node.url("/live/roll/main.m3u8");
+    let dash = node.url("/live/roll/manifest.mpd");
+    let args = ["--seconds", "30"];
+    let hls_viewer = tokio::spawn(async move { verify(&hls, &args).await });
+    let dash_viewer = tokio::spawn(async move { verify(&dash, &args).await });
+
+    // Then a: while it restarts only b's copies (the new header) are left.
+    inject_fault(&node, "roll", upgrade("a")).await;
+    let pid_a = channel(&node, "roll").await["pipelines"]["a"]["encoder_pid"]
+        .as_u64()
+        .unwrap();
+    signal(pid_a, "-KILL").await;
+    wait_for_restart_of(&node, "roll", "a", pid_a).await;
+    let (count, maps) = wait_for("the switch", Duration::from_secs(60), || async {
+        let found = discontinuities(&node, "roll", "180p").await;
+        (found.0 > 0).then_some(found)
+    })
+    .await;
+    assert_eq!(count, 1, "{maps:?}");
+    for (what, viewer) in [("HLS", hls_viewer), ("DASH", dash_viewer)] {
+        let (ok, report, _) = viewer.await.unwrap();
+        assert_steady(what, ok, &report);
+    }
+    // Both pipelines run the new settings now: no further switch.
+    node.wait_for_segments("roll", &RENDITIONS, 8).await;
+    assert_eq!(discontinuities(&node, "roll", "180p").await.0, 1);
+    assert_eq!(discontinuities(&node, "roll", "audio").await.0, 0);
+    let (_, mpd) = get(&node.url("/live/roll/manifest.mpd")).await.unwrap();
+    assert!(mpd.contains("period-continuity"), "audio continues:\n{mpd}");
+    let announced = events_of(&node, "roll", "discontinuity").await;
+    assert_eq!(announced.len(), 2, "180p and 90p: {announced:?}");
+}
+
+async fn wait_for_restart_of(node: &TestNode, id: &str, feed: &str, old_pid: u64) {
+    wait_for_pipeline(node, id, feed, "a new encoder", |state| {
+        state["phase"] == "encoding" && state["encoder_pid"].as_u64().is_some_and(|p| p != old_pid)
+    })
+    .await;
+}

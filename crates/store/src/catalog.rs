@@ -49,6 +49,21 @@ pub struct SegmentRow {
     pub blob_key: String,
     /// The pipeline's quality score of the kept copy, 0-100.
     pub quality: Option<u8>,
+    /// The id of the header it decodes with ([`HeaderRow::id`]); `None` for segments listed
+    /// before headers were named, which decode with their rendition's first legacy init.
+    pub header: Option<String>,
+    /// How many times the rendition's header changed up to this segment.
+    pub disc: u32,
+}
+
+/// A distinct CMAF header of a rendition, named by a hash of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRow {
+    pub channel: String,
+    pub rendition: String,
+    /// 16 hex digits.
+    pub id: String,
+    pub blob_key: String,
 }
 
 impl Catalog {
@@ -105,11 +120,14 @@ impl Catalog {
         row.as_ref().map(channel_row).transpose()
     }
 
-    /// Records a feed's CMAF header for a rendition; the first one per feed is kept.
+    /// Records the header a feed delivers for a rendition now (its latest `init.mp4`), so
+    /// that a restarted node knows what that feed's next segments decode with.
     pub async fn put_init(&self, init: &InitRow) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO inits (channel, rendition, feed, blob_key, track, stored_at)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (channel, rendition, feed)
+             DO UPDATE SET blob_key = excluded.blob_key, track = excluded.track
+             WHERE inits.blob_key <> excluded.blob_key",
         )
         .bind(&init.channel)
         .bind(&init.rendition)
@@ -143,14 +161,112 @@ impl Catalog {
             .collect()
     }
 
+    /// Records a stored header; false when it was known already.
+    pub async fn put_header(&self, h: &HeaderRow) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO headers (channel, rendition, id, blob_key, stored_at)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&h.channel)
+        .bind(&h.rendition)
+        .bind(&h.id)
+        .bind(&h.blob_key)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A channel's headers, oldest first.
+    pub async fn headers(&self, channel: &str) -> Result<Vec<HeaderRow>> {
+        let rows = sqlx::query(
+            "SELECT channel, rendition, id, blob_key FROM headers
+             WHERE channel = ? ORDER BY stored_at, rendition",
+        )
+        .bind(channel)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HeaderRow {
+                    channel: r.try_get("channel")?,
+                    rendition: r.try_get("rendition")?,
+                    id: r.try_get("id")?,
+                    blob_key: r.try_get("blob_key")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Names the header of the segments listed before headers were named (migration 0005).
+    pub async fn name_unnamed_segments(
+        &self,
+        channel: &str,
+        rendition: &str,
+        header: &str,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE segments SET header = ? WHERE channel = ? AND rendition = ? AND header IS NULL",
+        )
+        .bind(header)
+        .bind(channel)
+        .bind(rendition)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Records where a DASH Period begins: at segment `n`, `start_ms` after the epoch.
+    pub async fn put_period(&self, channel: &str, n: u64, start_ms: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO periods (channel, n, start_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(channel)
+        .bind(n as i64)
+        .bind(start_ms as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A channel's Period starts `(n, start_ms)`, oldest first.
+    pub async fn periods(&self, channel: &str) -> Result<Vec<(u64, u64)>> {
+        let rows = sqlx::query("SELECT n, start_ms FROM periods WHERE channel = ? ORDER BY n")
+            .bind(channel)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("n")?;
+                let start_ms: i64 = r.try_get("start_ms")?;
+                Ok((n as u64, start_ms as u64))
+            })
+            .collect()
+    }
+
+    /// Forgets the Periods that began before `n` (retention), but for the one in force at `n`
+    /// and the one before it, which MPDs name as the one it continues.
+    pub async fn delete_periods_before(&self, channel: &str, n: u64) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM periods WHERE channel = ? AND n < (SELECT n FROM periods \
+             WHERE channel = ? AND n <= ? ORDER BY n DESC LIMIT 1 OFFSET 1)",
+        )
+        .bind(channel)
+        .bind(channel)
+        .bind(n.min(i64::MAX as u64) as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Lists a stored segment. Returns false when a copy of (channel, rendition, n) is already
     /// listed: the first complete copy wins and listed bytes never change.
     pub async fn insert_segment(&self, s: &SegmentRow) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO segments
              (channel, rendition, n, feed, start, duration, timescale, byte_len, blob_key, quality,
-              stored_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+              header, disc, stored_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(&s.channel)
         .bind(&s.rendition)
@@ -162,6 +278,8 @@ impl Catalog {
         .bind(s.byte_len as i64)
         .bind(&s.blob_key)
         .bind(s.quality.map(i64::from))
+        .bind(&s.header)
+        .bind(i64::from(s.disc))
         .bind(now_millis())
         .execute(&self.pool)
         .await?;
@@ -235,8 +353,10 @@ impl Catalog {
     pub async fn blob_keys(&self, channel: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT blob_key FROM segments WHERE channel = ?
-             UNION ALL SELECT blob_key FROM inits WHERE channel = ?",
+             UNION ALL SELECT blob_key FROM inits WHERE channel = ?
+             UNION ALL SELECT blob_key FROM headers WHERE channel = ?",
         )
+        .bind(channel)
         .bind(channel)
         .bind(channel)
         .fetch_all(&self.pool)
@@ -319,7 +439,7 @@ impl Catalog {
 }
 
 const SEGMENT_COLUMNS: &str = "SELECT channel, rendition, n, feed, start, duration, timescale, \
-                               byte_len, blob_key, quality FROM segments";
+                               byte_len, blob_key, quality, header, disc FROM segments";
 
 fn channel_row(r: &SqliteRow) -> Result<ChannelRow> {
     Ok(ChannelRow {
@@ -342,6 +462,8 @@ fn segment_row(r: &SqliteRow) -> Result<SegmentRow> {
         quality: r
             .try_get::<Option<i64>, _>("quality")?
             .and_then(|q| u8::try_from(q).ok()),
+        header: r.try_get("header")?,
+        disc: u32::try_from(r.try_get::<i64, _>("disc")?).unwrap_or(0),
     })
 }
 
@@ -382,6 +504,8 @@ mod tests {
             byte_len: 1000 + n,
             blob_key: format!("live/demo/360p/{n}.m4s"),
             quality: n.is_multiple_of(2).then_some(90),
+            header: Some("00000000000000ab".into()),
+            disc: 3,
         }
     }
 
@@ -494,6 +618,11 @@ mod tests {
             };
             assert!(catalog.put_init(&init).await.unwrap());
             assert!(!catalog.put_init(&init).await.unwrap());
+            let newer = InitRow {
+                blob_key: "live/demo/360p/init-00000000000000ab.mp4".into(),
+                ..init.clone()
+            };
+            assert!(catalog.put_init(&newer).await.unwrap(), "the latest wins");
             catalog.close().await;
         }
         let catalog = Catalog::open_sqlite(&path).await.unwrap();
@@ -505,7 +634,47 @@ mod tests {
                 spec: r#"{"id":"demo"}"#.into()
             }]
         );
-        assert_eq!(catalog.inits("demo").await.unwrap().len(), 1);
+        let inits = catalog.inits("demo").await.unwrap();
+        assert_eq!(inits.len(), 1);
+        assert!(inits[0].blob_key.ends_with("init-00000000000000ab.mp4"));
+        assert_eq!(catalog.headers("demo").await.unwrap(), []);
         assert!(catalog.channel("news").await.unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn headers_are_kept_once_and_periods_pruned_behind_the_one_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
+            .await
+            .unwrap();
+        let header = HeaderRow {
+            channel: "demo".into(),
+            rendition: "360p".into(),
+            id: "0123456789abcdef".into(),
+            blob_key: "live/demo/360p/init-0123456789abcdef.mp4".into(),
+        };
+        assert!(catalog.put_header(&header).await.unwrap());
+        assert!(!catalog.put_header(&header).await.unwrap());
+        assert_eq!(catalog.headers("demo").await.unwrap(), [header]);
+        assert_eq!(catalog.blob_keys("demo").await.unwrap().len(), 1);
+
+        for n in [100, 200, 300, 400] {
+            catalog.put_period("demo", n, n * 2000).await.unwrap();
+        }
+        catalog.put_period("demo", 200, 1).await.unwrap();
+        catalog.delete_periods_before("demo", 350).await.unwrap();
+        // 300 is in force at 350, and continues 200: only 100 goes.
+        assert_eq!(
+            catalog.periods("demo").await.unwrap(),
+            [(200, 400_000), (300, 600_000), (400, 800_000)]
+        );
+        catalog.delete_periods_before("demo", 50).await.unwrap();
+        catalog.delete_periods_before("demo", 250).await.unwrap();
+        assert_eq!(catalog.periods("demo").await.unwrap().len(), 3);
     }
 }

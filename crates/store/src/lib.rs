@@ -6,7 +6,7 @@ mod catalog;
 mod dir;
 mod harvests;
 
-pub use catalog::{Catalog, ChannelRow, InitRow, SegmentRow};
+pub use catalog::{Catalog, ChannelRow, HeaderRow, InitRow, SegmentRow};
 pub use dir::DirStore;
 pub use harvests::HarvestRow;
 

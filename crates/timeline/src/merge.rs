@@ -47,6 +47,16 @@ pub struct CopyOffer {
     pub feed: Feed,
     /// 0-100; 100 when the pipeline gave none.
     pub quality: u8,
+    /// Whether it decodes with the header of the segment listed before it. A copy that does
+    /// not would cost viewers a discontinuity, so it counts as flawed, and below any copy that
+    /// continues.
+    pub continues: bool,
+}
+
+impl CopyOffer {
+    fn rank(self) -> (bool, u8) {
+        (self.continues, self.quality)
+    }
 }
 
 /// What the packager does with a complete copy a feed delivers.
@@ -62,9 +72,10 @@ pub enum Offer {
     AlreadyKept { kept: Feed },
 }
 
-/// The rule for choosing between copies: a flawless copy is listed at once; a flawed one waits
-/// up to a grace time for the other feed's, and the better of the two is listed (the first on
-/// a tie). Whatever a manifest listed is never replaced, and a segment is always one whole copy.
+/// The rule for choosing between copies: a flawless copy that continues the header is listed at
+/// once; any other waits up to a grace time for the other feed's, and the better of the two is
+/// listed (the first on a tie), continuity first, then quality. Whatever a manifest listed is
+/// never replaced, and a segment is always one whole copy.
 pub struct SegmentChoice;
 
 impl SegmentChoice {
@@ -78,9 +89,9 @@ impl SegmentChoice {
         match held {
             // A retry of the held copy's feed replaces it and waits on.
             Some(held) if held.feed == offered.feed => Offer::Hold,
-            Some(held) if offered.quality > held.quality => Offer::Keep,
+            Some(held) if offered.rank() > held.rank() => Offer::Keep,
             Some(_) => Offer::KeepHeld,
-            None if offered.quality >= Self::FLAWLESS => Offer::Keep,
+            None if offered.continues && offered.quality >= Self::FLAWLESS => Offer::Keep,
             None => Offer::Hold,
         }
     }
@@ -91,7 +102,41 @@ mod tests {
     use super::*;
 
     fn copy(feed: Feed, quality: u8) -> CopyOffer {
-        CopyOffer { feed, quality }
+        CopyOffer {
+            feed,
+            quality,
+            continues: true,
+        }
+    }
+
+    fn new_header(feed: Feed, quality: u8) -> CopyOffer {
+        CopyOffer {
+            continues: false,
+            ..copy(feed, quality)
+        }
+    }
+
+    #[test]
+    fn a_copy_that_changes_the_header_waits_for_one_that_continues() {
+        assert_eq!(
+            SegmentChoice::offer(None, None, new_header(Feed::A, 100)),
+            Offer::Hold
+        );
+        let held = Some(new_header(Feed::A, 100));
+        // Continuity beats quality: a discontinuity costs every viewer a decoder reset.
+        assert_eq!(
+            SegmentChoice::offer(None, held, copy(Feed::B, 60)),
+            Offer::Keep
+        );
+        assert_eq!(
+            SegmentChoice::offer(None, held, new_header(Feed::B, 100)),
+            Offer::KeepHeld
+        );
+        // A held continuing copy is never beaten by one that breaks continuity.
+        assert_eq!(
+            SegmentChoice::offer(None, Some(copy(Feed::A, 40)), new_header(Feed::B, 100)),
+            Offer::KeepHeld
+        );
     }
 
     #[test]

@@ -20,6 +20,15 @@ pub async fn run(
     // Leave the last minutes to the segments the packager measurement stored.
     let last = grid.segment_at(now - Duration::from_secs(300));
     let first = grid.segment_at(now - Duration::from_secs(u64::from(days) * 86_400 + 3600));
+    // The listings decode with the header the packager measurement stored.
+    let Some(header) = catalog
+        .headers(&spec.id)
+        .await?
+        .into_iter()
+        .find(|h| h.rendition == "360p")
+    else {
+        bail!("no 360p header stored by the packager measurement");
+    };
     let started = Instant::now();
     for n in first..last {
         let row = SegmentRow {
@@ -33,6 +42,8 @@ pub async fn run(
             byte_len: 200_000,
             blob_key: format!("live/{}/360p/{n}.m4s", spec.id),
             quality: Some(100),
+            header: Some(header.id.clone()),
+            disc: 0,
         };
         catalog.insert_segment(&row).await?;
     }

@@ -24,6 +24,9 @@ pub struct Mpd {
 pub struct Representation {
     pub id: String,
     pub period: String,
+    /// The Period whose AdaptationSet this one continues seamlessly (a period-continuity
+    /// descriptor): entering it is no discontinuity.
+    pub continues: Option<String>,
     pub timescale: u32,
     pub init_uri: Option<String>,
     pub segments: Vec<DashSegment>,
@@ -136,6 +139,9 @@ fn children<'a, 'i>(
     n.children().filter(move |c| c.tag_name().name() == name)
 }
 
+/// DASH-IF IOP 4.3 §4.3.3.3.2: an AdaptationSet continuing the previous Period's.
+const PERIOD_CONTINUITY: &str = "urn:mpeg:dash:period-continuity:2015";
+
 /// Parses a live MPD's Periods, Representations and their SegmentTimelines.
 pub fn parse_mpd(text: &str) -> Result<Mpd, String> {
     let doc = roxmltree::Document::parse(text).map_err(|e| format!("not XML: {e}"))?;
@@ -162,6 +168,12 @@ pub fn parse_mpd(text: &str) -> Result<Mpd, String> {
             None => Duration::ZERO,
         };
         for set in children(period, "AdaptationSet") {
+            let continues = ["SupplementalProperty", "EssentialProperty"]
+                .into_iter()
+                .flat_map(|kind| children(set, kind))
+                .find(|d| d.attribute("schemeIdUri") == Some(PERIOD_CONTINUITY))
+                .and_then(|d| d.attribute("value"))
+                .map(str::to_string);
             for rep in children(set, "Representation") {
                 let id = rep
                     .attribute("id")
@@ -244,6 +256,7 @@ pub fn parse_mpd(text: &str) -> Result<Mpd, String> {
                 representations.push(Representation {
                     id,
                     period: pid.clone(),
+                    continues: continues.clone(),
                     timescale,
                     init_uri,
                     segments,
@@ -265,6 +278,7 @@ struct Known {
     d: u64,
     timescale: u32,
     period: String,
+    continues: Option<String>,
 }
 
 /// What one MPD version said about one Representation.
@@ -322,6 +336,7 @@ impl DashTrack {
                     d: s.d,
                     timescale: rep.timescale,
                     period: rep.period.clone(),
+                    continues: rep.continues.clone(),
                 };
                 self.longest = self
                     .longest
@@ -435,7 +450,10 @@ impl DashTrack {
             if *key < from {
                 continue;
             }
-            let discontinuity = self.last_period.as_ref().is_some_and(|p| *p != k.period);
+            let discontinuity = self
+                .last_period
+                .as_ref()
+                .is_some_and(|p| *p != k.period && k.continues.as_ref() != Some(p));
             self.last_period = Some(k.period.clone());
             out.new.push(Listed {
                 key: *key,

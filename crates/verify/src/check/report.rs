@@ -40,8 +40,12 @@ pub enum ErrorKind {
     DiscontinuitySequence,
     /// Timestamps that jump from one segment to the next without an announced discontinuity.
     TimestampJump,
-    /// An `EXT-X-DISCONTINUITY` or new Period where the timestamps are continuous.
+    /// An `EXT-X-DISCONTINUITY` or new Period where the timestamps are continuous and the
+    /// header is the same.
     FalseDiscontinuity,
+    /// A segment with another init segment than the one before it, and no discontinuity
+    /// announced: a player would feed its decoder a header change unawares.
+    UnannouncedHeaderChange,
     /// A DASH segment whose `tfdt` or duration disagrees with its `S` entry.
     TimelineMismatch,
     /// A video segment that does not start with a keyframe.
@@ -71,6 +75,7 @@ impl ErrorKind {
             ErrorKind::DiscontinuitySequence => "discontinuity-sequence",
             ErrorKind::TimestampJump => "timestamp-jump",
             ErrorKind::FalseDiscontinuity => "false-discontinuity",
+            ErrorKind::UnannouncedHeaderChange => "unannounced-header-change",
             ErrorKind::TimelineMismatch => "timeline-mismatch",
             ErrorKind::NotKeyframe => "not-keyframe",
             ErrorKind::Late => "late",

@@ -24,13 +24,15 @@ pub struct Expect {
 }
 
 /// The last segment checked, for the continuity check of the next.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Checked {
     key: u64,
     end: u64,
     /// One frame: the segment's mean sample duration.
     frame: u64,
     timescale: Option<u32>,
+    /// The init segment it decodes with.
+    init_uri: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -141,29 +143,34 @@ impl MediaState {
             }
         }
 
-        if let (Some(prev), Some(follows)) = (self.last, expect.follows)
+        if let (Some(prev), Some(follows)) = (&self.last, expect.follows)
             && prev.key == follows
         {
-            out.extend(continuity(uri, prev, start, timescale, expect));
+            out.extend(continuity(uri, prev, start, timescale, init_uri, expect));
         }
         self.last = Some(Checked {
             key: expect.key,
             end,
             frame,
             timescale,
+            init_uri: init_uri.map(str::to_string),
         });
         out
     }
 }
 
-/// Compares a segment's start with where the previous one ended (plus any gap entries).
+/// Compares a segment's start with where the previous one ended (plus any gap entries), and
+/// its header with the previous one's: either change needs an announced discontinuity, and an
+/// announced one needs either.
 fn continuity(
     uri: &str,
-    prev: Checked,
+    prev: &Checked,
     start: u64,
     timescale: Option<u32>,
+    init_uri: Option<&str>,
     expect: &Expect,
 ) -> Option<Finding> {
+    let new_header = prev.init_uri.as_deref() != init_uri;
     // A new init with another timescale is a different stream: that is a jump.
     let same_scale = prev.timescale == timescale;
     let (expected, tolerance) = if expect.gap_before_secs > 0.0 {
@@ -185,9 +192,20 @@ fn continuity(
         None => format!("{jump:+} ticks"),
     };
     match (continuous, expect.discontinuity) {
-        (true, true) => Some((
+        (true, true) if !new_header => Some((
             ErrorKind::FalseDiscontinuity,
-            format!("{uri}: a discontinuity is announced but the timestamps continue"),
+            format!(
+                "{uri}: a discontinuity is announced but the timestamps and the header continue"
+            ),
+        )),
+        (true, false) if new_header => Some((
+            ErrorKind::UnannouncedHeaderChange,
+            format!(
+                "{uri}: decodes with {}, the previous segment with {}, and no discontinuity \
+                 is announced",
+                init_uri.unwrap_or("no header"),
+                prev.init_uri.as_deref().unwrap_or("no header")
+            ),
         )),
         (false, false) => Some((
             ErrorKind::TimestampJump,

@@ -1,9 +1,9 @@
 //! Manifests rendered by the `manifest` crate, as the origin serves them: a steady window
 //! passes, and a segment neither pipeline made shows up as a gap and nothing else.
 
-use manifest::dash::{MpdParams, live_mpd};
+use manifest::dash::{MpdParams, PeriodStart, live_mpd};
 use manifest::hls::{MediaPlaylistParams, media_playlist};
-use manifest::{Rendition, RenditionKind, SegmentRef};
+use manifest::{HeaderId, Rendition, RenditionKind, SegmentRef};
 use timeline::FrameRate;
 
 use super::*;
@@ -51,6 +51,7 @@ fn video_refs(numbers: impl Iterator<Item = u64>) -> Vec<SegmentRef> {
             n,
             start: n * D,
             duration: D,
+            header: HeaderId(1),
             discontinuity: false,
         })
         .collect()
@@ -64,16 +65,33 @@ fn audio_refs(numbers: impl Iterator<Item = u64>) -> Vec<SegmentRef> {
                 n,
                 start,
                 duration,
+                header: HeaderId(1),
                 discontinuity: false,
             }
         })
         .collect()
 }
 
+/// From segment `at` on, another header, announced (or not) by a discontinuity; the
+/// discontinuity sequence the origin would give a playlist starting with these segments.
+fn change_header(refs: &mut [SegmentRef], at: u64, announce: bool) -> u64 {
+    for s in refs.iter_mut().filter(|s| s.n >= at) {
+        s.header = HeaderId(2);
+    }
+    if let Some(first_new) = refs.iter_mut().find(|s| s.n == at) {
+        first_new.discontinuity = announce;
+    }
+    u64::from(announce && refs.first().is_some_and(|s| s.n > at))
+}
+
 fn hls(r: &Rendition, segments: &[SegmentRef]) -> String {
+    hls_from(r, segments, 0)
+}
+
+fn hls_from(r: &Rendition, segments: &[SegmentRef], discontinuity_sequence: u64) -> String {
     let p = MediaPlaylistParams {
         target_duration_secs: 1,
-        discontinuity_sequence: 0,
+        discontinuity_sequence,
         ended: false,
         playlist_type: None,
         query: "",
@@ -150,6 +168,7 @@ fn origin_dash_steady_then_a_missing_segment() {
         min_buffer_time_secs: 2.0,
         utc_timing_url: "/time",
         query: "",
+        periods: &[],
     };
     for i in 0..8u64 {
         let numbers = || (N0 + i..N0 + i + 6).filter(|n| *n != N0 + 5);
@@ -165,6 +184,79 @@ fn origin_dash_steady_then_a_missing_segment() {
     assert_eq!(names, ["audio", "v"]);
     for rendition in &r.renditions {
         assert_eq!(rendition.stalls, 0);
+        assert!(rendition.segments_checked >= 9, "{}", r.to_text());
+    }
+}
+
+/// A video playlist whose header changes at `N0 + 4`, watched across the change.
+fn watch_header_change(announce: bool) -> Sim {
+    let mut sim = Sim::new(3, origin_server);
+    let v = video_rendition();
+    for i in 0..8u64 {
+        let mut refs = video_refs(N0 + i..N0 + i + 6);
+        let sequence = change_header(&mut refs, N0 + 4, announce);
+        sim.playlist(&hls_from(&v, &refs, sequence), i as f64);
+    }
+    sim
+}
+
+#[test]
+fn origin_hls_announces_a_header_change() {
+    let sim = watch_header_change(true);
+    let r = sim.report(7.5);
+    assert_eq!(r.violations, 0, "{}", r.to_text());
+}
+
+#[test]
+fn a_header_change_without_a_discontinuity_is_a_violation() {
+    let sim = watch_header_change(false);
+    assert_eq!(sim.kinds(), [ErrorKind::UnannouncedHeaderChange]);
+    assert_eq!(sim.count(ErrorKind::UnannouncedHeaderChange), 1);
+}
+
+#[test]
+fn origin_dash_starts_a_period_where_video_changes_and_audio_continues() {
+    let mut sim = Sim::new(3, origin_server);
+    let renditions = [video_rendition(), audio_rendition()];
+    let periods = [
+        PeriodStart::EPOCH,
+        PeriodStart {
+            n: N0 + 4,
+            start_ms: (N0 + 4) * 1000,
+            previous: Some(0),
+            changed: 0b01,
+        },
+    ];
+    for i in 0..8u64 {
+        let numbers = || N0 + i..N0 + i + 6;
+        let (mut v, a) = (video_refs(numbers()), audio_refs(numbers()));
+        change_header(&mut v, N0 + 4, true);
+        let in_window: Vec<_> = periods
+            .iter()
+            .filter(|p| p.n == 0 || p.n > N0 + i)
+            .copied()
+            .collect();
+        let in_force = if N0 + i >= N0 + 4 {
+            &periods[1..]
+        } else {
+            &in_window[..]
+        };
+        let params = MpdParams {
+            now_unix_millis: 0,
+            segment_duration_secs: 1.0,
+            time_shift_buffer_depth_secs: 20.0,
+            suggested_presentation_delay_secs: 3.0,
+            min_buffer_time_secs: 2.0,
+            utc_timing_url: "/time",
+            query: "",
+            periods: in_force,
+        };
+        let text = live_mpd(&renditions, &[&v, &a], &params);
+        sim.mpd(&text, i as f64);
+    }
+    let r = sim.report(7.5);
+    assert_eq!(r.violations, 0, "{}", r.to_text());
+    for rendition in &r.renditions {
         assert!(rendition.segments_checked >= 9, "{}", r.to_text());
     }
 }
