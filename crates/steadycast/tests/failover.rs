@@ -369,7 +369,12 @@ async fn discontinuities(node: &TestNode, id: &str, rendition: &str) -> (u64, Ve
 /// EXT-X-MAP, a new DASH Period), and viewers of both see no violation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_upgrade_is_announced_once() {
-    let config = format!("allow_faults = true\n{}", channel_toml("roll", PATTERN));
+    // A copy that breaks the header waits out the grace time: keep it short beside 1 s
+    // segments, or the live edge would lag past verify's staleness limit (1.5 s).
+    let config = format!(
+        "allow_faults = true\n{}\n[channels.failover]\nquality_grace_ms = 200\n",
+        channel_toml("roll", PATTERN)
+    );
     let node = TestNode::serve(&config).await;
     node.wait_for_segments("roll", &RENDITIONS, 3).await;
     let upgrade = |feed: &str| {

@@ -281,6 +281,17 @@ struct Known {
     continues: Option<String>,
 }
 
+impl Known {
+    /// The same segment: a segment the origin moves into a new Period that continues its old
+    /// one (its Period began at a header change of another Representation) is not rewritten.
+    fn same_as(&self, before: &Known) -> bool {
+        let moved_on = self.continues.as_ref() == Some(&before.period);
+        (self.end, self.t, self.d, self.timescale)
+            == (before.end, before.t, before.d, before.timescale)
+            && (moved_on || (self.period == before.period && self.continues == before.continues))
+    }
+}
+
 /// What one MPD version said about one Representation.
 #[derive(Debug, Default)]
 pub struct Reload {
@@ -352,7 +363,7 @@ impl DashTrack {
             let first = all.first().map_or(u64::MAX, |e| e.0);
             for (key, k) in self.known.range(first..) {
                 match all.binary_search_by_key(key, |e| e.0) {
-                    Ok(i) if all.get(i).is_some_and(|e| e.2 == *k) => {}
+                    Ok(i) if all.get(i).is_some_and(|e| e.2.same_as(k)) => {}
                     Ok(i) => {
                         let now = all.get(i).map(|e| e.2.d).unwrap_or_default();
                         out.findings.push((
