@@ -246,8 +246,8 @@ async fn packager_refuses_bad_uploads_and_loses_nothing() {
     )
     .await;
     assert_eq!(got, 200, "{text}");
-    // Feed b's encoder now writes another header (90p's): it is stored under its own name,
-    // and a listed segment stays the copy it was.
+    // Feed b's encoder now writes another header (90p's, another track): it is stored under
+    // its own name, b's segments are judged against it, and a listed segment stays as it was.
     let (_, other_header) = get_bytes(&node.url("/live/guarded/90p/init.mp4")).await;
     let (got, text) = put(
         "/ingest/guarded/b/180p/init.mp4".into(),
@@ -262,8 +262,8 @@ async fn packager_refuses_bad_uploads_and_loses_nothing() {
         original.to_vec(),
     )
     .await;
-    assert_eq!(got, 200, "{text}");
-    assert!(text.contains("already kept"), "{text}");
+    assert_eq!(got, 400, "{text}");
+    assert!(text.contains("the header has track"), "{text}");
 
     let (_, after) = get_bytes(&segment_url).await;
     assert_eq!(after, original, "a listed segment changed");
