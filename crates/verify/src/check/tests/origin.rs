@@ -84,6 +84,19 @@ fn change_header(refs: &mut [SegmentRef], at: u64, announce: bool) -> u64 {
     u64::from(announce && refs.first().is_some_and(|s| s.n > at))
 }
 
+fn mpd_params(periods: &[PeriodStart]) -> MpdParams<'_> {
+    MpdParams {
+        now_unix_millis: 0,
+        segment_duration_secs: 1.0,
+        time_shift_buffer_depth_secs: 20.0,
+        suggested_presentation_delay_secs: 3.0,
+        min_buffer_time_secs: 2.0,
+        utc_timing_url: "/time",
+        query: "",
+        periods,
+    }
+}
+
 fn hls(r: &Rendition, segments: &[SegmentRef]) -> String {
     hls_from(r, segments, 0)
 }
@@ -160,16 +173,7 @@ fn origin_hls_with_a_missing_segment() {
 fn origin_dash_steady_then_a_missing_segment() {
     let mut sim = Sim::new(3, origin_server);
     let renditions = [video_rendition(), audio_rendition()];
-    let params = MpdParams {
-        now_unix_millis: 0,
-        segment_duration_secs: 1.0,
-        time_shift_buffer_depth_secs: 20.0,
-        suggested_presentation_delay_secs: 3.0,
-        min_buffer_time_secs: 2.0,
-        utc_timing_url: "/time",
-        query: "",
-        periods: &[],
-    };
+    let params = mpd_params(&[]);
     for i in 0..8u64 {
         let numbers = || (N0 + i..N0 + i + 6).filter(|n| *n != N0 + 5);
         let (v, a) = (video_refs(numbers()), audio_refs(numbers()));
@@ -231,26 +235,9 @@ fn origin_dash_starts_a_period_where_video_changes_and_audio_continues() {
         let numbers = || N0 + i..N0 + i + 6;
         let (mut v, a) = (video_refs(numbers()), audio_refs(numbers()));
         change_header(&mut v, N0 + 4, true);
-        let in_window: Vec<_> = periods
-            .iter()
-            .filter(|p| p.n == 0 || p.n > N0 + i)
-            .copied()
-            .collect();
-        let in_force = if N0 + i >= N0 + 4 {
-            &periods[1..]
-        } else {
-            &in_window[..]
-        };
-        let params = MpdParams {
-            now_unix_millis: 0,
-            segment_duration_secs: 1.0,
-            time_shift_buffer_depth_secs: 20.0,
-            suggested_presentation_delay_secs: 3.0,
-            min_buffer_time_secs: 2.0,
-            utc_timing_url: "/time",
-            query: "",
-            periods: in_force,
-        };
+        // Once the window starts at the change, only its Period is in force.
+        let in_force = if i >= 4 { &periods[1..] } else { &periods[..] };
+        let params = mpd_params(in_force);
         let text = live_mpd(&renditions, &[&v, &a], &params);
         sim.mpd(&text, i as f64);
     }
