@@ -369,12 +369,13 @@ async fn discontinuities(node: &TestNode, id: &str, rendition: &str) -> (u64, Ve
 /// EXT-X-MAP, a new DASH Period), and viewers of both see no violation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_upgrade_is_announced_once() {
-    // A copy that breaks the header waits out the grace time: keep it short beside 1 s
-    // segments, or the live edge would lag past verify's staleness limit (1.5 s).
-    let config = format!(
-        "allow_faults = true\n{}\n[channels.failover]\nquality_grace_ms = 200\n",
-        channel_toml("roll", PATTERN)
-    );
+    // When a's copies stop, b's (the new header) wait out the grace time before the switch, and
+    // both encoders restart on two cores: 2 s segments give verify's staleness limit
+    // (1.5 × target duration) room for that beside the grace.
+    let roll =
+        channel_toml("roll", PATTERN).replace("segment_seconds = 1.0", "segment_seconds = 2.0");
+    let config =
+        format!("allow_faults = true\n{roll}\n[channels.failover]\nquality_grace_ms = 200\n");
     let node = TestNode::serve(&config).await;
     node.wait_for_segments("roll", &RENDITIONS, 3).await;
     let upgrade = |feed: &str| {
