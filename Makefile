@@ -17,7 +17,7 @@ lint: setup
 
 # The last line totals every test binary's results ("N passed, N failed").
 test: lint
-	@scripts/setup.sh --browser
+	@scripts/setup.sh --browser --services
 	@mkdir -p target
 	set -o pipefail; cargo test --workspace 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test.log

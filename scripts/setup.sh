@@ -1,17 +1,34 @@
 #!/usr/bin/env bash
 # Installs what steadycast needs on Debian/Ubuntu when it is missing, with apt-get. Idempotent.
-#   scripts/setup.sh            ffmpeg (libx264, AAC, libsrt) and the font of the test pattern
-#   scripts/setup.sh --browser  also headless Chromium and chromedriver, for the browser test
+#   scripts/setup.sh             ffmpeg (libx264, AAC, libsrt) and the font of the test pattern
+#   scripts/setup.sh --browser   also headless Chromium and chromedriver, for the browser test
+#   scripts/setup.sh --services  also the servers the backend tests start on loopback:
+#                                PostgreSQL (Debian's) and Garage, the S3-compatible store
+#                                (built once with cargo into ~/.cache/steadycast/garage:
+#                                about 11 minutes on 2 cores)
 set -euo pipefail
+
+browser=false
+services=false
+for arg in "$@"; do
+    case "$arg" in
+        --browser) browser=true ;;
+        --services) services=true ;;
+        *) echo "steadycast: unknown option $arg" >&2; exit 2 ;;
+    esac
+done
 
 need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf ] || need+=(fonts-dejavu-core)
-if [ "${1:-}" = "--browser" ]; then
+if $browser; then
     command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
         || need+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+fi
+if $services; then
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -29,4 +46,13 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
     echo "steadycast: cargo not found; install Rust 1.95 or newer (https://rustup.rs)" >&2
     exit 1
+fi
+
+# Garage is AGPL: it only ever runs beside the tests as a separate binary, never linked.
+GARAGE_VERSION=2.5.0
+garage_root="${HOME}/.cache/steadycast/garage"
+if $services && [ -z "${STEADYCAST_GARAGE:-}" ] \
+    && ! "$garage_root/bin/garage" --version 2>/dev/null | grep -q "[:v]$GARAGE_VERSION\b"; then
+    echo "steadycast: building Garage $GARAGE_VERSION into $garage_root (once)" >&2
+    cargo install garage --version "$GARAGE_VERSION" --locked --quiet --root "$garage_root"
 fi

@@ -38,6 +38,11 @@ pub enum EventKind {
     CopiesMisaligned,
     /// At start-up, catalog and store disagreed and were brought back in line.
     StoreRepaired,
+    /// A write to the blob store or the catalog failed (full disk, unreachable object store):
+    /// new segments are not listed until it recovers; what is listed is still served.
+    StoreFailed,
+    /// Writes succeed again after a failure.
+    StoreRecovered,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

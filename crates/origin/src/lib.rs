@@ -13,6 +13,7 @@ mod retention;
 mod timeshift;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, put};
 use channel::{ChannelSpec, EventKind, Events};
-use store::{Catalog, DirStore};
+use store::{BlobStore, Catalog};
 use tower_http::cors::{Any, CorsLayer};
 
 pub use error::OriginError;
@@ -35,19 +36,53 @@ pub const MAX_UPLOAD: usize = 32 << 20;
 /// The origin's state: the durable store and each channel's live window.
 pub struct Origin {
     catalog: Catalog,
-    blobs: DirStore,
+    blobs: BlobStore,
     events: Events,
     channels: RwLock<HashMap<String, Arc<LiveChannel>>>,
+    /// Whether the last write to the store failed: failures and recoveries are reported once
+    /// each, not once per segment.
+    store_failing: AtomicBool,
 }
 
 impl Origin {
-    pub fn new(catalog: Catalog, blobs: DirStore, events: Events) -> Arc<Self> {
+    pub fn new(catalog: Catalog, blobs: BlobStore, events: Events) -> Arc<Self> {
         Arc::new(Self {
             catalog,
             blobs,
             events,
             channels: RwLock::new(HashMap::new()),
+            store_failing: AtomicBool::new(false),
         })
+    }
+
+    /// Reports the outcome of a write to the store for `channel`: the first failure and the
+    /// first success after failures become events; the gauge follows every outcome.
+    fn store_write<T>(
+        &self,
+        channel: &str,
+        what: &str,
+        result: Result<T, store::StoreError>,
+    ) -> Result<T, OriginError> {
+        let failing = result.is_err();
+        let was_failing = self.store_failing.swap(failing, Ordering::Relaxed);
+        metrics::gauge!("steadycast_store_failing").set(if failing { 1.0 } else { 0.0 });
+        match &result {
+            Err(e) if !was_failing => {
+                let detail = format!("{what}: {e}; new segments wait until the store recovers");
+                self.events
+                    .emit(channel, "store", EventKind::StoreFailed, detail);
+            }
+            Ok(_) if was_failing => {
+                self.events.emit(
+                    channel,
+                    "store",
+                    EventKind::StoreRecovered,
+                    format!("{what}: writes succeed again"),
+                );
+            }
+            _ => {}
+        }
+        Ok(result?)
     }
 
     /// Starts serving a channel, restoring its live window from the store (a restart continues

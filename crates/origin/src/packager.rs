@@ -179,14 +179,17 @@ async fn accept_init(
         )));
     }
     if known.is_none() {
-        origin.blobs.put(&header.key, &header.bytes).await?;
+        let id = &channel.spec.id;
+        let stored = origin.blobs.put(&header.key, &header.bytes).await;
+        origin.store_write(id, &header.key, stored)?;
         let row = HeaderRow {
-            channel: channel.spec.id.clone(),
+            channel: id.clone(),
             rendition: live.name.clone(),
             id: header.id.to_string(),
             blob_key: header.key.clone(),
         };
-        origin.catalog.put_header(&row).await?;
+        let listed = origin.catalog.put_header(&row).await;
+        origin.store_write(id, "the catalog", listed)?;
     }
     let feed_row = InitRow {
         channel: channel.spec.id.clone(),
@@ -381,7 +384,8 @@ async fn publish(
         .ok_or_else(|| OriginError::Conflict(format!("PUT `{}/init.mp4` first", live.name)))?;
     let placement = placement.map_err(OriginError::Conflict)?;
     let key = segment_key(&channel.spec.id, &live.name, n);
-    origin.blobs.put(&key, &copy.body).await?;
+    let stored = origin.blobs.put(&key, &copy.body).await;
+    origin.store_write(&channel.spec.id, &key, stored)?;
     let row = SegmentRow {
         channel: channel.spec.id.clone(),
         rendition: live.name.clone(),
@@ -399,7 +403,8 @@ async fn publish(
     if !placement.continues {
         announce_discontinuity(origin, channel, live, n, copy.header).await?;
     }
-    origin.catalog.insert_segment(&row).await?;
+    let listed = origin.catalog.insert_segment(&row).await;
+    origin.store_write(&channel.spec.id, "the catalog", listed)?;
     let segment = LiveSegment {
         start: copy.info.base_decode_time,
         duration: copy.info.duration,

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::SystemTime;
 
 use media::cmaf::{inspect_init, inspect_segment};
-use store::{Catalog, DirStore, HeaderRow, SegmentRow};
+use store::{BlobStore, Catalog, HeaderRow, SegmentRow};
 
 use crate::OriginError;
 use crate::live::{Header, Listing, LiveChannel, LiveSegment, content_etag};
@@ -26,7 +26,7 @@ pub struct Repair {
 pub async fn repair(
     channel: &str,
     catalog: &Catalog,
-    blobs: &DirStore,
+    blobs: &BlobStore,
 ) -> Result<Repair, OriginError> {
     let listed: HashSet<String> = catalog.blob_keys(channel).await?.into_iter().collect();
     let stored: HashSet<String> = blobs
@@ -61,7 +61,7 @@ fn segment_of_key(key: &str) -> Option<(&str, u64)> {
 pub async fn live_window(
     channel: &LiveChannel,
     catalog: &Catalog,
-    blobs: &DirStore,
+    blobs: &BlobStore,
 ) -> Result<(), OriginError> {
     let id = &channel.spec.id;
     let keep = channel.window_segments();
@@ -127,7 +127,7 @@ fn listing(row: &SegmentRow) -> Option<Listing> {
 async fn restore_headers(
     channel: &LiveChannel,
     catalog: &Catalog,
-    blobs: &DirStore,
+    blobs: &BlobStore,
 ) -> Result<(), OriginError> {
     let id = &channel.spec.id;
     let mut keys: Vec<(String, String)> = catalog

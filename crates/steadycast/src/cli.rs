@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use store::S3Config;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{self, ServerConfig};
+use crate::config::{self, BlobsConfig, ServerConfig};
 use crate::node::Node;
 use crate::{api, demo, ops};
 
@@ -75,6 +76,18 @@ pub struct NodeArgs {
     /// Where the catalog and segments live; the same directory continues the same channels.
     #[arg(long, env = "STEADYCAST_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The catalog: `sqlite://path` or `postgres://user:password@host/db` [default: SQLite in
+    /// the data directory].
+    #[arg(long, env = "STEADYCAST_CATALOG")]
+    pub catalog: Option<String>,
+    /// Store segment bytes in this S3 bucket instead of the data directory; endpoint, region
+    /// and credentials from `[server.blobs]` or the standard AWS variables (AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "STEADYCAST_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Prefix of every key in the S3 bucket, for several nodes or channels sets in one bucket.
+    #[arg(long, env = "STEADYCAST_S3_PREFIX", requires = "s3_bucket")]
+    pub s3_prefix: Option<String>,
     /// RTMP listener address [default: 127.0.0.1:1935].
     #[arg(long, env = "STEADYCAST_RTMP_LISTEN")]
     pub rtmp_listen: Option<SocketAddr>,
@@ -96,6 +109,20 @@ impl NodeArgs {
         }
         if let Some(v) = &self.data_dir {
             server.data_dir = v.clone();
+        }
+        if let Some(v) = &self.catalog {
+            server.catalog = Some(v.clone());
+        }
+        if let Some(bucket) = &self.s3_bucket {
+            let mut s3 = match &server.blobs {
+                BlobsConfig::S3(s3) => s3.clone(),
+                BlobsConfig::Dir => S3Config::default(),
+            };
+            s3.bucket = bucket.clone();
+            if let Some(prefix) = &self.s3_prefix {
+                s3.prefix = prefix.clone();
+            }
+            server.blobs = BlobsConfig::S3(s3);
         }
         if let Some(v) = self.rtmp_listen {
             server.rtmp_listen = Some(v);
@@ -228,7 +255,9 @@ async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask
 }
 
 /// Runs until Ctrl-C or SIGTERM, or until the HTTP server fails.
+/// Marks the node ready (its channels are started) and serves until told to stop.
 async fn serve_forever(node: Arc<Node>, http: HttpTask) -> anyhow::Result<()> {
+    node.mark_started();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = http => result.context("HTTP task")?.context("HTTP server")?,

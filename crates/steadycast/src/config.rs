@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use channel::ChannelSpec;
 use serde::Deserialize;
+use store::S3Config;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,9 +23,18 @@ pub struct ServerConfig {
     /// HTTP: playback, packager ingest, API, metrics.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Catalog (SQLite) and segment store (a directory).
+    /// The embedded catalog (`catalog.db`) and blob directory (`segments/`) live here, unless
+    /// `catalog` and `blobs` say otherwise.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The catalog: `sqlite://path` or `postgres://user:password@host/db`; SQLite in
+    /// `data_dir` when absent.
+    #[serde(default)]
+    pub catalog: Option<String>,
+    /// Where segment bytes go: `{ type = "dir" }` (the default, `data_dir/segments`) or
+    /// `{ type = "s3", bucket = "…", endpoint = "http://…", … }`.
+    #[serde(default)]
+    pub blobs: BlobsConfig,
     /// The RTMP listener; none when absent.
     #[serde(default = "default_rtmp")]
     pub rtmp_listen: Option<SocketAddr>,
@@ -48,12 +58,36 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             data_dir: default_data_dir(),
+            catalog: None,
+            blobs: BlobsConfig::default(),
             rtmp_listen: default_rtmp(),
             srt_listen: default_srt(),
             hang_timeout_seconds: default_hang_timeout(),
             allow_faults: false,
             retention_interval_seconds: default_retention_interval(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BlobsConfig {
+    /// The `segments` directory of `data_dir`.
+    #[default]
+    Dir,
+    /// An S3-compatible bucket; credentials from here or the standard AWS variables.
+    S3(S3Config),
+}
+
+impl ServerConfig {
+    /// The catalog URL in force: the configured one, or SQLite in the data directory.
+    pub fn catalog_url(&self) -> String {
+        self.catalog.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("catalog.db").display()
+            )
+        })
     }
 }
 
@@ -165,6 +199,55 @@ stream_key = "secret"
         .unwrap();
         assert_eq!(config.server.listen.port(), 9090);
         assert_eq!(config.channels[0].id, "news");
+    }
+
+    #[test]
+    fn scale_out_backends_are_configured_in_the_server_table() {
+        let config = parse(
+            r#"
+[server]
+catalog = "postgres://steadycast:pw@db.internal/steadycast"
+[server.blobs]
+type = "s3"
+bucket = "media"
+endpoint = "http://127.0.0.1:3900"
+prefix = "node-1"
+"#,
+            "s.toml",
+        )
+        .unwrap();
+        assert!(config.server.catalog_url().starts_with("postgres://"));
+        let BlobsConfig::S3(s3) = &config.server.blobs else {
+            panic!("{:?}", config.server.blobs)
+        };
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("media", "node-1")
+        );
+
+        let embedded = parse(
+            "[server]
+data_dir = \"/srv/sc\"\n",
+            "e.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            embedded.server.catalog_url(),
+            "sqlite:///srv/sc/catalog.db?mode=rwc"
+        );
+        assert!(matches!(embedded.server.blobs, BlobsConfig::Dir));
+
+        for (text, says) in [
+            ("[server.blobs]\ntype = \"ftp\"\n", "unknown variant `ftp`"),
+            (
+                "[server.blobs]\ntype = \"s3\"\nbukket = \"x\"\n",
+                "unknown field `bukket`",
+            ),
+            ("[server.blobs]\ntype = \"s3\"\n", "missing field `bucket`"),
+        ] {
+            let err = parse(text, "b.toml").unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

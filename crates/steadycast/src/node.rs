@@ -1,8 +1,10 @@
 //! An all-in-one node: ingest listeners, both pipelines of every channel, the packager and the
-//! origin in one process, on the embedded store (SQLite + a directory).
+//! origin in one process, on the embedded store (SQLite + a directory) or the scale-out one
+//! (PostgreSQL + an S3-compatible bucket).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,12 +14,12 @@ use ingest::InputRegistry;
 use origin::Origin;
 use pipeline::{Faults, PackagerTarget, PipelineConfig, PipelineState, PipelineStatus};
 use rand::Rng;
-use store::{Catalog, DirStore};
+use store::{BlobStore, Catalog, DirStore, S3Store};
 use timeline::Feed;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServerConfig;
+use crate::config::{BlobsConfig, ServerConfig};
 
 /// A started channel: its pipeline tasks and their status.
 struct RunningChannel {
@@ -57,6 +59,9 @@ pub struct Node {
     running: Mutex<HashMap<String, RunningChannel>>,
     pub events: Events,
     pub cancel: CancellationToken,
+    /// Set once the configured and stored channels are started: `/readyz` answers 503 before,
+    /// so a load balancer does not send viewers to a node that does not know their channel yet.
+    started: AtomicBool,
 }
 
 impl Node {
@@ -64,10 +69,17 @@ impl Node {
     pub async fn open(server: ServerConfig, http: SocketAddr) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&server.data_dir)
             .with_context(|| format!("creating data directory {}", server.data_dir.display()))?;
-        let catalog = Catalog::open_sqlite(&server.data_dir.join("catalog.db"))
+        let url = server.catalog_url();
+        let catalog = Catalog::open(&url)
             .await
-            .context("opening the catalog")?;
-        let blobs = DirStore::open(server.data_dir.join("segments")).await?;
+            .with_context(|| format!("opening the catalog {}", store::redact(&url)))?;
+        let blobs: BlobStore = match &server.blobs {
+            BlobsConfig::Dir => DirStore::open(server.data_dir.join("segments"))
+                .await?
+                .into(),
+            BlobsConfig::S3(s3) => S3Store::open(s3)?.into(),
+        };
+        tracing::info!(catalog = %store::redact(&url), blobs = %blobs.describe(), "store open");
         let events = event_log(catalog.clone());
         let origin = Origin::new(catalog.clone(), blobs, events.clone());
         let inputs = Arc::new(InputRegistry::with_events(events.clone()));
@@ -118,6 +130,7 @@ impl Node {
             running: Mutex::new(HashMap::new()),
             events,
             cancel,
+            started: AtomicBool::new(false),
         }))
     }
 
@@ -186,6 +199,14 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
     }
 
     pub fn is_running(&self, id: &str) -> bool {

@@ -1,5 +1,5 @@
 //! Operations endpoints and request metrics: `/metrics` (Prometheus text), `/healthz` (the
-//! process answers), `/readyz` (the catalog answers and channels are running).
+//! process answers), `/readyz` (channels are started and the catalog answers).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +54,13 @@ async fn render_metrics(State(ops): State<Ops>) -> impl IntoResponse {
 }
 
 async fn ready(State(ops): State<Ops>) -> Response {
+    if !ops.node.is_started() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: channels are being restored\n",
+        )
+            .into_response();
+    }
     match ops.node.catalog.channels().await {
         Ok(_) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => (

@@ -1,8 +1,9 @@
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
+use crate::blobs::check_key;
 use crate::{Result, StoreError};
 
 /// Blobs as files under a root directory. Writes are atomic and durable: a temporary file is
@@ -90,65 +91,12 @@ impl DirStore {
         Ok(keys)
     }
 
-    /// Keys come from channel and rendition names; refuse anything that could leave the root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn path(&self, key: &str) -> Result<PathBuf> {
-        let rel = Path::new(key);
-        let safe = !key.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
-        if !safe {
-            return Err(StoreError::BadKey(key.to_string()));
-        }
-        Ok(self.root.join(rel))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn put_get_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DirStore::open(dir.path()).await.unwrap();
-        let bytes = Bytes::from_static(b"moof");
-        store.put("live/demo/360p/1.m4s", &bytes).await.unwrap();
-        assert_eq!(
-            store.get("live/demo/360p/1.m4s").await.unwrap(),
-            Some(bytes)
-        );
-        assert_eq!(store.get("live/demo/360p/2.m4s").await.unwrap(), None);
-        store.delete("live/demo/360p/1.m4s").await.unwrap();
-        store.delete("live/demo/360p/1.m4s").await.unwrap();
-        assert_eq!(store.get("live/demo/360p/1.m4s").await.unwrap(), None);
-        // No temporary file is left behind.
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("live/demo/360p"))
-            .unwrap()
-            .collect();
-        assert!(left.is_empty());
-    }
-
-    #[tokio::test]
-    async fn lists_keys_under_a_prefix() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DirStore::open(dir.path()).await.unwrap();
-        for key in ["live/a/x/1.m4s", "live/a/y/init-a.mp4", "live/b/x/1.m4s"] {
-            store.put(key, &Bytes::from_static(b"x")).await.unwrap();
-        }
-        assert_eq!(
-            store.list("live/a").await.unwrap(),
-            ["live/a/x/1.m4s", "live/a/y/init-a.mp4"]
-        );
-        assert!(store.list("live/none").await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn refuses_keys_that_escape_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DirStore::open(dir.path()).await.unwrap();
-        for key in ["../x", "/etc/passwd", "a/../../b", ""] {
-            assert!(
-                matches!(store.get(key).await, Err(StoreError::BadKey(_))),
-                "{key}"
-            );
-        }
+        check_key(key)?;
+        Ok(self.root.join(key))
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Catalog, Result};
 
@@ -26,7 +26,7 @@ impl Catalog {
     pub async fn insert_harvest(&self, job: &HarvestRow) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO harvests (name, channel, start_ms, end_ms, state, progress, detail, created_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(&job.name)
         .bind(&job.channel)
@@ -48,7 +48,7 @@ impl Catalog {
         progress: u8,
         detail: &str,
     ) -> Result<()> {
-        sqlx::query("UPDATE harvests SET state = ?, progress = ?, detail = ? WHERE name = ?")
+        sqlx::query("UPDATE harvests SET state = $1, progress = $2, detail = $3 WHERE name = $4")
             .bind(state)
             .bind(i64::from(progress))
             .bind(detail)
@@ -59,7 +59,7 @@ impl Catalog {
     }
 
     pub async fn harvest(&self, name: &str) -> Result<Option<HarvestRow>> {
-        let row = sqlx::query(&format!("{COLUMNS} WHERE name = ?"))
+        let row = sqlx::query(&format!("{COLUMNS} WHERE name = $1"))
             .bind(name)
             .fetch_optional(self.pool())
             .await?;
@@ -69,7 +69,7 @@ impl Catalog {
     /// A channel's jobs, newest first.
     pub async fn harvests(&self, channel: &str) -> Result<Vec<HarvestRow>> {
         let rows = sqlx::query(&format!(
-            "{COLUMNS} WHERE channel = ? ORDER BY created_ms DESC LIMIT 100"
+            "{COLUMNS} WHERE channel = $1 ORDER BY created_ms DESC LIMIT 100"
         ))
         .bind(channel)
         .fetch_all(self.pool())
@@ -81,7 +81,7 @@ impl Catalog {
 const COLUMNS: &str =
     "SELECT name, channel, start_ms, end_ms, state, progress, detail FROM harvests";
 
-fn harvest_row(r: &SqliteRow) -> Result<HarvestRow> {
+fn harvest_row(r: &AnyRow) -> Result<HarvestRow> {
     Ok(HarvestRow {
         name: r.try_get("name")?,
         channel: r.try_get("channel")?,
@@ -91,39 +91,4 @@ fn harvest_row(r: &SqliteRow) -> Result<HarvestRow> {
         progress: r.try_get::<i64, _>("progress")?.clamp(0, 100) as u8,
         detail: r.try_get("detail")?,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn jobs_are_recorded_and_updated() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
-            .await
-            .unwrap();
-        let job = HarvestRow {
-            name: "goal".into(),
-            channel: "demo".into(),
-            start_ms: 1_000,
-            end_ms: 5_000,
-            state: "queued".into(),
-            progress: 0,
-            detail: String::new(),
-        };
-        assert!(catalog.insert_harvest(&job).await.unwrap());
-        assert!(
-            !catalog.insert_harvest(&job).await.unwrap(),
-            "names are unique"
-        );
-        catalog
-            .update_harvest("goal", "done", 100, "12 segments")
-            .await
-            .unwrap();
-        let stored = catalog.harvest("goal").await.unwrap().unwrap();
-        assert_eq!((stored.state.as_str(), stored.progress), ("done", 100));
-        assert_eq!(catalog.harvests("demo").await.unwrap().len(), 1);
-        assert!(catalog.harvest("nope").await.unwrap().is_none());
-    }
 }

@@ -1,14 +1,19 @@
-//! The durable state of a node: segment bytes in a [`DirStore`] and the [`Catalog`] that
-//! indexes them. A segment is listed in the catalog only after its bytes are stored, and once
-//! listed its bytes never change.
+//! The durable state of a node: segment bytes in a [`BlobStore`] (a directory or an
+//! S3-compatible bucket) and the [`Catalog`] that indexes them (SQLite or PostgreSQL). A
+//! segment is listed in the catalog only after its bytes are stored, and once listed its bytes
+//! never change.
 
+mod blobs;
 mod catalog;
 mod dir;
 mod harvests;
+mod s3;
 
-pub use catalog::{Catalog, ChannelRow, HeaderRow, InitRow, SegmentRow};
+pub use blobs::BlobStore;
+pub use catalog::{Backend, Catalog, ChannelRow, HeaderRow, InitRow, SegmentRow, redact};
 pub use dir::DirStore;
 pub use harvests::HarvestRow;
+pub use s3::{S3Config, S3Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,6 +25,16 @@ pub enum StoreError {
     },
     #[error("blob key `{0}` is not a safe relative path")]
     BadKey(String),
+    #[error("object store on `{key}`: {source}")]
+    S3 {
+        key: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error("blob `{key}` is {bytes} bytes, more than a blob may be")]
+    TooLarge { key: String, bytes: u64 },
+    #[error("{0}")]
+    Config(String),
     #[error("catalog: {0}")]
     Catalog(#[from] sqlx::Error),
     #[error("catalog migration: {0}")]

@@ -13,7 +13,7 @@ use clap::Args;
 use ingest::Container;
 use origin::Origin;
 use pipeline::{Canvas, DecoderPlan, EncoderPlan, Segmenting, Upload};
-use store::{Catalog, DirStore};
+use store::{BlobStore, Catalog, DirStore};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -26,9 +26,13 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients in the origin measurements.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Days of segments to list in the catalog for the DVR measurements.
+    /// Days of segments to list in the catalog for the DVR measurements (14 for the two-week
+    /// figures: several minutes).
     #[arg(long, default_value_t = 1)]
     pub dvr_days: u32,
+    /// Measure on this catalog (`postgres://…`, an empty database) instead of a fresh SQLite.
+    #[arg(long)]
+    pub catalog: Option<String>,
 }
 
 mod dvr;
@@ -69,8 +73,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         encoded.len() as f64 / 1e6
     );
 
-    let catalog = Catalog::open_sqlite(&dir.path().join("catalog.db")).await?;
-    let blobs = DirStore::open(dir.path().join("segments")).await?;
+    let catalog = match &args.catalog {
+        Some(url) => Catalog::open(url).await?,
+        None => Catalog::open_sqlite(&dir.path().join("catalog.db")).await?,
+    };
+    let blobs = BlobStore::from(DirStore::open(dir.path().join("segments")).await?);
     let origin = Origin::new(catalog.clone(), blobs.clone(), channel::Events::default());
     origin
         .add_channel(spec.clone(), "bench".to_string())

@@ -69,12 +69,18 @@ impl TestNode {
 
     /// Starts `steadycast serve` in `dir` (kept by the caller, so a restart finds its data).
     pub async fn serve_in(dir: &Path, channels_toml: &str) -> TestNode {
+        Self::serve_with(dir, "", channels_toml).await
+    }
+
+    /// As [`TestNode::serve_in`], with more keys of the `[server]` table (`server_toml`, one
+    /// `key = value` per line: the catalog URL, the blob store as an inline table).
+    pub async fn serve_with(dir: &Path, server_toml: &str, channels_toml: &str) -> TestNode {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let rtmp = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let srt = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let config = format!(
             "[server]\nlisten = \"{http}\"\ndata_dir = \"{}\"\nrtmp_listen = \"{rtmp}\"\n\
-             srt_listen = \"{srt}\"\n\n{channels_toml}",
+             srt_listen = \"{srt}\"\n{server_toml}\n{channels_toml}",
             dir.join("data").display()
         );
         let path = dir.join("steadycast.toml");
@@ -96,8 +102,9 @@ impl TestNode {
             dir: dir.to_path_buf(),
             _tmp: None,
         };
-        let url = node.url("/healthz");
-        wait_for("the node's /healthz", Duration::from_secs(20), || {
+        // Ready: the node's channels are started, a restarted one's window restored.
+        let url = node.url("/readyz");
+        wait_for("the node's /readyz", Duration::from_secs(20), || {
             let url = url.clone();
             async move { get(&url).await.filter(|(s, _)| *s == 200).map(|_| ()) }
         })

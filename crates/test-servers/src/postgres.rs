@@ -1,0 +1,132 @@
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::{free_port, run, wait_for_port};
+
+/// A throwaway PostgreSQL cluster on a loopback port, trusting local connections; fsync off,
+/// since it dies with the test.
+pub struct Postgres {
+    /// `postgres://steadycast@127.0.0.1:{port}/postgres`
+    pub url: String,
+    _server: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    pub async fn start() -> Self {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("steadycast-pg")
+            .tempdir()
+            .unwrap();
+        // PostgreSQL refuses to run as root: the cluster belongs to the `postgres` account.
+        let owner = server_account();
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let data = dir.path().join("data");
+        run(as_owner(Command::new(bin.join("initdb")), owner)
+            .args([
+                "-U",
+                "steadycast",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data))
+        .await;
+        let port = free_port();
+        let server = as_owner(Command::new(bin.join("postgres")), owner)
+            .arg("-D")
+            .arg(&data)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+            .arg(dir.path())
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        wait_for_port("PostgreSQL", port, Duration::from_secs(30)).await;
+        wait_until_ready(&bin, port).await;
+        Self {
+            url: format!("postgres://steadycast@127.0.0.1:{port}/postgres"),
+            _server: server,
+            _dir: dir,
+        }
+    }
+}
+
+/// The listener opens before recovery ends; `pg_isready` says when queries are accepted.
+async fn wait_until_ready(bin: &Path, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = Command::new(bin.join("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "PostgreSQL never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn as_owner(mut command: Command, owner: Option<(u32, u32)>) -> Command {
+    if let Some((uid, gid)) = owner {
+        command.as_std_mut().uid(uid).gid(gid);
+    }
+    command
+}
+
+/// `Some((uid, gid))` of the `postgres` account when running as root.
+fn server_account() -> Option<(u32, u32)> {
+    // Our own uid, read without libc.
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?;
+    if uid != "0" {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let entry = passwd.lines().find(|l| l.starts_with("postgres:"));
+    let fields: Vec<&str> = entry
+        .expect("running as root needs the `postgres` account: run scripts/setup.sh --services")
+        .split(':')
+        .collect();
+    Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
+}
+
+/// `STEADYCAST_PG_BIN`, or the newest Debian PostgreSQL under /usr/lib/postgresql.
+fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STEADYCAST_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .expect("PostgreSQL is not installed: run scripts/setup.sh --services")
+}
