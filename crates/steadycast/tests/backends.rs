@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use store::{BlobStore, Catalog, S3Config, S3Store};
-use test_servers::{Garage, Postgres};
+use test_servers::{Garage, Postgres, Tmpfs};
 
 const PATTERN: &str =
     "[channels.inputs.pattern]\ntype = \"test-pattern\"\nsize = \"320x180\"\nframe_rate = \"15\"";
@@ -215,4 +215,55 @@ async fn an_unreachable_object_store_is_reported_and_what_is_listed_stays_served
     .await;
     let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
     assert!(metrics.contains("steadycast_store_failing 0"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_and_what_is_listed_stays_served() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for a few seconds of segments; the catalog stays on the roomy disk.
+    let disk = Tmpfs::mount(&dir.path().join("data/segments"), "600k").await;
+    let node = TestNode::serve_in(dir.path(), &channel_toml("scale", PATTERN)).await;
+    wait_for("a store_failed event", Duration::from_secs(90), || async {
+        let failed = events_of(&node, "scale", "store_failed").await;
+        (!failed.is_empty()).then_some(())
+    })
+    .await;
+    let failed = events_of(&node, "scale", "store_failed").await;
+    assert!(failed[0].contains("No space left"), "{failed:?}");
+    let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
+    assert!(metrics.contains("steadycast_store_failing 1"), "{metrics}");
+    let listed_during = playlist(&node, "180p").await;
+    assert!(
+        !listed_during.is_empty(),
+        "nothing was listed before the disk filled"
+    );
+    for n in &listed_during {
+        let (status, _) = get_bytes(&node.url(&format!("/live/scale/180p/{n}.m4s"))).await;
+        assert_eq!(status, 200, "segment {n} on a full disk");
+    }
+
+    disk.resize("64m").await;
+    wait_for(
+        "a store_recovered event",
+        Duration::from_secs(60),
+        || async {
+            let recovered = events_of(&node, "scale", "store_recovered").await;
+            (!recovered.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let last = *listed_during.last().unwrap();
+    let url = node.url("/live/scale/180p.m3u8");
+    wait_for("segments listed again", Duration::from_secs(60), || {
+        let url = url.clone();
+        async move { (listed(&get(&url).await?.1).last()? > &(last + 1)).then_some(()) }
+    })
+    .await;
+    // No partial file of a failed write is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("data/segments/live/scale/180p"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.contains(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -1,7 +1,7 @@
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 
 use crate::blobs::check_key;
 use crate::{Result, StoreError};
@@ -27,19 +27,17 @@ impl DirStore {
 
     pub async fn put(&self, key: &str, bytes: &Bytes) -> Result<()> {
         let path = self.path(key)?;
-        let io = |source| StoreError::Io {
-            key: key.to_string(),
-            source,
-        };
-        let dir = path.parent().unwrap_or(&self.root);
-        tokio::fs::create_dir_all(dir).await.map_err(io)?;
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-        file.write_all(bytes).await.map_err(io)?;
-        file.sync_data().await.map_err(io)?;
-        drop(file);
-        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
-        Ok(())
+        let bytes = bytes.clone();
+        // One blocking task for the whole write: tokio's File would report a failed write
+        // (ENOSPC) only to a later flush, and sync_data does not ask, so a truncated file
+        // could be renamed into place.
+        let written = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await;
+        written
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|source| StoreError::Io {
+                key: key.to_string(),
+                source,
+            })
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
@@ -99,4 +97,24 @@ impl DirStore {
         check_key(key)?;
         Ok(self.root.join(key))
     }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, fsyncs it, renames it into place and
+/// fsyncs the directory, so that the blob is whole after a crash or a power cut. A failed
+/// write leaves nothing behind.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

@@ -10,7 +10,7 @@ use store::{
     Backend, BlobStore, Catalog, ChannelRow, DirStore, HarvestRow, HeaderRow, InitRow, S3Config,
     S3Store, SegmentRow, StoreError,
 };
-use test_servers::{Garage, Postgres};
+use test_servers::{Garage, Postgres, Tmpfs};
 use timeline::Feed;
 
 #[tokio::test]
@@ -37,6 +37,30 @@ async fn blobs_in_a_directory() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, ["init-a.mp4"]);
+}
+
+#[tokio::test]
+async fn a_full_disk_is_an_error_and_leaves_no_partial_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("blobs"), "64k").await;
+    let store = BlobStore::from(DirStore::open(dir.path().join("blobs")).await.unwrap());
+    let segment = Bytes::from(vec![7u8; 40_000]);
+    store.put("live/a/1.m4s", &segment).await.unwrap();
+    let full = store.put("live/a/2.m4s", &segment).await;
+    let message = full.unwrap_err().to_string();
+    assert!(
+        message.contains("live/a/2.m4s") && message.contains("No space left"),
+        "{message}"
+    );
+    assert_eq!(store.list("live/a").await.unwrap(), ["live/a/1.m4s"]);
+    assert_eq!(store.get("live/a/2.m4s").await.unwrap(), None);
+    assert_eq!(
+        store.get("live/a/1.m4s").await.unwrap(),
+        Some(segment.clone())
+    );
+    disk.resize("1m").await;
+    store.put("live/a/2.m4s", &segment).await.unwrap();
+    assert_eq!(store.get("live/a/2.m4s").await.unwrap(), Some(segment));
 }
 
 #[tokio::test]
