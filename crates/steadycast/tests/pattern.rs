@@ -291,6 +291,12 @@ async fn a_killed_node_restarts_where_it_stopped() {
     let before = playlist(&node, "durable", "180p").await;
     let kept = *before.last().unwrap();
     let (_, bytes) = get_bytes(&node.url(&format!("/live/durable/180p/{kept}.m4s"))).await;
+    // The DVR view: everything since the first segment, with its wall-clock times.
+    let dvr = format!(
+        "/live/durable/180p.m3u8?start={}",
+        grid().start_time(before[0]).as_secs()
+    );
+    let (_, dvr_before) = get(&node.url(&dvr)).await.unwrap();
     node.child.start_kill().unwrap();
     node.child.wait().await.unwrap();
     // What a crash can leave behind: a file never listed, a half-written one, and a listed
@@ -323,6 +329,20 @@ async fn a_killed_node_restarts_where_it_stopped() {
         after.contains(&kept),
         "segment {kept} lost across the restart: {after:?}"
     );
+    // Every entry the DVR playlist had is still there, same number, same time, but the one
+    // whose bytes were lost.
+    let (_, dvr_after) = get(&node.url(&dvr)).await.unwrap();
+    let entries = |playlist: &str| -> Vec<(String, String)> {
+        let lines: Vec<&str> = playlist.lines().collect();
+        lines
+            .windows(3)
+            .filter(|w| w[2].ends_with(".m4s") && !w[2].ends_with(&format!("/{lost}.m4s")))
+            .map(|w| (w[0].to_string(), w[2].to_string()))
+            .collect()
+    };
+    let (was, is) = (entries(&dvr_before), entries(&dvr_after));
+    assert!(!was.is_empty(), "{dvr_before}");
+    assert_eq!(is[..was.len()], was[..], "before:\n{dvr_before}\nafter:\n{dvr_after}");
     let (status, again) = get_bytes(&node.url(&format!("/live/durable/180p/{kept}.m4s"))).await;
     assert_eq!(
         (status, again),
@@ -399,6 +419,14 @@ async fn time_shifted_playlists_rewind_and_clip() {
         "{vod}"
     );
     assert_eq!(listed(&vod), (first..first + 4).collect::<Vec<_>>());
+    // Every segment of a time-shifted playlist carries its wall-clock time, to seek by.
+    let dated = vod.matches("#EXT-X-PROGRAM-DATE-TIME:").count();
+    assert_eq!(dated, 4, "{vod}");
+    let (status, mpd) = get(&node.url(&format!("/live/dvr/manifest.mpd?{range}")))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{mpd}");
+    assert!(mpd.contains(r#"type="static""#), "a closed range is a static MPD:\n{mpd}");
     let (status, main) = get(&node.url(&format!("/live/dvr/main.m3u8?{range}")))
         .await
         .unwrap();
@@ -421,6 +449,21 @@ async fn time_shifted_playlists_rewind_and_clip() {
     assert_eq!(status, 200, "{event}");
     assert!(event.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !event.contains("#EXT-X-ENDLIST"));
     assert_eq!(listed(&event)[0], first);
+    assert_eq!(
+        event.matches("#EXT-X-PROGRAM-DATE-TIME:").count(),
+        listed(&event).len()
+    );
+    // A viewer of the growing EVENT playlist sees it only grow, never stale, never a gap.
+    let (ok, report, _) = verify(
+        &node.url(&format!("/live/dvr/main.m3u8?start={start}")),
+        &["--seconds", "5"],
+    )
+    .await;
+    assert_steady("the EVENT playlist", ok, &report);
+    let (_, narrow) = get(&node.url("/live/dvr/180p.m3u8?manifest_window_seconds=3"))
+        .await
+        .unwrap();
+    assert_eq!(listed(&narrow).len(), 3, "{narrow}");
 
     // A delayed live playlist ends about the delay behind the live one.
     let (_, delayed) = get(&node.url("/live/dvr/180p.m3u8?time_delay=3"))
