@@ -2,7 +2,7 @@
 //! each channel's live window from them, so that a restart continues the same playlists with
 //! the same bytes.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::SystemTime;
 
 use media::cmaf::{inspect_init, inspect_segment};
@@ -10,6 +10,9 @@ use store::{BlobStore, Catalog, HeaderRow, SegmentRow};
 
 use crate::OriginError;
 use crate::live::{Header, Listing, LiveChannel, LiveSegment, content_etag};
+
+/// Catalog rows read at a time when an index is restored.
+const RESTORE_PAGE: u32 = 10_000;
 
 /// What a start-up repair found and did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -77,12 +80,28 @@ pub async fn live_window(
         .segment_at(now.saturating_sub(channel.startover()));
     let mut restored = 0;
     for live in channel.renditions.values() {
-        let listed = catalog
-            .segments_between(id, &live.name, oldest, u64::MAX, u32::MAX)
-            .await?;
-        live.index_listed(listed.iter().filter_map(|r| Some((r.n, listing(r)?))));
+        // In pages, so that a 14-day index never has its rows in memory all at once.
+        let mut newest = VecDeque::with_capacity(keep as usize + 1);
+        let mut from = oldest;
+        loop {
+            let page = catalog
+                .segments_between(id, &live.name, from, u64::MAX, RESTORE_PAGE)
+                .await?;
+            live.index_listed(page.iter().filter_map(|r| Some((r.n, listing(r)?))));
+            let full = page.len() == RESTORE_PAGE as usize;
+            for row in page {
+                from = row.n + 1;
+                newest.push_back(row);
+                if newest.len() > keep as usize {
+                    newest.pop_front();
+                }
+            }
+            if !full {
+                break;
+            }
+        }
         // The live window is the newest of what the index was loaded from.
-        for row in &listed[listed.len().saturating_sub(keep as usize)..] {
+        for row in &newest {
             let Some(listing) = listing(row) else {
                 continue;
             };
@@ -186,6 +205,60 @@ async fn restore_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use store::DirStore;
+    use timeline::Feed;
+
+    /// More listings than one page: the index holds them all, the live window the newest.
+    #[tokio::test]
+    async fn an_index_longer_than_a_page_is_restored_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open_sqlite(&dir.path().join("c.db"))
+            .await
+            .unwrap();
+        let blobs = BlobStore::from(DirStore::open(dir.path().join("b")).await.unwrap());
+        let spec: channel::ChannelSpec = serde_json::from_value(serde_json::json!({
+            "id": "long", "frame_rate": "15", "segment_seconds": 2.0,
+            "live_window_seconds": 10, "startover_window_seconds": 86_400,
+            "inputs": { "m": { "type": "test-pattern" } },
+            "ladder": [{ "name": "v", "width": 160, "height": 90, "bitrate_kbps": 80 }],
+        }))
+        .unwrap();
+        let channel = LiveChannel::new(spec, String::new()).unwrap();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let last = channel.grid.segment_at(now);
+        let count = u64::from(RESTORE_PAGE) + 5;
+        let first = last - count + 1;
+        for n in first..=last {
+            let row = SegmentRow {
+                channel: "long".into(),
+                rendition: "v".into(),
+                n,
+                feed: Feed::A,
+                start: channel.grid.start_of(n, 90_000),
+                duration: 180_000,
+                timescale: 90_000,
+                byte_len: 1,
+                blob_key: format!("live/long/v/{n}.m4s"),
+                quality: None,
+                header: Some("00000000000000ab".into()),
+                disc: 0,
+            };
+            catalog.insert_segment(&row).await.unwrap();
+            if n + channel.window_segments() > last {
+                blobs.put(&row.blob_key, &"x".into()).await.unwrap();
+            }
+        }
+        live_window(&channel, &catalog, &blobs).await.unwrap();
+        let live = &channel.renditions["v"];
+        let index = live.listed(0, u64::MAX, usize::MAX);
+        assert_eq!(index.refs.len() as u64, count);
+        assert_eq!(index.refs.first().map(|r| r.n), Some(first));
+        let window: Vec<u64> = live.read().segments.keys().copied().collect();
+        let keep = channel.window_segments();
+        assert_eq!(window, (last - keep + 1..=last).collect::<Vec<_>>());
+    }
 
     #[test]
     fn segment_keys_name_rendition_and_number() {

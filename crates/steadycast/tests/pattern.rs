@@ -342,7 +342,11 @@ async fn a_killed_node_restarts_where_it_stopped() {
     };
     let (was, is) = (entries(&dvr_before), entries(&dvr_after));
     assert!(!was.is_empty(), "{dvr_before}");
-    assert_eq!(is[..was.len()], was[..], "before:\n{dvr_before}\nafter:\n{dvr_after}");
+    assert_eq!(
+        is[..was.len()],
+        was[..],
+        "before:\n{dvr_before}\nafter:\n{dvr_after}"
+    );
     let (status, again) = get_bytes(&node.url(&format!("/live/durable/180p/{kept}.m4s"))).await;
     assert_eq!(
         (status, again),
@@ -426,7 +430,10 @@ async fn time_shifted_playlists_rewind_and_clip() {
         .await
         .unwrap();
     assert_eq!(status, 200, "{mpd}");
-    assert!(mpd.contains(r#"type="static""#), "a closed range is a static MPD:\n{mpd}");
+    assert!(
+        mpd.contains(r#"type="static""#),
+        "a closed range is a static MPD:\n{mpd}"
+    );
     let (status, main) = get(&node.url(&format!("/live/dvr/main.m3u8?{range}")))
         .await
         .unwrap();
