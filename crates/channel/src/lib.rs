@@ -45,6 +45,9 @@ pub struct ChannelSpec {
     /// from the catalog and the store.
     #[serde(default = "default_startover_window")]
     pub startover_window_seconds: u32,
+    /// The longest range one live-to-VOD harvest may copy.
+    #[serde(default = "default_max_harvest")]
+    pub max_harvest_seconds: u32,
     /// Input failover inside each pipeline, and what a pipeline without input emits.
     #[serde(default)]
     pub failover: FailoverSpec,
@@ -194,6 +197,9 @@ impl ChannelSpec {
         if self.startover_window_seconds < self.live_window_seconds {
             errors.push("startover_window_seconds: give at least live_window_seconds".to_string());
         }
+        if self.max_harvest_seconds == 0 {
+            errors.push("max_harvest_seconds: give at least 1".to_string());
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -283,6 +289,10 @@ fn default_live_window() -> u32 {
 
 fn default_startover_window() -> u32 {
     2 * 3600
+}
+
+fn default_max_harvest() -> u32 {
+    24 * 3600
 }
 
 fn default_audio_bitrate() -> u32 {

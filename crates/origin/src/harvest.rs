@@ -14,9 +14,6 @@ use crate::manifests::clip_periods;
 use crate::timeshift::{Plan, TimeShift};
 use crate::{Origin, OriginError};
 
-/// The longest range one job copies.
-pub const MAX_HARVEST: Duration = Duration::from_secs(24 * 3600);
-
 /// A bound on the segments of one rendition an asset copies.
 const MAX_SEGMENTS: usize = 100_000;
 
@@ -39,10 +36,10 @@ impl Origin {
             )));
         }
         let (start, end) = range;
-        if end.saturating_sub(start) > MAX_HARVEST {
+        let longest = channel.spec.max_harvest_seconds;
+        if end.saturating_sub(start) > Duration::from_secs(longest.into()) {
             return Err(OriginError::BadRequest(format!(
-                "a harvest lasts at most {} s",
-                MAX_HARVEST.as_secs()
+                "a harvest of channel `{channel_id}` lasts at most {longest} s (max_harvest_seconds)"
             )));
         }
         let shift = TimeShift {

@@ -25,7 +25,6 @@ use store::{BlobStore, Catalog};
 use tower_http::cors::{Any, CorsLayer};
 
 pub use error::OriginError;
-pub use harvest::MAX_HARVEST;
 pub use live::{Alignment, LiveChannel};
 pub use restore::Repair;
 pub use timeshift::parse_time;

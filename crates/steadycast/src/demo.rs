@@ -37,6 +37,7 @@ pub fn channel() -> ChannelSpec {
         preset: "veryfast".to_string(),
         live_window_seconds: 60,
         startover_window_seconds: 2 * 3600,
+        max_harvest_seconds: 24 * 3600,
         failover: Default::default(),
         ingest_credential: None,
     }

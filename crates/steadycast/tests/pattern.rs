@@ -504,7 +504,11 @@ async fn time_shifted_playlists_rewind_and_clip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_harvested_range_plays_as_vod_from_the_origin_and_from_the_store() {
-    let node = TestNode::serve(&channel_toml("live2vod", PATTERN)).await;
+    let channel = channel_toml("live2vod", PATTERN).replace(
+        "live_window_seconds = 20",
+        "live_window_seconds = 20\nmax_harvest_seconds = 10",
+    );
+    let node = TestNode::serve(&channel).await;
     node.wait_for_segments("live2vod", &RENDITIONS, 7).await;
     let first = playlist(&node, "live2vod", "180p").await[1];
     let start = grid().start_time(first).as_secs();
@@ -558,11 +562,20 @@ async fn a_harvested_range_plays_as_vod_from_the_origin_and_from_the_store() {
     assert_eq!(again.status(), 409);
     let future = reqwest::Client::new()
         .post(node.url("/api/v1/channels/live2vod/harvests"))
-        .json(&serde_json::json!({ "name": "later", "start": start, "end": start + 86_400 }))
+        .json(&serde_json::json!({ "name": "later", "start": start + 3600, "end": start + 3605 }))
         .send()
         .await
         .unwrap();
     assert_eq!(future.status(), 404, "{}", future.text().await.unwrap());
+    let long = reqwest::Client::new()
+        .post(node.url("/api/v1/channels/live2vod/harvests"))
+        .json(&serde_json::json!({ "name": "long", "start": start, "end": start + 11 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 400);
+    let why = long.text().await.unwrap();
+    assert!(why.contains("at most 10 s"), "{why}");
 }
 
 async fn cli(args: &[&str]) -> (bool, String, String) {

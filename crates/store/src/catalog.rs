@@ -96,11 +96,9 @@ impl Catalog {
             // for rather than failed.
             Backend::Sqlite => options.max_connections(4).after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                  PRAGMA busy_timeout = 5000",
-                    )
-                    .await?;
+                    let pragmas = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                   PRAGMA busy_timeout = 5000";
+                    conn.execute(pragmas).await?;
                     Ok(())
                 })
             }),
