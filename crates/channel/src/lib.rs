@@ -197,8 +197,8 @@ impl ChannelSpec {
         if self.startover_window_seconds < self.live_window_seconds {
             errors.push("startover_window_seconds: give at least live_window_seconds".to_string());
         }
-        if self.max_harvest_seconds == 0 {
-            errors.push("max_harvest_seconds: give at least 1".to_string());
+        if !(1..=86_400).contains(&self.max_harvest_seconds) {
+            errors.push("max_harvest_seconds: give 1 to 86400".to_string());
         }
         if errors.is_empty() {
             Ok(())

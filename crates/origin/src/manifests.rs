@@ -7,10 +7,7 @@ use manifest::{SegmentRef, dash, hls};
 
 use crate::OriginError;
 use crate::live::{LiveChannel, LiveRendition, Segments};
-use crate::timeshift::Plan;
-
-/// The most segments one manifest lists: a day of 2 s segments.
-const MAX_LISTED: u32 = 43_200;
+use crate::timeshift::{MAX_SPAN, Plan};
 
 /// Every rendition whose CMAF header is known, as manifests describe it.
 fn renditions(channel: &LiveChannel) -> Result<Vec<manifest::Rendition>, OriginError> {
@@ -150,7 +147,8 @@ fn segments(
     live: &LiveRendition,
     plan: Plan,
 ) -> Result<Segments, OriginError> {
-    let limit = MAX_LISTED as usize;
+    // A plan spans at most MAX_SPAN: this bound is only a guard.
+    let limit = (MAX_SPAN.as_secs_f64() / channel.grid.duration_secs()).ceil() as usize + 1;
     Ok(match plan {
         Plan::Live { behind: 0, count } if count <= channel.window_segments() => live.window(count),
         Plan::Live { behind, count } => live.listed_behind(behind, (count as usize).min(limit)),

@@ -42,8 +42,9 @@ impl From<Refusal> for crate::OriginError {
     }
 }
 
-/// The most a request may delay live: a day.
-const MAX_DELAY: Duration = Duration::from_secs(86_400);
+/// The most a request may delay live, and the longest a time-shifted manifest spans: a day
+/// (as the managed packagers allow). Longer ones would be megabytes no player loads whole.
+pub const MAX_SPAN: Duration = Duration::from_secs(86_400);
 
 impl TimeShift {
     /// Parses the query's time-shift parameters; other parameters are left to others.
@@ -58,13 +59,17 @@ impl TimeShift {
                 "end" => shift.end = Some(parse_time(&value).map_err(|e| bad(&e))?),
                 "time_delay" => {
                     let delay = parse_seconds(&value).map_err(|e| bad(&e))?;
-                    if delay > MAX_DELAY {
+                    if delay > MAX_SPAN {
                         return Err(bad("give 0 to 86400 seconds"));
                     }
                     shift.delay = Some(delay);
                 }
                 "manifest_window_seconds" => {
-                    shift.window = Some(parse_seconds(&value).map_err(|e| bad(&e))?);
+                    let window = parse_seconds(&value).map_err(|e| bad(&e))?;
+                    if window > MAX_SPAN {
+                        return Err(bad("give 1 to 86400 seconds"));
+                    }
+                    shift.window = Some(window);
                 }
                 _ => {}
             }
@@ -109,6 +114,13 @@ impl TimeShift {
         }
         let first_n = grid.segment_at(start);
         let Some(end) = self.end else {
+            if now - start > MAX_SPAN {
+                return Err(Refusal::Malformed(format!(
+                    "start is more than {} s before now, and a manifest spans at most that: \
+                     give an end too, or a later start",
+                    MAX_SPAN.as_secs()
+                )));
+            }
             return Ok(Plan::From { first_n });
         };
         if end <= start {
@@ -116,6 +128,12 @@ impl TimeShift {
         }
         if end > now {
             return Err(Refusal::OutOfWindow("end is in the future".into()));
+        }
+        if end - start > MAX_SPAN {
+            return Err(Refusal::Malformed(format!(
+                "a time-shifted manifest spans at most {} s: ask for a shorter range",
+                MAX_SPAN.as_secs()
+            )));
         }
         // [start, end): the segment holding `end` is listed only if it starts before `end`.
         let last_n = grid.segment_at(end.saturating_sub(Duration::from_nanos(1)));
@@ -351,6 +369,27 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_spans_a_day_at_most_in_a_longer_window() {
+        let two_weeks = 14 * 24 * HOUR;
+        let s = NOW.as_secs();
+        let span = |query: &str| TimeShift::parse(query)?.plan(grid(), NOW, 30, two_weeks);
+        let day = format!("start={}&end={}", s - 25 * 3600, s - 3600);
+        assert!(matches!(span(&day), Ok(Plan::Range { .. })));
+        for (query, says) in [
+            (
+                format!("start={}&end={}", s - 25 * 3600, s - 60),
+                "spans at most 86400 s",
+            ),
+            (format!("start={}", s - 25 * 3600), "give an end too"),
+        ] {
+            match span(&query) {
+                Err(Refusal::Malformed(why)) => assert!(why.contains(says), "{query}: {why}"),
+                other => panic!("{query}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn refusals_say_why() {
         let s = NOW.as_secs();
         let cases = [
@@ -365,6 +404,7 @@ mod tests {
                 "end is in the future",
             ),
             (format!("end={}", s - 60), "needs a start"),
+            ("manifest_window_seconds=90000".to_string(), "86400"),
             ("start=soon".to_string(), "ISO 8601"),
         ];
         for (query, says) in cases {
