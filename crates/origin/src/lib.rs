@@ -38,9 +38,25 @@ pub struct Origin {
     blobs: BlobStore,
     events: Events,
     channels: RwLock<HashMap<String, Arc<LiveChannel>>>,
-    /// Whether the last write to the store failed: failures and recoveries are reported once
-    /// each, not once per segment.
-    store_failing: AtomicBool,
+    /// Whether the last write to each [`StorePart`] failed: failures and recoveries are
+    /// reported once each, not once per segment.
+    store_failing: [AtomicBool; 2],
+}
+
+/// The two halves of the store, which fail apart (a full disk, a database down).
+#[derive(Debug, Clone, Copy)]
+enum StorePart {
+    Blobs = 0,
+    Catalog = 1,
+}
+
+impl StorePart {
+    fn name(self) -> &'static str {
+        match self {
+            StorePart::Blobs => "blobs",
+            StorePart::Catalog => "catalog",
+        }
+    }
 }
 
 impl Origin {
@@ -50,34 +66,36 @@ impl Origin {
             blobs,
             events,
             channels: RwLock::new(HashMap::new()),
-            store_failing: AtomicBool::new(false),
+            store_failing: [AtomicBool::new(false), AtomicBool::new(false)],
         })
     }
 
-    /// Reports the outcome of a write to the store for `channel`: the first failure and the
-    /// first success after failures become events; the gauge follows every outcome.
+    /// Reports the outcome of a write to `part` of the store for `channel` (or of a read the
+    /// packager needs before one): the first failure and the first success after failures
+    /// become events; the gauge follows every outcome.
     fn store_write<T>(
         &self,
         channel: &str,
-        what: &str,
+        part: StorePart,
         result: Result<T, store::StoreError>,
     ) -> Result<T, OriginError> {
         let failing = result.is_err();
-        let was_failing = self.store_failing.swap(failing, Ordering::Relaxed);
-        metrics::gauge!("steadycast_store_failing").set(if failing { 1.0 } else { 0.0 });
+        let was_failing = self.store_failing[part as usize].swap(failing, Ordering::Relaxed);
+        metrics::gauge!("steadycast_store_failing", "part" => part.name()).set(if failing {
+            1.0
+        } else {
+            0.0
+        });
         match &result {
             Err(e) if !was_failing => {
-                let detail = format!("{what}: {e}; new segments wait until the store recovers");
+                let detail = format!("{e}; new segments wait until the store recovers");
                 self.events
                     .emit(channel, "store", EventKind::StoreFailed, detail);
             }
             Ok(_) if was_failing => {
-                self.events.emit(
-                    channel,
-                    "store",
-                    EventKind::StoreRecovered,
-                    format!("{what}: writes succeed again"),
-                );
+                let detail = format!("writes to the {} succeed again", part.name());
+                self.events
+                    .emit(channel, "store", EventKind::StoreRecovered, detail);
             }
             _ => {}
         }

@@ -21,7 +21,7 @@ use timeline::{Feed, Offer, SegmentChoice};
 use crate::live::{
     Header, HeldCopy, LiveChannel, LiveRendition, LiveSegment, content_etag, segment_key,
 };
-use crate::{Origin, OriginError};
+use crate::{Origin, OriginError, StorePart};
 
 type Reply = Result<(StatusCode, String), OriginError>;
 
@@ -181,7 +181,7 @@ async fn accept_init(
     if known.is_none() {
         let id = &channel.spec.id;
         let stored = origin.blobs.put(&header.key, &header.bytes).await;
-        origin.store_write(id, &header.key, stored)?;
+        origin.store_write(id, StorePart::Blobs, stored)?;
         let row = HeaderRow {
             channel: id.clone(),
             rendition: live.name.clone(),
@@ -189,7 +189,7 @@ async fn accept_init(
             blob_key: header.key.clone(),
         };
         let listed = origin.catalog.put_header(&row).await;
-        origin.store_write(id, "the catalog", listed)?;
+        origin.store_write(id, StorePart::Catalog, listed)?;
     }
     let feed_row = InitRow {
         channel: channel.spec.id.clone(),
@@ -278,11 +278,15 @@ async fn accept_segment(
     let in_memory = live.read().segments.get(&n).cloned();
     let kept = match &in_memory {
         Some(segment) => Some(segment.feed),
-        None => origin
-            .catalog
-            .segment(&channel.spec.id, &live.name, n)
-            .await?
-            .map(|s| s.feed),
+        None => {
+            let found = origin
+                .catalog
+                .segment(&channel.spec.id, &live.name, n)
+                .await;
+            origin
+                .store_write(&channel.spec.id, StorePart::Catalog, found)?
+                .map(|s| s.feed)
+        }
     };
     let (held, offered) = {
         let state = live.read();
@@ -385,7 +389,7 @@ async fn publish(
     let placement = placement.map_err(OriginError::Conflict)?;
     let key = segment_key(&channel.spec.id, &live.name, n);
     let stored = origin.blobs.put(&key, &copy.body).await;
-    origin.store_write(&channel.spec.id, &key, stored)?;
+    origin.store_write(&channel.spec.id, StorePart::Blobs, stored)?;
     let row = SegmentRow {
         channel: channel.spec.id.clone(),
         rendition: live.name.clone(),
@@ -404,7 +408,7 @@ async fn publish(
         announce_discontinuity(origin, channel, live, n, copy.header).await?;
     }
     let listed = origin.catalog.insert_segment(&row).await;
-    origin.store_write(&channel.spec.id, "the catalog", listed)?;
+    origin.store_write(&channel.spec.id, StorePart::Catalog, listed)?;
     let segment = LiveSegment {
         start: copy.info.base_decode_time,
         duration: copy.info.duration,

@@ -180,7 +180,10 @@ async fn an_unreachable_object_store_is_reported_and_what_is_listed_stays_served
     })
     .await;
     let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
-    assert!(metrics.contains("steadycast_store_failing 1"), "{metrics}");
+    assert!(
+        metrics.contains("steadycast_store_failing{part=\"blobs\"} 1"),
+        "{metrics}"
+    );
     // Everything listed is still served, from memory.
     let listed_during = playlist(&node, "180p").await;
     assert!(listed_during.len() >= 3);
@@ -214,7 +217,10 @@ async fn an_unreachable_object_store_is_reported_and_what_is_listed_stays_served
     })
     .await;
     let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
-    assert!(metrics.contains("steadycast_store_failing 0"), "{metrics}");
+    assert!(
+        metrics.contains("steadycast_store_failing{part=\"blobs\"} 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +237,10 @@ async fn a_full_disk_is_reported_and_what_is_listed_stays_served() {
     let failed = events_of(&node, "scale", "store_failed").await;
     assert!(failed[0].contains("No space left"), "{failed:?}");
     let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
-    assert!(metrics.contains("steadycast_store_failing 1"), "{metrics}");
+    assert!(
+        metrics.contains("steadycast_store_failing{part=\"blobs\"} 1"),
+        "{metrics}"
+    );
     let listed_during = playlist(&node, "180p").await;
     assert!(
         !listed_during.is_empty(),
@@ -266,4 +275,53 @@ async fn a_full_disk_is_reported_and_what_is_listed_stays_served() {
         .filter(|name| name.contains(".tmp."))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_outage_is_reported_and_what_is_listed_stays_served() {
+    let mut pg = Postgres::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = format!("catalog = \"{}\"", pg.url);
+    let node = TestNode::serve_with(dir.path(), &server, &channel_toml("scale", PATTERN)).await;
+    node.wait_for_segments("scale", &RENDITIONS, 3).await;
+
+    pg.stop().await;
+    let failing = "steadycast_store_failing{part=\"catalog\"} 1";
+    wait_for(
+        "the catalog to be reported failing",
+        Duration::from_secs(60),
+        || async {
+            let (_, metrics) = get(&node.url("/metrics")).await?;
+            metrics.contains(failing).then_some(())
+        },
+    )
+    .await;
+    // The event could not be kept in the catalog it is about: the log has it.
+    assert!(node.log().contains("StoreFailed"), "{}", node.log());
+    let listed_during = playlist(&node, "180p").await;
+    assert!(listed_during.len() >= 3);
+    for n in &listed_during {
+        let (status, _) = get_bytes(&node.url(&format!("/live/scale/180p/{n}.m4s"))).await;
+        assert_eq!(status, 200, "segment {n} while the catalog is down");
+    }
+    assert_eq!(get(&node.url("/readyz")).await.unwrap().0, 503);
+
+    pg.resume().await;
+    wait_for(
+        "a store_recovered event",
+        Duration::from_secs(60),
+        || async {
+            let recovered = events_of(&node, "scale", "store_recovered").await;
+            (!recovered.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let last = *listed_during.last().unwrap();
+    let url = node.url("/live/scale/180p.m3u8");
+    wait_for("segments listed again", Duration::from_secs(60), || {
+        let url = url.clone();
+        async move { (listed(&get(&url).await?.1).last()? > &(last + 1)).then_some(()) }
+    })
+    .await;
+    assert_eq!(get(&node.url("/readyz")).await.unwrap().0, 200);
 }

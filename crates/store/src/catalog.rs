@@ -90,7 +90,9 @@ impl Catalog {
                 redact(url)
             )));
         };
-        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        // A catalog that is down must fail a request well within a pipeline's delivery
+        // timeout (10 s), or the request is cancelled before anyone is told.
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(3));
         let pool = match backend {
             // Per connection: WAL readers never block the writer, and a busy writer is waited
             // for rather than failed.

@@ -44,17 +44,17 @@ impl S3Store {
     pub fn open(config: &S3Config) -> Result<Self> {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
-            // A stalled store must surface as an error within seconds, not hold a segment's
-            // publication for the default minutes of retries.
+            // A stalled store must surface as an error within a pipeline's delivery timeout
+            // (10 s), not hold a segment's publication for the default minutes of retries.
             .with_retry(RetryConfig {
                 backoff: BackoffConfig::default(),
-                max_retries: 3,
-                retry_timeout: Duration::from_secs(10),
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(6),
             })
             .with_client_options(
                 ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(3))
-                    .with_timeout(Duration::from_secs(20)),
+                    .with_connect_timeout(Duration::from_secs(2))
+                    .with_timeout(Duration::from_secs(8)),
             );
         let endpoint = config.endpoint.clone().or_else(|| {
             ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]

@@ -11,8 +11,11 @@ use crate::{free_port, run, wait_for_port};
 pub struct Postgres {
     /// `postgres://steadycast@127.0.0.1:{port}/postgres`
     pub url: String,
-    _server: Child,
-    _dir: tempfile::TempDir,
+    bin: PathBuf,
+    owner: Option<(u32, u32)>,
+    port: u16,
+    server: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 impl Postgres {
@@ -42,26 +45,53 @@ impl Postgres {
             .arg(&data))
         .await;
         let port = free_port();
-        let server = as_owner(Command::new(bin.join("postgres")), owner)
-            .arg("-D")
-            .arg(&data)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
-            .arg(dir.path())
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        wait_for_port("PostgreSQL", port, Duration::from_secs(30)).await;
-        wait_until_ready(&bin, port).await;
+        let server = spawn(&bin, owner, dir.path(), port).await;
         Self {
             url: format!("postgres://steadycast@127.0.0.1:{port}/postgres"),
-            _server: server,
-            _dir: dir,
+            bin,
+            owner,
+            port,
+            server: Some(server),
+            dir,
         }
     }
+
+    /// Stops the server at once (SIGQUIT: an immediate shutdown, no checkpoint, so a restart
+    /// recovers from its WAL as after a crash, and its backends go with it).
+    pub async fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            if let Some(pid) = server.id() {
+                run(Command::new("kill").args(["-QUIT", &pid.to_string()])).await;
+            }
+            server.wait().await.unwrap();
+        }
+    }
+
+    /// Starts the server again on the same port and data (it recovers from its WAL).
+    pub async fn resume(&mut self) {
+        if self.server.is_none() {
+            let server = spawn(&self.bin, self.owner, self.dir.path(), self.port).await;
+            self.server = Some(server);
+        }
+    }
+}
+
+async fn spawn(bin: &Path, owner: Option<(u32, u32)>, dir: &Path, port: u16) -> Child {
+    let server = as_owner(Command::new(bin.join("postgres")), owner)
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+        .arg(dir)
+        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for_port("PostgreSQL", port, Duration::from_secs(30)).await;
+    wait_until_ready(bin, port).await;
+    server
 }
 
 /// The listener opens before recovery ends; `pg_isready` says when queries are accepted.
