@@ -127,8 +127,9 @@ impl Origin {
         let repair = restore::repair(id, &self.catalog, &self.blobs).await?;
         if repair != restore::Repair::default() {
             let detail = format!(
-                "removed {} orphan file(s) and {} listing(s) without bytes",
-                repair.orphan_files, repair.dead_listings
+                "removed {} orphan file(s), {} listing(s) without bytes and {} listing(s) whose \
+                 bytes were cut short",
+                repair.orphan_files, repair.dead_listings, repair.short_listings
             );
             tracing::warn!(channel = %id, %detail, "catalog and store repaired");
             self.events

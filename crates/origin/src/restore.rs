@@ -2,7 +2,7 @@
 //! each channel's live window from them, so that a restart continues the same playlists with
 //! the same bytes.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::SystemTime;
 
 use media::cmaf::{inspect_init, inspect_segment};
@@ -22,6 +22,9 @@ pub struct Repair {
     pub orphan_files: usize,
     /// Listings whose bytes are gone (a disk lost them), unlisted: they would only 404.
     pub dead_listings: usize,
+    /// Listings whose bytes are not as long as listed (cut short by a full disk under an
+    /// older build), unlisted and deleted: a player would fail on them.
+    pub short_listings: usize,
 }
 
 /// Makes the catalog and the store agree for one channel. Run before serving it: nothing is
@@ -31,26 +34,38 @@ pub async fn repair(
     catalog: &Catalog,
     blobs: &BlobStore,
 ) -> Result<Repair, OriginError> {
-    let listed: HashSet<String> = catalog.blob_keys(channel).await?.into_iter().collect();
-    let stored: HashSet<String> = blobs
+    let listed: HashMap<String, Option<u64>> =
+        catalog.blob_keys(channel).await?.into_iter().collect();
+    let stored: HashMap<String, u64> = blobs
         .list(&format!("live/{channel}"))
         .await?
         .into_iter()
+        .map(|b| (b.key, b.size))
         .collect();
     let mut repair = Repair::default();
-    for orphan in stored.difference(&listed) {
+    for orphan in stored.keys().filter(|k| !listed.contains_key(*k)) {
         blobs.delete(orphan).await?;
         repair.orphan_files += 1;
     }
-    for dead in listed.difference(&stored) {
+    for (key, len) in &listed {
+        let size = stored.get(key);
+        let short = matches!((size, len), (Some(size), Some(len)) if size != len);
+        if size.is_some() && !short {
+            continue;
+        }
         // Segment keys are `live/{channel}/{rendition}/{n}.m4s`; a lost header stays listed
         // (the next one from its feed replaces nothing) and is reported by the log.
-        let Some((rendition, n)) = segment_of_key(dead) else {
-            tracing::warn!(%channel, key = %dead, "a listed CMAF header has no bytes");
+        let Some((rendition, n)) = segment_of_key(key) else {
+            tracing::warn!(%channel, %key, "a listed CMAF header has no bytes");
             continue;
         };
         catalog.delete_segment(channel, rendition, n).await?;
-        repair.dead_listings += 1;
+        if short {
+            blobs.delete(key).await?;
+            repair.short_listings += 1;
+        } else {
+            repair.dead_listings += 1;
+        }
     }
     Ok(repair)
 }

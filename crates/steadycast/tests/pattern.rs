@@ -308,6 +308,11 @@ async fn a_killed_node_restarts_where_it_stopped() {
     }
     let lost = before[0];
     std::fs::remove_file(rendition_dir.join(format!("{lost}.m4s"))).unwrap();
+    // And one cut short, as a full disk did under builds before the write was checked.
+    let short = before[1];
+    let short_file = rendition_dir.join(format!("{short}.m4s"));
+    let whole = std::fs::read(&short_file).unwrap();
+    std::fs::write(&short_file, &whole[..whole.len() / 2]).unwrap();
 
     let node = TestNode::serve_in(dir.path(), &channel_toml("durable", PATTERN)).await;
     for orphan in &orphans {
@@ -321,8 +326,15 @@ async fn a_killed_node_restarts_where_it_stopped() {
         .await
         .unwrap();
     assert!(
-        events.contains("store_repaired") && events.contains("listing(s) without bytes"),
+        events.contains("store_repaired")
+            && events
+                .contains("1 listing(s) without bytes and 1 listing(s) whose bytes were cut short"),
         "{events}"
+    );
+    assert!(!short_file.exists(), "the short file was kept");
+    assert!(
+        !playlist(&node, "durable", "180p").await.contains(&short),
+        "a listing whose bytes were cut short"
     );
     let after = playlist(&node, "durable", "180p").await;
     assert!(
@@ -336,7 +348,11 @@ async fn a_killed_node_restarts_where_it_stopped() {
         let lines: Vec<&str> = playlist.lines().collect();
         lines
             .windows(3)
-            .filter(|w| w[2].ends_with(".m4s") && !w[2].ends_with(&format!("/{lost}.m4s")))
+            .filter(|w| {
+                w[2].ends_with(".m4s")
+                    && !w[2].ends_with(&format!("/{lost}.m4s"))
+                    && !w[2].ends_with(&format!("/{short}.m4s"))
+            })
             .map(|w| (w[0].to_string(), w[2].to_string()))
             .collect()
     };

@@ -36,9 +36,9 @@ impl BlobStore {
         }
     }
 
-    /// Every key under `prefix`, sorted; leftovers of interrupted writes included, so that a
-    /// repair can remove them.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    /// Every blob under `prefix`, sorted by key; leftovers of interrupted writes included, so
+    /// that a repair can remove them.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Blob>> {
         match self {
             Self::Dir(d) => d.list(prefix).await,
             Self::S3(s) => s.list(prefix).await,
@@ -64,6 +64,14 @@ impl From<S3Store> for BlobStore {
     fn from(s3: S3Store) -> Self {
         Self::S3(s3)
     }
+}
+
+/// A stored blob as a listing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    pub key: String,
+    /// Bytes.
+    pub size: u64,
 }
 
 /// Keys come from channel and rendition names; refuse anything that could leave the root.

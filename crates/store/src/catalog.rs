@@ -389,17 +389,23 @@ impl Catalog {
         rows.iter().map(segment_row).collect()
     }
 
-    /// Every blob key the catalog lists for a channel (segments and headers), for a repair.
-    pub async fn blob_keys(&self, channel: &str) -> Result<Vec<String>> {
+    /// Every blob the catalog lists for a channel, for a repair: segments with their length,
+    /// headers without.
+    pub async fn blob_keys(&self, channel: &str) -> Result<Vec<(String, Option<u64>)>> {
         let rows = sqlx::query(
-            "SELECT blob_key FROM segments WHERE channel = $1
-             UNION ALL SELECT blob_key FROM inits WHERE channel = $1
-             UNION ALL SELECT blob_key FROM headers WHERE channel = $1",
+            "SELECT blob_key, byte_len FROM segments WHERE channel = $1
+             UNION ALL SELECT blob_key, CAST(NULL AS BIGINT) FROM inits WHERE channel = $1
+             UNION ALL SELECT blob_key, CAST(NULL AS BIGINT) FROM headers WHERE channel = $1",
         )
         .bind(channel)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok(r.try_get("blob_key")?)).collect()
+        rows.iter()
+            .map(|r| {
+                let len: Option<i64> = r.try_get(1)?;
+                Ok((r.try_get(0)?, len.map(|l| l as u64)))
+            })
+            .collect()
     }
 
     /// Unlists a segment (retention): its bytes may be deleted afterwards.

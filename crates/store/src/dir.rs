@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::blobs::check_key;
+use crate::blobs::{Blob, check_key};
 use crate::{Result, StoreError};
 
 /// Blobs as files under a root directory. Writes are atomic and durable: a temporary file is
@@ -61,14 +61,14 @@ impl DirStore {
         }
     }
 
-    /// Every key under `prefix` (a directory), recursively; temporary files of interrupted
+    /// Every blob under `prefix` (a directory), recursively; temporary files of interrupted
     /// writes included, so that a repair can remove them.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Blob>> {
         let io = |source| StoreError::Io {
             key: prefix.to_string(),
             source,
         };
-        let mut keys = Vec::new();
+        let mut blobs = Vec::new();
         let mut pending = vec![self.path(prefix)?];
         while let Some(dir) = pending.pop() {
             let mut entries = match tokio::fs::read_dir(&dir).await {
@@ -78,15 +78,19 @@ impl DirStore {
             };
             while let Some(entry) = entries.next_entry().await.map_err(io)? {
                 let path = entry.path();
-                if entry.file_type().await.map_err(io)?.is_dir() {
+                let meta = entry.metadata().await.map_err(io)?;
+                if meta.is_dir() {
                     pending.push(path);
                 } else if let Ok(rel) = path.strip_prefix(&self.root) {
-                    keys.push(rel.to_string_lossy().into_owned());
+                    blobs.push(Blob {
+                        key: rel.to_string_lossy().into_owned(),
+                        size: meta.len(),
+                    });
                 }
             }
         }
-        keys.sort();
-        Ok(keys)
+        blobs.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(blobs)
     }
 
     pub fn root(&self) -> &Path {

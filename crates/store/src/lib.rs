@@ -9,7 +9,7 @@ mod dir;
 mod harvests;
 mod s3;
 
-pub use blobs::BlobStore;
+pub use blobs::{Blob, BlobStore};
 pub use catalog::{Backend, Catalog, ChannelRow, HeaderRow, InitRow, SegmentRow, redact};
 pub use dir::DirStore;
 pub use harvests::HarvestRow;

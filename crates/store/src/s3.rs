@@ -8,7 +8,8 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 use serde::Deserialize;
 
-use crate::{Result, StoreError, blobs::check_key};
+use crate::blobs::{Blob, check_key};
+use crate::{Result, StoreError};
 
 /// Where blobs go on an S3-compatible store. Fields left out fall back to the standard AWS
 /// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
@@ -126,27 +127,29 @@ impl S3Store {
         }
     }
 
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Blob>> {
         let path = self.path(prefix)?;
-        let mut keys: Vec<String> = self
+        let ours = format!("{}/", self.prefix);
+        let mut blobs: Vec<Blob> = self
             .bucket
             .list(Some(&path))
-            .map_ok(|meta| meta.location.to_string())
+            .try_filter_map(|meta| {
+                let key = meta.location.to_string();
+                let key = if self.prefix.is_empty() {
+                    Some(key)
+                } else {
+                    key.strip_prefix(&ours).map(str::to_string)
+                };
+                std::future::ready(Ok(key.map(|key| Blob {
+                    key,
+                    size: meta.size,
+                })))
+            })
             .try_collect()
             .await
             .map_err(|e| s3_error(prefix, e))?;
-        if !self.prefix.is_empty() {
-            let ours = format!("{}/", self.prefix);
-            keys.retain_mut(|k| match k.strip_prefix(&ours) {
-                Some(rest) => {
-                    *k = rest.to_string();
-                    true
-                }
-                None => false,
-            });
-        }
-        keys.sort();
-        Ok(keys)
+        blobs.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(blobs)
     }
 
     fn path(&self, key: &str) -> Result<Path> {

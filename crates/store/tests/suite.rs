@@ -52,7 +52,7 @@ async fn a_full_disk_is_an_error_and_leaves_no_partial_blob() {
         message.contains("live/a/2.m4s") && message.contains("No space left"),
         "{message}"
     );
-    assert_eq!(store.list("live/a").await.unwrap(), ["live/a/1.m4s"]);
+    assert_eq!(keys(&store, "live/a").await, ["live/a/1.m4s"]);
     assert_eq!(store.get("live/a/2.m4s").await.unwrap(), None);
     assert_eq!(
         store.get("live/a/1.m4s").await.unwrap(),
@@ -99,6 +99,11 @@ async fn a_catalog_url_of_another_kind_is_refused_with_the_password_hidden() {
     assert!(!message.contains("hunter2"));
 }
 
+async fn keys(store: &BlobStore, prefix: &str) -> Vec<String> {
+    let listed = store.list(prefix).await.unwrap();
+    listed.into_iter().map(|b| b.key).collect()
+}
+
 async fn s3(garage: &Garage, prefix: &str) -> BlobStore {
     let config = S3Config {
         bucket: garage.bucket.clone(),
@@ -126,10 +131,21 @@ async fn blob_suite(store: BlobStore) {
     for key in ["live/a/x/init-a.mp4", "live/a/y/1.m4s", "live/b/x/1.m4s"] {
         store.put(key, &Bytes::from_static(b"x")).await.unwrap();
     }
+    store
+        .put("live/a/y/2.m4s", &Bytes::from_static(b"longer"))
+        .await
+        .unwrap();
+    let listed = store.list("live/a").await.unwrap();
+    let listed: Vec<(&str, u64)> = listed.iter().map(|b| (b.key.as_str(), b.size)).collect();
     assert_eq!(
-        store.list("live/a").await.unwrap(),
-        ["live/a/x/init-a.mp4", "live/a/y/1.m4s"]
+        listed,
+        [
+            ("live/a/x/init-a.mp4", 1),
+            ("live/a/y/1.m4s", 1),
+            ("live/a/y/2.m4s", 6)
+        ]
     );
+    store.delete("live/a/y/2.m4s").await.unwrap();
     assert!(store.list("live/none").await.unwrap().is_empty());
     store.delete("live/a/y/1.m4s").await.unwrap();
 
@@ -254,8 +270,8 @@ async fn ranges_and_retention_walk_the_index(catalog: &Catalog) {
             .is_none()
     );
     let keys = catalog.blob_keys("demo").await.unwrap();
-    assert!(keys.contains(&"live/demo/360p/109.m4s".to_string()));
-    assert!(!keys.contains(&"live/demo/360p/100.m4s".to_string()));
+    assert!(keys.contains(&("live/demo/360p/109.m4s".to_string(), Some(1109))));
+    assert!(!keys.iter().any(|(k, _)| k == "live/demo/360p/100.m4s"));
 }
 
 async fn events_newest_first_and_pruned(catalog: &Catalog) {
@@ -298,13 +314,8 @@ async fn headers_are_kept_once_and_periods_pruned(catalog: &Catalog) {
         catalog.headers("demo").await.unwrap(),
         std::slice::from_ref(&header)
     );
-    assert!(
-        catalog
-            .blob_keys("demo")
-            .await
-            .unwrap()
-            .contains(&header.blob_key)
-    );
+    let keys = catalog.blob_keys("demo").await.unwrap();
+    assert!(keys.contains(&(header.blob_key.clone(), None)));
 
     let legacy = SegmentRow {
         header: None,
