@@ -90,21 +90,27 @@ impl Catalog {
                 redact(url)
             )));
         };
-        // A catalog that is down must fail a request well within a pipeline's delivery
-        // timeout (10 s), or the request is cancelled before anyone is told.
-        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(3));
+        // A catalog that is down must fail a request within a pipeline's delivery timeout
+        // (10 s), or the request is cancelled before anyone is told. A server that is down
+        // fails at once, so 3 s; an embedded file is only ever busy, so it may wait longer.
+        let options = AnyPoolOptions::new();
         let pool = match backend {
             // Per connection: WAL readers never block the writer, and a busy writer is waited
             // for rather than failed.
-            Backend::Sqlite => options.max_connections(4).after_connect(|conn, _| {
-                Box::pin(async move {
-                    let pragmas = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+            Backend::Sqlite => options
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(8))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        let pragmas = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                                    PRAGMA busy_timeout = 5000";
-                    conn.execute(pragmas).await?;
-                    Ok(())
-                })
-            }),
-            Backend::Postgres => options.max_connections(8),
+                        conn.execute(pragmas).await?;
+                        Ok(())
+                    })
+                }),
+            Backend::Postgres => options
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(3)),
         }
         .connect(url)
         .await?;
