@@ -29,6 +29,26 @@ async fn playlist(node: &TestNode, rendition: &str) -> Vec<u64> {
     listed(&get(&url).await.unwrap().1)
 }
 
+/// Waits for the first event of `kind` on the `scale` channel.
+async fn wait_for_event(node: &TestNode, kind: &str, seconds: u64) {
+    wait_for(
+        &format!("a {kind} event"),
+        Duration::from_secs(seconds),
+        || async { (!events_of(node, "scale", kind).await.is_empty()).then_some(()) },
+    )
+    .await;
+}
+
+/// Waits until the 180p playlist lists a segment after `n`: new segments are listed again.
+async fn wait_for_listing_past(node: &TestNode, n: u64) {
+    let url = node.url("/live/scale/180p.m3u8");
+    wait_for("segments listed again", Duration::from_secs(60), || {
+        let url = url.clone();
+        async move { (listed(&get(&url).await?.1).last()? > &n).then_some(()) }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_on_postgres_and_s3_plays_survives_kill_and_harvests() {
     let (pg, garage) = tokio::join!(Postgres::start(), Garage::start());
@@ -172,11 +192,7 @@ async fn an_unreachable_object_store_is_reported_and_what_is_listed_stays_served
     node.wait_for_segments("scale", &RENDITIONS, 3).await;
 
     garage.stop().await;
-    wait_for("a store_failed event", Duration::from_secs(30), || async {
-        let failed = events_of(&node, "scale", "store_failed").await;
-        (!failed.is_empty()).then_some(())
-    })
-    .await;
+    wait_for_event(&node, "store_failed", 30).await;
     let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
     assert!(
         metrics.contains("steadycast_store_failing{part=\"blobs\"} 1"),
@@ -198,22 +214,8 @@ async fn an_unreachable_object_store_is_reported_and_what_is_listed_stays_served
     assert!(node.log().contains("store"), "the log says why");
 
     garage.resume().await;
-    wait_for(
-        "a store_recovered event",
-        Duration::from_secs(60),
-        || async {
-            let recovered = events_of(&node, "scale", "store_recovered").await;
-            (!recovered.is_empty()).then_some(())
-        },
-    )
-    .await;
-    let last = *listed_during.last().unwrap();
-    let url = node.url("/live/scale/180p.m3u8");
-    wait_for("segments listed again", Duration::from_secs(60), || {
-        let url = url.clone();
-        async move { (listed(&get(&url).await?.1).last()? > &(last + 1)).then_some(()) }
-    })
-    .await;
+    wait_for_event(&node, "store_recovered", 60).await;
+    wait_for_listing_past(&node, *listed_during.last().unwrap() + 1).await;
     let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
     assert!(
         metrics.contains("steadycast_store_failing{part=\"blobs\"} 0"),
@@ -227,11 +229,7 @@ async fn a_full_disk_is_reported_and_what_is_listed_stays_served() {
     // Room for a few seconds of segments; the catalog stays on the roomy disk.
     let disk = Tmpfs::mount(&dir.path().join("data/segments"), "600k").await;
     let node = TestNode::serve_in(dir.path(), &channel_toml("scale", PATTERN)).await;
-    wait_for("a store_failed event", Duration::from_secs(90), || async {
-        let failed = events_of(&node, "scale", "store_failed").await;
-        (!failed.is_empty()).then_some(())
-    })
-    .await;
+    wait_for_event(&node, "store_failed", 90).await;
     let failed = events_of(&node, "scale", "store_failed").await;
     assert!(failed[0].contains("No space left"), "{failed:?}");
     let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
@@ -250,22 +248,8 @@ async fn a_full_disk_is_reported_and_what_is_listed_stays_served() {
     }
 
     disk.resize("64m").await;
-    wait_for(
-        "a store_recovered event",
-        Duration::from_secs(60),
-        || async {
-            let recovered = events_of(&node, "scale", "store_recovered").await;
-            (!recovered.is_empty()).then_some(())
-        },
-    )
-    .await;
-    let last = *listed_during.last().unwrap();
-    let url = node.url("/live/scale/180p.m3u8");
-    wait_for("segments listed again", Duration::from_secs(60), || {
-        let url = url.clone();
-        async move { (listed(&get(&url).await?.1).last()? > &(last + 1)).then_some(()) }
-    })
-    .await;
+    wait_for_event(&node, "store_recovered", 60).await;
+    wait_for_listing_past(&node, *listed_during.last().unwrap() + 1).await;
     // No partial file of a failed write is left behind.
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("data/segments/live/scale/180p"))
         .unwrap()
@@ -305,21 +289,7 @@ async fn a_catalog_outage_is_reported_and_what_is_listed_stays_served() {
     assert_eq!(get(&node.url("/readyz")).await.unwrap().0, 503);
 
     pg.resume().await;
-    wait_for(
-        "a store_recovered event",
-        Duration::from_secs(60),
-        || async {
-            let recovered = events_of(&node, "scale", "store_recovered").await;
-            (!recovered.is_empty()).then_some(())
-        },
-    )
-    .await;
-    let last = *listed_during.last().unwrap();
-    let url = node.url("/live/scale/180p.m3u8");
-    wait_for("segments listed again", Duration::from_secs(60), || {
-        let url = url.clone();
-        async move { (listed(&get(&url).await?.1).last()? > &(last + 1)).then_some(()) }
-    })
-    .await;
+    wait_for_event(&node, "store_recovered", 60).await;
+    wait_for_listing_past(&node, *listed_during.last().unwrap() + 1).await;
     assert_eq!(get(&node.url("/readyz")).await.unwrap().0, 200);
 }
