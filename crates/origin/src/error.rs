@@ -14,6 +14,8 @@ pub enum OriginError {
     Conflict(String),
     #[error("range not satisfiable: {0}")]
     Range(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
 }
@@ -26,6 +28,7 @@ impl OriginError {
             OriginError::NotFound(_) => StatusCode::NOT_FOUND,
             OriginError::Conflict(_) => StatusCode::CONFLICT,
             OriginError::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            OriginError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             OriginError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -18,7 +18,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, put};
 use channel::{ChannelSpec, EventKind, Events};
 use store::{BlobStore, Catalog};
@@ -168,12 +167,10 @@ impl Origin {
             .route("/time", get(playback::time))
             .route("/vod/{name}/{*path}", get(playback::vod))
             .layer(cors);
-        let ingest = Router::new()
-            .route(
-                "/ingest/{channel}/{feed}/{rendition}/{file}",
-                put(packager::put),
-            )
-            .layer(DefaultBodyLimit::max(MAX_UPLOAD));
+        let ingest = Router::new().route(
+            "/ingest/{channel}/{feed}/{rendition}/{file}",
+            put(packager::put),
+        );
         playback.merge(ingest).with_state(self.clone())
     }
 }

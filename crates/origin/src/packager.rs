@@ -6,12 +6,14 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use channel::EventKind;
 use failover::cmsd;
+use http_body_util::LengthLimitError;
 use media::cmaf::{SegmentInfo, inspect_init, inspect_segment};
 use media::fmp4::TrackInfo;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use timeline::{Feed, Offer, SegmentChoice};
 use crate::live::{
     Header, HeldCopy, LiveChannel, LiveRendition, LiveSegment, content_etag, segment_key,
 };
-use crate::{Origin, OriginError, StorePart};
+use crate::{MAX_UPLOAD, Origin, OriginError, StorePart};
 
 type Reply = Result<(StatusCode, String), OriginError>;
 
@@ -29,7 +31,7 @@ pub async fn put(
     State(origin): State<Arc<Origin>>,
     Path((channel_id, feed, rendition, file)): Path<(String, String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> impl IntoResponse {
     let reply = accept(
         origin.clone(),
@@ -83,12 +85,13 @@ async fn accept(
     rendition: &str,
     file: &str,
     headers: &HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Reply {
     let channel = origin
         .channel(channel_id)
         .ok_or_else(|| OriginError::NotFound(format!("unknown channel `{channel_id}`")))?;
     authorize(&channel, headers)?;
+    let body = read_body(headers, body).await?;
     check_digest(headers, &body)?;
     let feed: Feed = feed.parse().map_err(OriginError::BadRequest)?;
     let live = channel.renditions.get(rendition).ok_or_else(|| {
@@ -109,6 +112,26 @@ async fn accept(
         .and_then(cmsd::parse_quality);
     let live = live.clone();
     accept_segment(&origin, &channel, &live, feed, n, body, quality).await
+}
+
+/// Read only once the peer is known, and refused by its declared length before any of it is
+/// read: a stranger cannot make the packager buffer 32 MiB, nor a client wait to send it.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, OriginError> {
+    let too_large = || OriginError::TooLarge(format!("an upload is at most {MAX_UPLOAD} bytes"));
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_UPLOAD as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, MAX_UPLOAD).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<LengthLimitError>()) {
+            too_large()
+        } else {
+            OriginError::BadRequest(format!("reading the upload: {e}"))
+        }
+    })
 }
 
 fn authorize(channel: &LiveChannel, headers: &HeaderMap) -> Result<(), OriginError> {

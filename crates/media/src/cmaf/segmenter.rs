@@ -241,7 +241,13 @@ impl TrackSegmenter {
         self.closed = Some(n);
         let next_start = self.grid.start_of(n.saturating_add(1), self.timescale);
         match state {
-            State::Collecting { samples, .. } => {
+            State::Collecting { mut samples, .. } => {
+                // An ended stream's last frame carries only the samples it was given (an AAC
+                // encoder's flush), yet plays as long as the frames before it: a copy flushed
+                // by a restart then matches the other pipeline's, which ran on.
+                if let [.., before, last] = samples.as_mut_slice() {
+                    last.duration = last.duration.max(before.duration);
+                }
                 let Some(first) = samples.first() else {
                     return;
                 };

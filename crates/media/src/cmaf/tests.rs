@@ -302,6 +302,32 @@ fn audio_frames_go_to_the_segment_holding_their_start() {
 }
 
 #[test]
+fn a_flushed_short_last_frame_plays_as_long_as_the_others() {
+    let g = grid();
+    let ts = 48_000;
+    let n = g.segment_of(T0 / 90_000 * ts as u64, ts) + 1;
+    let start = g.start_of(n, ts);
+    // 2 s segments hold 93.75 AAC frames: frame 93 starts 768 samples before the next segment
+    // and, flushed at the boundary, holds just those.
+    let mut frames: Vec<_> = (0..94)
+        .map(|i| sample(start + 1024 * i, 1024, 0, true, 6))
+        .collect();
+    frames.last_mut().unwrap().duration = 768;
+    let mut seg = TrackSegmenter::new(&audio_track(), g);
+    let mut events = cut_all(&mut seg, frames.clone());
+    events.extend(seg.flush());
+    let flushed = segments(&events)[0].clone();
+
+    let mut seg = TrackSegmenter::new(&audio_track(), g);
+    frames.last_mut().unwrap().duration = 1024;
+    frames.push(sample(start + 1024 * 94, 1024, 0, true, 6));
+    let ran_on = segments(&cut_all(&mut seg, frames))[0].clone();
+    assert_eq!(flushed, ran_on);
+    assert_eq!(flushed.duration, 94 * 1024);
+    assert!(flushed.complete);
+}
+
+#[test]
 fn gaps_close_segments_and_rewinds_are_rejected() {
     let g = grid();
     let start = g.start_of(g.segment_of(T0, 90_000), 90_000);
