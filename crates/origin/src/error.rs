@@ -17,7 +17,18 @@ pub enum OriginError {
     #[error("{0}")]
     TooLarge(String),
     #[error("store: {0}")]
-    Store(#[from] store::StoreError),
+    Store(store::StoreError),
+}
+
+impl From<store::StoreError> for OriginError {
+    /// A key that is not a safe path came from a request (`/vod/x/../..`): the client's
+    /// mistake, not a failing store.
+    fn from(e: store::StoreError) -> Self {
+        match e {
+            store::StoreError::BadKey(_) => OriginError::BadRequest(e.to_string()),
+            e => OriginError::Store(e),
+        }
+    }
 }
 
 impl OriginError {

@@ -232,7 +232,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-type HttpTask = tokio::task::JoinHandle<std::io::Result<()>>;
+type HttpTask = tokio::task::JoinHandle<()>;
 
 /// Binds HTTP first (the pipelines deliver to it), then opens the node and serves its routes.
 async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask)> {
@@ -249,7 +249,7 @@ async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask
         .merge(ops::router(node.clone(), metrics))
         .merge(crate::web::router(node.clone()))
         .layer(axum::middleware::from_fn(ops::track_requests));
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let task = tokio::spawn(crate::http::serve(listener, app));
     tracing::info!(%http, "HTTP up");
     Ok((node, task))
 }
@@ -260,7 +260,7 @@ async fn serve_forever(node: Arc<Node>, http: HttpTask) -> anyhow::Result<()> {
     node.mark_started();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        result = http => result.context("HTTP task")?.context("HTTP server")?,
+        result = http => result.context("HTTP server")?,
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
         _ = term.recv() => tracing::info!("terminated; stopping"),
     }

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod config;
 mod demo;
+mod http;
 mod node;
 mod ops;
 mod web;

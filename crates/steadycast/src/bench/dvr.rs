@@ -93,7 +93,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = restarted.router();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(crate::http::serve(listener, app));
 
     let client = reqwest::Client::new();
     // Ranges at the live end of the index, and a day from the far end of a long one.
