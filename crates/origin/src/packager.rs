@@ -562,3 +562,38 @@ fn check_on_grid(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(total: usize) -> Body {
+        let chunk = Bytes::from(vec![0u8; 1 << 20]);
+        let stream = futures::stream::iter(
+            (0..total.div_ceil(1 << 20)).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+        );
+        Body::from_stream(stream)
+    }
+
+    #[tokio::test]
+    async fn an_upload_past_the_cap_is_too_large_declared_or_not() {
+        let mut declared = HeaderMap::new();
+        declared.insert(
+            CONTENT_LENGTH,
+            (MAX_UPLOAD + 1).to_string().parse().unwrap(),
+        );
+        let refused = read_body(&declared, Body::empty()).await;
+        assert!(
+            matches!(refused, Err(OriginError::TooLarge(_))),
+            "{refused:?}"
+        );
+        // Chunked, with no length: refused once the cap is passed.
+        let refused = read_body(&HeaderMap::new(), chunks(MAX_UPLOAD + 1)).await;
+        assert!(
+            matches!(refused, Err(OriginError::TooLarge(_))),
+            "{refused:?}"
+        );
+        let read = read_body(&HeaderMap::new(), chunks(MAX_UPLOAD)).await;
+        assert_eq!(read.map(|b| b.len()).ok(), Some(MAX_UPLOAD));
+    }
+}

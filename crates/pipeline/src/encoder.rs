@@ -27,6 +27,15 @@ pub(crate) enum Kind {
     Audio,
 }
 
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Video => "video",
+            Kind::Audio => "audio",
+        }
+    }
+}
+
 /// Why a run of an encoder ended.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 enum RunEnd {
@@ -80,6 +89,12 @@ impl EncoderSupervisor {
                 RunEnd::Gap => {
                     tracing::warn!(channel = %self.ctx.spec.id, feed = %self.ctx.feed,
                         kind = ?self.kind, "encoder input skipped slots; restarting on the next boundary");
+                    let [channel, feed] = self.ctx.labels();
+                    metrics::counter!(
+                        "steadycast_encoder_fell_behind_total",
+                        &[channel, feed, ("kind", self.kind.as_str().to_string())]
+                    )
+                    .increment(1);
                 }
                 RunEnd::Died(_) | RunEnd::Hung => {
                     let why = end.to_string();
@@ -109,10 +124,7 @@ impl EncoderSupervisor {
     }
 
     fn report_restart(&self, why: &str) {
-        let kind = match self.kind {
-            Kind::Video => "video",
-            Kind::Audio => "audio",
-        };
+        let kind = self.kind.as_str();
         let [channel, feed] = self.ctx.labels();
         metrics::counter!(
             "steadycast_encoder_restarts_total",
