@@ -5,29 +5,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// Writes `bytes` and reads until the server answers and closes, or `limit` passes; returns
-/// what came back and whether the server closed the connection.
-async fn exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> (String, bool) {
-    let mut socket = TcpStream::connect(addr).await.unwrap();
-    socket.write_all(bytes).await.unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&answer).into(), true),
-            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
-            Err(_) => return (String::from_utf8_lossy(&answer).into(), false),
-        }
-    }
-}
 
 async fn assert_healthy(node: &TestNode) {
     let (status, _) = get(&node.url("/healthz")).await.expect("/healthz answers");
@@ -42,7 +22,7 @@ async fn hostile_peers_get_an_answer_or_a_closed_connection() {
     // Half a request head, and nothing more: closed after the 10 s head timeout, while
     // others are served meanwhile.
     let started = Instant::now();
-    let stalled = tokio::spawn(exchange(
+    let stalled = tokio::spawn(raw_exchange(
         node.http,
         b"GET /healthz HTTP/1.1\r\nhost: x\r\n",
         Duration::from_secs(30),
@@ -82,7 +62,7 @@ async fn hostile_peers_get_an_answer_or_a_closed_connection() {
         ),
     ];
     for (what, request, status) in cases {
-        let (answer, closed) = exchange(node.http, &request, Duration::from_secs(10)).await;
+        let (answer, closed) = raw_exchange(node.http, &request, Duration::from_secs(10)).await;
         let line = answer.lines().next().unwrap_or_default();
         assert!(
             line.starts_with(&format!("HTTP/1.1 {status}")),

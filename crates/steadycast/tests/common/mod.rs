@@ -360,3 +360,21 @@ pub async fn inject_fault(node: &TestNode, channel: &str, fault: serde_json::Val
         .unwrap();
     assert_eq!(response.status(), 204, "{fault}");
 }
+
+/// Writes `bytes` and reads until the server answers and closes, or `limit` passes; returns
+/// what came back and whether the server closed the connection.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&answer).into(), true),
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&answer).into(), false),
+        }
+    }
+}
