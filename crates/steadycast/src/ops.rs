@@ -123,4 +123,70 @@ mod tests {
         assert_eq!(request_kind("/ingest/demo/a/360p/123.m4s"), "ingest");
         assert_eq!(request_kind("/metrics"), "other");
     }
+
+    /// Metric names as they occur in `text`: `steadycast_` and what follows of `[a-z_]`.
+    fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+        text.match_indices("steadycast_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                rest[..end].trim_end_matches('_').to_string()
+            })
+            .filter(|name| name != "steadycast")
+            .collect()
+    }
+
+    fn sources(dir: &std::path::Path, into: &mut String) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, into);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                into.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+
+    /// The README's metrics table, the shipped alert rules and the Grafana dashboard are what
+    /// operators read: each name there is one the code emits, and each one the code emits is
+    /// in the table.
+    #[test]
+    fn every_metric_is_documented_and_every_documented_one_is_emitted() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut code = String::new();
+        for krate in std::fs::read_dir(root.join("crates"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            sources(&krate.path().join("src"), &mut code);
+        }
+        let emitted: std::collections::BTreeSet<_> = metric_names(&code)
+            .into_iter()
+            .filter(|name| code.contains(&format!("\"{name}\"")))
+            .collect();
+        assert!(emitted.len() > 30, "{emitted:?}");
+        let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        let documented = metric_names(&read("README.md"));
+        let undocumented: Vec<_> = emitted.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "not in the README: {undocumented:?}"
+        );
+        let alerted = metric_names(&read("ops/prometheus/steadycast-alerts.yml"));
+        let dashboard = read("ops/grafana/steadycast-dashboard.json");
+        let panels: serde_json::Value = serde_json::from_str(&dashboard).unwrap_or_default();
+        assert!(panels["panels"].as_array().is_some_and(|p| p.len() > 10));
+        let charted = metric_names(&dashboard);
+        assert!(!alerted.is_empty() && !charted.is_empty());
+        for name in documented.iter().chain(&alerted).chain(&charted) {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(emitted.contains(base), "`{name}` is never emitted");
+        }
+    }
 }
