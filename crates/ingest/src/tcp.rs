@@ -389,20 +389,24 @@ pub(crate) mod test_support {
         }
     }
 
-    /// The codec names ffprobe finds in `bytes` (written to a temporary file).
+    /// The codec names ffprobe finds in `bytes`.
     pub(crate) async fn probe_codecs(bytes: &[u8], ext: &str) -> Vec<String> {
+        ffprobe(bytes, ext, "stream=codec_name").await
+    }
+
+    /// The duration ffprobe finds in `bytes`, in seconds.
+    pub(crate) async fn probe_duration(bytes: &[u8], ext: &str) -> f64 {
+        let found = ffprobe(bytes, ext, "format=duration").await;
+        found.first().and_then(|d| d.parse().ok()).unwrap_or(0.0)
+    }
+
+    /// ffprobe's `entries` of `bytes` (written to a temporary file), one value a line.
+    async fn ffprobe(bytes: &[u8], ext: &str, entries: &str) -> Vec<String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(format!("capture.{ext}"));
         std::fs::write(&path, bytes).expect("write capture");
         let out = Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "stream=codec_name",
-                "-of",
-                "csv=p=0",
-            ])
+            .args(["-v", "error", "-show_entries", entries, "-of", "csv=p=0"])
             .arg(&path)
             .output()
             .await
