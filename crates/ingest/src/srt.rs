@@ -483,11 +483,11 @@ mod ffmpeg_tests {
         cancel.cancel();
     }
 
-    /// A caller that encrypts towards an input without a passphrase is refused (upstream
-    /// srt-protocol panicked the listener task there, ending every session on the socket:
-    /// vendor/srt-protocol/PATCHED.md). A session publishing meanwhile never notices.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn encrypting_caller_on_an_open_input_is_refused_and_others_go_on() {
+    /// Runs an odd caller (`query` after `streamid=demo/a`) while a session publishes to
+    /// another input of the same socket: the caller is refused, and the session never notices
+    /// (upstream srt-protocol panicked the listener task on such handshakes, ending every
+    /// session on the socket: vendor/srt-protocol/PATCHED.md).
+    async fn odd_caller_is_refused_and_others_go_on(query: &str) {
         let (registry, addr, cancel) = start().await;
         let locked = registry.port("demo", "locked").unwrap();
         let mut rx = locked.subscribe();
@@ -510,12 +510,9 @@ mod ffmpeg_tests {
                 InputEvent::Ended { reason, .. } => panic!("ended early: {reason}"),
             }
         }
-        let url = format!("srt://{addr}?streamid=demo/a&passphrase=0123456789");
+        let url = format!("srt://{addr}?streamid=demo/a&{query}");
         let (ok, log) = finish(ffmpeg("mpegts", &url), Duration::from_secs(30)).await;
-        assert!(
-            !ok,
-            "an encrypting caller on an open input was let in: {log}"
-        );
+        assert!(!ok, "`{query}` was let in: {log}");
         let open = registry.port("demo", "a").unwrap();
         assert!(open.live().is_none());
 
@@ -529,5 +526,17 @@ mod ffmpeg_tests {
         let seconds = probe_duration(&session.bytes(), "ts").await;
         assert!(seconds > 2.5, "{seconds} s of the 3 s published");
         cancel.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn encrypting_caller_on_an_open_input_is_refused_and_others_go_on() {
+        odd_caller_is_refused_and_others_go_on("passphrase=0123456789").await;
+    }
+
+    /// A file-transfer caller asks for the `file` congestion control, a handshake extension
+    /// srt-protocol did not know.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_mode_caller_is_refused_and_others_go_on() {
+        odd_caller_is_refused_and_others_go_on("transtype=file").await;
     }
 }

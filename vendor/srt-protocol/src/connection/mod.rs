@@ -363,9 +363,11 @@ impl DuplexConnection {
             // TODO: case UMSG_CGWARNING: // 100 - Delay Warning
             //            // One way packet delay is increasing, so decrease the sending rate
             //            ControlTypes::DelayWarning?
-            CongestionWarning => todo!(),
+            // steadycast: a peer's warning or error report is not ours to panic on; upstream
+            // had todo!() here.
+            CongestionWarning => {}
             // TODO: case UMSG_PEERERROR: // 1000 - An error has happened to the peer side
-            PeerError(_) => todo!(),
+            PeerError(_) => {}
             // TODO: case UMSG_EXT: // 0x7FFF - reserved and user defined messages
             Srt(s) => self.handle_srt_control_packet(now, s),
         }
@@ -387,7 +389,8 @@ impl DuplexConnection {
             KeyRefreshResponse(keying_material) => {
                 self.sender().handle_key_refresh_response(keying_material)
             }
-            _ => unimplemented!("{:?}", pack),
+            // steadycast: upstream panicked on the other kinds a peer may send.
+            _ => self.warn(now, "unexpected SRT control packet", &pack),
         }
     }
 

@@ -632,7 +632,13 @@ impl ControlTypes {
                                             SrtControlPacket::StreamId(stream_id) => {
                                                 sid = Some(stream_id)
                                             }
-                                            _ => unimplemented!("Implement other kinds"),
+                                            // steadycast: other config extensions (a
+                                            // congestion control, a packet filter) are
+                                            // ignored; upstream panicked the listener task.
+                                            other => warn!(
+                                                "Handshake config extension ignored: {:?}",
+                                                other
+                                            ),
                                         }
                                     }
                                 }
