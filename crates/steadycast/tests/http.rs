@@ -20,21 +20,29 @@ async fn hostile_peers_get_an_answer_or_a_closed_connection() {
     let node = TestNode::serve_in(dir.path(), "").await;
 
     // Half a request head, and nothing more: closed after the 10 s head timeout, while
-    // others are served meanwhile.
-    let started = Instant::now();
-    let stalled = tokio::spawn(raw_exchange(
-        node.http,
-        b"GET /healthz HTTP/1.1\r\nhost: x\r\n",
-        Duration::from_secs(30),
-    ));
+    // others are served meanwhile. A kept-alive connection that sends nothing after its
+    // request is closed as soon.
+    let timed = |request: &'static [u8]| {
+        let addr = node.http;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let exchanged = raw_exchange(addr, request, Duration::from_secs(30)).await;
+            (exchanged, started.elapsed())
+        })
+    };
+    let stalled = timed(b"GET /healthz HTTP/1.1\r\nhost: x\r\n");
+    let idle = timed(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
     assert_healthy(&node).await;
-    let (answer, closed) = stalled.await.unwrap();
-    let waited = started.elapsed();
+    let ((answer, closed), waited) = stalled.await.unwrap();
     assert!(closed, "a half-sent head kept its connection for 30 s");
+    assert!(waited >= Duration::from_secs(9), "closed after {waited:?}");
     assert!(
         answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
         "{answer}"
     );
+    let ((answer, closed), waited) = idle.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "an idle kept-alive connection stayed open for 30 s");
     assert!(waited >= Duration::from_secs(9), "closed after {waited:?}");
 
     let cases: [(&str, Vec<u8>, &str); 5] = [
