@@ -30,6 +30,10 @@ pub async fn run(
     else {
         bail!("no 360p header stored by the packager measurement");
     };
+    // Bytes behind every listing (a few, not 200 KB), so that the restart below walks a
+    // store as large as the catalog, as a real one would; listed with their true length, or
+    // the repair would take them for segments a full disk cut short.
+    let bytes = bytes::Bytes::from_static(b"segment");
     let started = Instant::now();
     for n in first..last {
         let row = SegmentRow {
@@ -40,7 +44,7 @@ pub async fn run(
             start: grid.start_of(n, 90_000),
             duration: grid.duration_ticks(90_000).unwrap_or(180_000),
             timescale: 90_000,
-            byte_len: 200_000,
+            byte_len: bytes.len() as u64,
             blob_key: format!("live/{}/360p/{n}.m4s", spec.id),
             quality: Some(100),
             header: Some(header.id.clone()),
@@ -49,10 +53,7 @@ pub async fn run(
         catalog.insert_segment(&row).await?;
     }
     let insert_secs = started.elapsed().as_secs_f64();
-    // Bytes behind every listing (a few, not 200 KB), so that the restart below walks a
-    // store as large as the catalog, as a real one would.
     // Many at once: each put waits for two fsyncs.
-    let bytes = bytes::Bytes::from_static(b"segment");
     futures::stream::iter(first..last)
         .map(|n| {
             let key = format!("live/{}/360p/{n}.m4s", spec.id);
