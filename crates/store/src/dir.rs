@@ -68,29 +68,11 @@ impl DirStore {
             key: prefix.to_string(),
             source,
         };
-        let mut blobs = Vec::new();
-        let mut pending = vec![self.path(prefix)?];
-        while let Some(dir) = pending.pop() {
-            let mut entries = match tokio::fs::read_dir(&dir).await {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io(e)),
-            };
-            while let Some(entry) = entries.next_entry().await.map_err(io)? {
-                let path = entry.path();
-                let meta = entry.metadata().await.map_err(io)?;
-                if meta.is_dir() {
-                    pending.push(path);
-                } else if let Ok(rel) = path.strip_prefix(&self.root) {
-                    blobs.push(Blob {
-                        key: rel.to_string_lossy().into_owned(),
-                        size: meta.len(),
-                    });
-                }
-            }
-        }
-        blobs.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(blobs)
+        let (root, start) = (self.root.clone(), self.path(prefix)?);
+        tokio::task::spawn_blocking(move || walk(&root, start))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(io)
     }
 
     pub fn root(&self) -> &Path {
@@ -101,6 +83,41 @@ impl DirStore {
         check_key(key)?;
         Ok(self.root.join(key))
     }
+}
+
+/// Every file under `start`, with its size, sorted by key. In one blocking task: through
+/// `tokio::fs` each entry and its metadata are a trip to the blocking pool (a 14-day channel's
+/// 606,450 files took 17 s to list). A file removed meanwhile is left out.
+fn walk(root: &Path, start: PathBuf) -> std::io::Result<Vec<Blob>> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let mut blobs = Vec::new();
+    let mut pending = vec![start];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let path = entry.path();
+            if meta.is_dir() {
+                pending.push(path);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                blobs.push(Blob {
+                    key: rel.to_string_lossy().into_owned(),
+                    size: meta.len(),
+                });
+            }
+        }
+    }
+    blobs.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(blobs)
 }
 
 /// Writes `bytes` to a temporary file beside `path`, fsyncs it, renames it into place and
