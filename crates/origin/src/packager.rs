@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::header::CONTENT_LENGTH;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use channel::EventKind;
 use failover::cmsd;
@@ -75,7 +75,18 @@ pub async fn put(
     metrics::counter!("steadycast_segments_received_total", "channel" => channel_label,
         "feed" => feed_label, "rendition" => rendition_label, "outcome" => outcome)
     .increment(1);
-    reply
+    match reply {
+        Ok(accepted) => accepted.into_response(),
+        // A refusal may leave the body unread (a stranger's is never read): the connection
+        // cannot carry another request, and a client must not take it back to its pool.
+        Err(e) => {
+            let mut refused = e.into_response();
+            refused
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            refused
+        }
+    }
 }
 
 async fn accept(

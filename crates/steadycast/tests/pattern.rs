@@ -246,6 +246,15 @@ async fn packager_refuses_bad_uploads_and_loses_nothing() {
             "PUT {path}: `{text}` does not say `{says}`"
         );
     }
+    // A refusal closes its connection (the body may be unread), so no client reuses it.
+    let refused = client
+        .put(node.url(&format!("/ingest/guarded/a/180p/{n}.m4s")))
+        .body(original.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["connection"], "close");
     // An upload too large, or from a stranger, is refused on its headers: the peer need not
     // send (nor the packager read) 33 MiB to learn it.
     let head = |credential: &str| {
