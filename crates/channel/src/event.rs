@@ -43,6 +43,14 @@ pub enum EventKind {
     StoreFailed,
     /// Writes succeed again after a failure.
     StoreRecovered,
+    /// A node took the lease of one of the channel's pipelines and started it there.
+    LeaseClaimed,
+    /// A node gave a pipeline's lease up (a drain, a rebalance) and stopped the pipeline.
+    LeaseReleased,
+    /// A node found its lease taken over or expired and stopped that pipeline at once.
+    LeaseLost,
+    /// The packager refused an upload from a pipeline whose lease epoch is no longer current.
+    UploadFenced,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -308,27 +308,7 @@ impl Catalog {
     /// Lists a stored segment. Returns false when a copy of (channel, rendition, n) is already
     /// listed: the first complete copy wins and listed bytes never change.
     pub async fn insert_segment(&self, s: &SegmentRow) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO segments
-             (channel, rendition, n, feed, start, duration, timescale, byte_len, blob_key, quality,
-              header, disc, stored_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
-        )
-        .bind(&s.channel)
-        .bind(&s.rendition)
-        .bind(s.n as i64)
-        .bind(s.feed.as_str())
-        .bind(s.start as i64)
-        .bind(s.duration as i64)
-        .bind(s.timescale as i64)
-        .bind(s.byte_len as i64)
-        .bind(&s.blob_key)
-        .bind(s.quality.map(i64::from))
-        .bind(&s.header)
-        .bind(i64::from(s.disc))
-        .bind(now_millis())
-        .execute(&self.pool)
-        .await?;
+        let done = insert_segment_query(s).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -486,6 +466,31 @@ impl Catalog {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The statement that lists a segment unless a copy of its (channel, rendition, n) is listed.
+pub(crate) fn insert_segment_query(
+    s: &SegmentRow,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO segments
+         (channel, rendition, n, feed, start, duration, timescale, byte_len, blob_key, quality,
+          header, disc, stored_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+    )
+    .bind(&s.channel)
+    .bind(&s.rendition)
+    .bind(s.n as i64)
+    .bind(s.feed.as_str())
+    .bind(s.start as i64)
+    .bind(s.duration as i64)
+    .bind(s.timescale as i64)
+    .bind(s.byte_len as i64)
+    .bind(&s.blob_key)
+    .bind(s.quality.map(i64::from))
+    .bind(&s.header)
+    .bind(i64::from(s.disc))
+    .bind(now_millis())
 }
 
 const SEGMENT_COLUMNS: &str = "SELECT channel, rendition, n, feed, start, duration, timescale, \

@@ -22,6 +22,14 @@ impl Feed {
             Feed::B => "b",
         }
     }
+
+    /// The channel's other pipeline.
+    pub fn other(self) -> Feed {
+        match self {
+            Feed::A => Feed::B,
+            Feed::B => Feed::A,
+        }
+    }
 }
 
 impl fmt::Display for Feed {

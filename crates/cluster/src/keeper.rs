@@ -1,0 +1,290 @@
+//! The lease keeper of a pipeline node: it heartbeats, claims the leases [`plan`] picks,
+//! renews the ones it holds and stops a pipeline the moment its lease is found lost. Its
+//! host starts and stops the pipelines.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use channel::{EventKind, Events};
+use store::{Catalog, LeaseRow, NodeInfo, NodeRow};
+use timeline::Feed;
+use tokio_util::sync::CancellationToken;
+
+use crate::placement::{Peer, Slot, plan};
+use crate::{LeaseSettings, ROLE_PIPELINE};
+
+/// What runs the pipelines whose leases the keeper holds.
+pub trait PipelineHost: Send + Sync + 'static {
+    /// Starts pipeline `feed` of `channel`, fencing its deliveries with `epoch`.
+    fn start(
+        &self,
+        channel: &str,
+        feed: Feed,
+        epoch: u64,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Stops it at once.
+    fn stop(&self, channel: &str, feed: Feed);
+}
+
+/// A lease this node holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub epoch: u64,
+}
+
+type Key = (String, Feed);
+
+/// The leases this node holds now, for status pages.
+#[derive(Debug, Clone, Default)]
+pub struct HeldLeases(Arc<Mutex<HashMap<Key, Held>>>);
+
+impl HeldLeases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Held>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, Feed, u64)> {
+        let mut held: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|((c, f), h)| (c.clone(), *f, h.epoch))
+            .collect();
+        held.sort();
+        held
+    }
+
+    pub fn epoch(&self, channel: &str, feed: Feed) -> Option<u64> {
+        self.lock()
+            .get(&(channel.to_string(), feed))
+            .map(|h| h.epoch)
+    }
+}
+
+pub struct Keeper<H> {
+    pub catalog: Catalog,
+    pub node: NodeInfo,
+    pub settings: LeaseSettings,
+    pub host: H,
+    pub events: Events,
+    pub held: HeldLeases,
+}
+
+impl<H: PipelineHost> Keeper<H> {
+    /// Runs until `cancel`, then stops its pipelines and releases their leases, so that other
+    /// nodes take them at once instead of after the TTL.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut claim = tokio::time::interval(self.settings.claim_interval());
+        let mut renew = tokio::time::interval(self.settings.renew_interval());
+        claim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut free_since: HashMap<Key, Instant> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = renew.tick() => self.renew_all().await,
+                _ = claim.tick() => {
+                    if let Err(e) = self.place(&mut free_since).await {
+                        tracing::warn!(error = %e, "lease placement round failed; retrying");
+                    }
+                }
+            }
+        }
+        let held: Vec<_> = self.held.lock().drain().collect();
+        for ((channel, feed), lease) in held {
+            self.host.stop(&channel, feed);
+            let _ = self
+                .catalog
+                .release_lease(&channel, feed, &self.node.id, lease.epoch)
+                .await;
+        }
+    }
+
+    /// Heartbeats, reads nodes and leases, and claims or releases what the plan says.
+    async fn place(&self, free_since: &mut HashMap<Key, Instant>) -> Result<(), store::StoreError> {
+        self.catalog.heartbeat(&self.node).await?;
+        let nodes = self.catalog.nodes().await?;
+        let leases = self.catalog.leases().await?;
+        let channels: Vec<String> = self
+            .catalog
+            .channels()
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        self.drop_deleted(&channels).await;
+        let slots = slots(&channels, &leases, free_since);
+        let peers = peers(&nodes, self.settings.ttl_ms);
+        let draining = nodes.iter().any(|n| n.id == self.node.id && n.draining);
+        let grace = self.settings.claim_interval_ms * 3;
+        let plan = plan(&self.node.id, draining, &peers, &slots, grace);
+        for (channel, feed) in plan.release {
+            self.release(&channel, feed).await;
+        }
+        for (channel, feed) in plan.claim {
+            self.claim(&channel, feed).await?;
+        }
+        metrics::gauge!("steadycast_leases_held").set(self.held.lock().len() as f64);
+        Ok(())
+    }
+
+    async fn claim(&self, channel: &str, feed: Feed) -> Result<(), store::StoreError> {
+        let ttl = self.settings.ttl_ms;
+        let Some(epoch) = self
+            .catalog
+            .claim_lease(channel, feed, &self.node.id, ttl)
+            .await?
+        else {
+            return Ok(());
+        };
+        let key = (channel.to_string(), feed);
+        // A lease of ours from a previous incarnation, or one we held: its pipeline restarts
+        // with the new epoch.
+        if self.held.lock().remove(&key).is_some() {
+            self.host.stop(channel, feed);
+        }
+        if let Err(e) = self.host.start(channel, feed, epoch).await {
+            tracing::error!(%channel, %feed, error = %e, "cannot start a claimed pipeline");
+            let _ = self
+                .catalog
+                .release_lease(channel, feed, &self.node.id, epoch)
+                .await;
+            return Ok(());
+        }
+        self.held.lock().insert(key, Held { epoch });
+        metrics::counter!("steadycast_lease_changes_total", "change" => "claimed").increment(1);
+        let detail = format!(
+            "node {} runs pipeline {feed} at lease epoch {epoch}",
+            self.node.id
+        );
+        self.events
+            .emit(channel, "cluster", EventKind::LeaseClaimed, detail);
+        Ok(())
+    }
+
+    async fn release(&self, channel: &str, feed: Feed) {
+        let Some(lease) = self.held.lock().remove(&(channel.to_string(), feed)) else {
+            return;
+        };
+        self.host.stop(channel, feed);
+        let released = self
+            .catalog
+            .release_lease(channel, feed, &self.node.id, lease.epoch)
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(%channel, %feed, error = %e, "lease not released; it will expire");
+        }
+        metrics::counter!("steadycast_lease_changes_total", "change" => "released").increment(1);
+        let detail = format!("node {} gave pipeline {feed} up", self.node.id);
+        self.events
+            .emit(channel, "cluster", EventKind::LeaseReleased, detail);
+    }
+
+    /// Renews every held lease. One the catalog says is gone stops its pipeline at once. One
+    /// the catalog cannot be asked about keeps running: its uploads are fenced at the
+    /// packager if another node has taken over meanwhile, and a catalog outage does not take
+    /// every pipeline of the cluster down with it.
+    async fn renew_all(&self) {
+        let held: Vec<_> = self
+            .held
+            .lock()
+            .iter()
+            .map(|(k, h)| (k.clone(), *h))
+            .collect();
+        for ((channel, feed), lease) in held {
+            let renewed = self
+                .catalog
+                .renew_lease(
+                    &channel,
+                    feed,
+                    &self.node.id,
+                    lease.epoch,
+                    self.settings.ttl_ms,
+                )
+                .await;
+            match renewed {
+                Ok(true) => {}
+                Ok(false) => self.lost(&channel, feed, lease.epoch),
+                Err(e) => {
+                    tracing::warn!(%channel, %feed, error = %e, "lease renewal failed; retrying")
+                }
+            }
+        }
+    }
+
+    fn lost(&self, channel: &str, feed: Feed, epoch: u64) {
+        self.held.lock().remove(&(channel.to_string(), feed));
+        self.host.stop(channel, feed);
+        metrics::counter!("steadycast_lease_changes_total", "change" => "lost").increment(1);
+        let detail = format!(
+            "node {} lost pipeline {feed}'s lease (epoch {epoch}) and stopped it",
+            self.node.id
+        );
+        tracing::warn!(%channel, %feed, epoch, "lease lost; pipeline stopped");
+        self.events
+            .emit(channel, "cluster", EventKind::LeaseLost, detail);
+    }
+
+    /// Pipelines of channels deleted meanwhile stop, and their leases go.
+    async fn drop_deleted(&self, channels: &[String]) {
+        let gone: Vec<Key> = self
+            .held
+            .lock()
+            .keys()
+            .filter(|(c, _)| !channels.contains(c))
+            .cloned()
+            .collect();
+        for (channel, feed) in gone {
+            self.release(&channel, feed).await;
+        }
+    }
+}
+
+/// Every pipeline of every channel, with how long this node has seen each one free.
+fn slots(
+    channels: &[String],
+    leases: &[LeaseRow],
+    free_since: &mut HashMap<Key, Instant>,
+) -> Vec<Slot> {
+    let now = Instant::now();
+    let mut slots = Vec::new();
+    for channel in channels {
+        for feed in Feed::BOTH {
+            let lease = leases
+                .iter()
+                .find(|l| &l.channel == channel && l.feed == feed);
+            let holder = lease
+                .filter(|l| !l.is_free())
+                .and_then(|l| l.holder.clone());
+            let key = (channel.clone(), feed);
+            let free_for_ms = if holder.is_some() {
+                free_since.remove(&key);
+                0
+            } else {
+                let since = *free_since.entry(key).or_insert(now);
+                now.duration_since(since).as_millis() as u64
+            };
+            slots.push(Slot {
+                channel: channel.clone(),
+                feed,
+                holder,
+                free_for_ms,
+            });
+        }
+    }
+    free_since.retain(|(c, _), _| channels.contains(c));
+    slots
+}
+
+/// The pipeline nodes, each available when seen within a lease TTL and not draining.
+fn peers(nodes: &[NodeRow], ttl_ms: u64) -> Vec<Peer> {
+    nodes
+        .iter()
+        .filter(|n| n.has_role(ROLE_PIPELINE))
+        .map(|n| Peer {
+            id: n.id.clone(),
+            available: n.seen_ago_ms <= ttl_ms && !n.draining,
+        })
+        .collect()
+}

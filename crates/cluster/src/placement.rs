@@ -1,0 +1,130 @@
+//! Which pipeline leases a node should claim or give up, from what the catalog says now. No
+//! I/O and no clock: how long a lease has looked free is a parameter.
+//!
+//! The rules, in order:
+//! - A draining node claims nothing, and gives its leases up one at a time, each only while
+//!   another node runs the channel's other pipeline (so the channel never loses both).
+//! - A free lease (never taken, released or expired) is claimed at once unless another
+//!   pipeline node is a better home: one that runs neither of the channel's pipelines when
+//!   this node runs the other one (a and b of a channel never share a node while another is
+//!   free), or one that holds fewer leases. Then this node waits `grace_ms` for it first.
+//! - A node running both pipelines of a channel gives one up when a node that runs neither
+//!   and holds fewer leases has joined: the other pipeline covers while it moves.
+
+use std::collections::BTreeSet;
+
+use timeline::Feed;
+
+/// A pipeline node as the catalog shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: String,
+    /// Seen recently enough to count on, and not draining.
+    pub available: bool,
+}
+
+/// One pipeline of a channel and who runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub channel: String,
+    pub feed: Feed,
+    /// The node holding an unexpired lease on it.
+    pub holder: Option<String>,
+    /// How long this node has seen it free; 0 when held.
+    pub free_for_ms: u64,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub claim: Vec<(String, Feed)>,
+    pub release: Vec<(String, Feed)>,
+}
+
+/// What node `me` should do now. `peers` are the other pipeline nodes; `slots` every pipeline
+/// of every channel.
+pub fn plan(me: &str, draining: bool, peers: &[Peer], slots: &[Slot], grace_ms: u64) -> Plan {
+    let mut held: BTreeSet<(&str, Feed, &str)> = slots
+        .iter()
+        .filter_map(|s| Some((s.holder.as_deref()?, s.feed, s.channel.as_str())))
+        .collect();
+    let count = |held: &BTreeSet<(&str, Feed, &str)>, node: &str| {
+        held.iter().filter(|(h, _, _)| *h == node).count()
+    };
+    let runs = |held: &BTreeSet<(&str, Feed, &str)>, node: &str, channel: &str, feed: Feed| {
+        held.contains(&(node, feed, channel))
+    };
+    let mut plan = Plan::default();
+    if draining {
+        plan.release.extend(drain_step(me, slots));
+        return plan;
+    }
+    let others: Vec<&str> = peers
+        .iter()
+        .filter(|p| p.available && p.id != me)
+        .map(|p| p.id.as_str())
+        .collect();
+    for slot in slots.iter().filter(|s| s.holder.is_none()) {
+        let (channel, sibling) = (slot.channel.as_str(), slot.feed.other());
+        let mine = count(&held, me);
+        let runs_sibling = runs(&held, me, channel, sibling);
+        let better_home = others.iter().any(|&o| {
+            !runs(&held, o, channel, sibling) && (runs_sibling || count(&held, o) < mine)
+        });
+        if !better_home || slot.free_for_ms >= grace_ms {
+            held.insert((me, slot.feed, channel));
+            plan.claim.push((slot.channel.clone(), slot.feed));
+        }
+    }
+    plan.release.extend(rebalance_step(me, &others, &held));
+    plan
+}
+
+/// One lease a draining node may give up now: one whose channel's other pipeline runs on
+/// another node, or, where this node runs both, one of them.
+fn drain_step(me: &str, slots: &[Slot]) -> Option<(String, Feed)> {
+    let mine = slots.iter().filter(|s| s.holder.as_deref() == Some(me));
+    let mut fallback = None;
+    for slot in mine {
+        let sibling = slots
+            .iter()
+            .find(|s| s.channel == slot.channel && s.feed == slot.feed.other());
+        match sibling.and_then(|s| s.holder.as_deref()) {
+            Some(other) if other != me => return Some((slot.channel.clone(), slot.feed)),
+            Some(_) => fallback = fallback.or(Some((slot.channel.clone(), Feed::B))),
+            None => {}
+        }
+    }
+    fallback
+}
+
+/// Where this node runs both pipelines of a channel and a peer that runs neither holds at
+/// least two leases fewer, gives one (b) up, one channel per round.
+fn rebalance_step(
+    me: &str,
+    others: &[&str],
+    held: &BTreeSet<(&str, Feed, &str)>,
+) -> Option<(String, Feed)> {
+    let count = |node: &str| held.iter().filter(|(h, _, _)| *h == node).count();
+    let mine = count(me);
+    let channels = held
+        .iter()
+        .filter(|(h, f, _)| *h == me && *f == Feed::A)
+        .map(|(_, _, c)| *c);
+    for channel in channels {
+        if !held.contains(&(me, Feed::B, channel)) {
+            continue;
+        }
+        let free_peer = others.iter().any(|&o| {
+            count(o) + 2 <= mine
+                && !held.contains(&(o, Feed::A, channel))
+                && !held.contains(&(o, Feed::B, channel))
+        });
+        if free_peer {
+            return Some((channel.to_string(), Feed::B));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;
