@@ -122,6 +122,10 @@ impl Default for AudioSpec {
 /// The audio rendition's name in URLs.
 pub const AUDIO_RENDITION: &str = "audio";
 
+/// The header in which a pipeline in a cluster sends, with every upload, the epoch of the lease
+/// it runs under; the packager lists nothing from an epoch that is no longer current.
+pub const LEASE_EPOCH_HEADER: &str = "steadycast-lease-epoch";
+
 impl ChannelSpec {
     /// The epoch grid: `segment_seconds` rounded to whole frames.
     pub fn grid(&self) -> Result<SegmentGrid, String> {

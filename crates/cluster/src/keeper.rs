@@ -1,6 +1,6 @@
-//! The lease keeper of a pipeline node: it heartbeats, claims the leases [`plan`] picks,
-//! renews the ones it holds and stops a pipeline the moment its lease is found lost. Its
-//! host starts and stops the pipelines.
+//! The lease keeper of a pipeline node: it claims the leases [`plan`] picks, renews the ones
+//! it holds and stops a pipeline the moment its lease is found lost. Its host starts and
+//! stops the pipelines. Every node, pipeline or not, runs [`heartbeat`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -101,9 +101,8 @@ impl<H: PipelineHost> Keeper<H> {
         }
     }
 
-    /// Heartbeats, reads nodes and leases, and claims or releases what the plan says.
+    /// Reads nodes and leases, and claims or releases what the plan says.
     async fn place(&self, free_since: &mut HashMap<Key, Instant>) -> Result<(), store::StoreError> {
-        self.catalog.heartbeat(&self.node).await?;
         let nodes = self.catalog.nodes().await?;
         let leases = self.catalog.leases().await?;
         let channels: Vec<String> = self
@@ -287,4 +286,35 @@ fn peers(nodes: &[NodeRow], ttl_ms: u64) -> Vec<Peer> {
             available: n.seen_ago_ms <= ttl_ms && !n.draining,
         })
         .collect()
+}
+
+/// Registers the node and renews its heartbeat every `interval` until `cancel`; the other
+/// nodes count on it while it is seen within a lease TTL.
+pub async fn heartbeat(
+    catalog: Catalog,
+    node: NodeInfo,
+    interval: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match catalog.heartbeat(&node).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("heartbeats reach the catalog again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "heartbeat failed; retrying");
+            }
+            Err(_) => {}
+        }
+    }
 }

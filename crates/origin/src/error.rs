@@ -12,6 +12,10 @@ pub enum OriginError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The upload's lease epoch is not its feed's current one: another node runs that
+    /// pipeline now.
+    #[error("{0}")]
+    Fenced(String),
     #[error("range not satisfiable: {0}")]
     Range(String),
     #[error("{0}")]
@@ -37,7 +41,7 @@ impl OriginError {
             OriginError::BadRequest(_) => StatusCode::BAD_REQUEST,
             OriginError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             OriginError::NotFound(_) => StatusCode::NOT_FOUND,
-            OriginError::Conflict(_) => StatusCode::CONFLICT,
+            OriginError::Conflict(_) | OriginError::Fenced(_) => StatusCode::CONFLICT,
             OriginError::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             OriginError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             OriginError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

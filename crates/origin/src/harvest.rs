@@ -9,7 +9,7 @@ use std::time::Duration;
 use manifest::{SegmentRef, dash, hls};
 use store::HarvestRow;
 
-use crate::live::{LiveChannel, segment_key};
+use crate::live::LiveChannel;
 use crate::manifests::clip_periods;
 use crate::timeshift::{Plan, TimeShift};
 use crate::{Origin, OriginError};
@@ -132,8 +132,15 @@ impl Origin {
                     .await?;
             }
             for s in refs {
-                let key = segment_key(&channel.spec.id, &rendition.name, s.n);
-                let bytes = self.blobs.get(&key).await?.ok_or_else(|| {
+                let gone = || {
+                    OriginError::NotFound(format!(
+                        "segment {} of `{}` is gone",
+                        s.n, rendition.name
+                    ))
+                };
+                let row = self.catalog.segment(&channel.spec.id, &rendition.name, s.n);
+                let row = row.await?.ok_or_else(gone)?;
+                let bytes = self.blobs.get(&row.blob_key).await?.ok_or_else(|| {
                     OriginError::NotFound(format!(
                         "segment {} of `{}` is gone",
                         s.n, rendition.name

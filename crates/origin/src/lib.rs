@@ -37,6 +37,9 @@ pub struct Origin {
     blobs: BlobStore,
     events: Events,
     channels: RwLock<HashMap<String, Arc<LiveChannel>>>,
+    /// In a cluster: uploads must carry their pipeline's lease epoch, and segments are listed
+    /// only while it is current.
+    fenced: bool,
     /// Whether the last write to each [`StorePart`] failed: failures and recoveries are
     /// reported once each, not once per segment.
     store_failing: [AtomicBool; 2],
@@ -59,11 +62,13 @@ impl StorePart {
 }
 
 impl Origin {
-    pub fn new(catalog: Catalog, blobs: BlobStore, events: Events) -> Arc<Self> {
+    /// `fenced`: a packager in a cluster, where pipelines' uploads are fenced by their leases.
+    pub fn new(catalog: Catalog, blobs: BlobStore, events: Events, fenced: bool) -> Arc<Self> {
         Arc::new(Self {
             catalog,
             blobs,
             events,
+            fenced,
             channels: RwLock::new(HashMap::new()),
             store_failing: [AtomicBool::new(false), AtomicBool::new(false)],
         })
@@ -121,9 +126,15 @@ impl Origin {
 
     /// Brings catalog and store back in line for a channel after a crash (orphan files
     /// deleted, listings without bytes removed) and reports what it did. Call at start-up,
-    /// before the channel is served or written to.
-    pub async fn repair(&self, id: &str) -> Result<restore::Repair, OriginError> {
-        let repair = restore::repair(id, &self.catalog, &self.blobs).await?;
+    /// before the channel is written to. `in_flight_from`: in a cluster, the first segment
+    /// number other packagers may still be storing: files of it and later ones, and headers,
+    /// are theirs to list and are kept even when no row lists them yet.
+    pub async fn repair(
+        &self,
+        id: &str,
+        in_flight_from: Option<u64>,
+    ) -> Result<restore::Repair, OriginError> {
+        let repair = restore::repair(id, &self.catalog, &self.blobs, in_flight_from).await?;
         if repair != restore::Repair::default() {
             let detail = format!(
                 "removed {} orphan file(s), {} listing(s) without bytes and {} listing(s) whose \
@@ -143,6 +154,16 @@ impl Origin {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id)
             .is_some()
+    }
+
+    /// The channels served now.
+    pub fn channel_ids(&self) -> Vec<String> {
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     pub fn channel(&self, id: &str) -> Option<Arc<LiveChannel>> {

@@ -275,6 +275,8 @@ pub struct HeldCopy {
     pub header: HeaderId,
     pub body: Bytes,
     pub info: SegmentInfo,
+    /// The lease epoch its pipeline delivered it under (in a cluster).
+    pub epoch: Option<u64>,
 }
 
 impl HeldCopy {
@@ -462,9 +464,14 @@ impl LiveRendition {
     }
 }
 
-/// Where a listed segment's bytes are in the store.
-pub fn segment_key(channel: &str, rendition: &str, n: u64) -> String {
-    format!("live/{channel}/{rendition}/{n}.m4s")
+/// Where a copy of a segment is stored. In a cluster each writer, a feed's lease epoch, has
+/// keys of its own, so no packager ever overwrites another's copy, listed or not (object
+/// stores' conditional writes are no fence); only the catalog row makes one visible.
+pub fn segment_key(channel: &str, rendition: &str, n: u64, writer: Option<(Feed, u64)>) -> String {
+    match writer {
+        Some((feed, epoch)) => format!("live/{channel}/{rendition}/{n}-{feed}{epoch}.m4s"),
+        None => format!("live/{channel}/{rendition}/{n}.m4s"),
+    }
 }
 
 /// Segments as a manifest lists them, with the discontinuity sequence of the first: each one

@@ -17,7 +17,7 @@ use http_body_util::LengthLimitError;
 use media::cmaf::{SegmentInfo, inspect_init, inspect_segment};
 use media::fmp4::TrackInfo;
 use std::time::Duration;
-use store::{HeaderRow, InitRow, SegmentRow};
+use store::{FencedListing, HeaderRow, InitRow, SegmentRow};
 use timeline::{Feed, Offer, SegmentChoice};
 
 use crate::live::{
@@ -47,6 +47,7 @@ pub async fn put(
         Ok((StatusCode::CREATED, _)) => "stored",
         Ok((StatusCode::ACCEPTED, _)) => "held",
         Ok(_) => "duplicate",
+        Err(OriginError::Fenced(_)) => "fenced",
         Err(e) => {
             tracing::warn!(channel = %channel_id, %feed, %rendition, %file, error = %e,
                 "ingest refused");
@@ -110,6 +111,7 @@ async fn accept(
             "channel `{channel_id}` has no rendition `{rendition}`"
         ))
     })?;
+    let epoch = check_fence(&origin, channel_id, feed, headers).await?;
     if file == "init.mp4" {
         return accept_init(&origin, &channel, live, feed, body).await;
     }
@@ -122,7 +124,71 @@ async fn accept(
         .and_then(|v| v.to_str().ok())
         .and_then(cmsd::parse_quality);
     let live = live.clone();
-    accept_segment(&origin, &channel, &live, feed, n, body, quality).await
+    let copy = Upload {
+        feed,
+        n,
+        body,
+        quality,
+        epoch,
+    };
+    accept_segment(&origin, &channel, &live, copy).await
+}
+
+/// In a cluster, an upload is taken only from the current holder of its feed's lease: a
+/// frozen node that wakes after a takeover stores nothing. Checked before the bytes are
+/// written; the listing checks again in the transaction that lists. Returns the epoch.
+async fn check_fence(
+    origin: &Origin,
+    channel: &str,
+    feed: Feed,
+    headers: &HeaderMap,
+) -> Result<Option<u64>, OriginError> {
+    if !origin.fenced {
+        return Ok(None);
+    }
+    let epoch = headers
+        .get(channel::LEASE_EPOCH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            OriginError::BadRequest(format!(
+                "this packager is in a cluster: uploads carry their pipeline's `{}`",
+                channel::LEASE_EPOCH_HEADER
+            ))
+        })?;
+    let current = origin.catalog.lease_epoch(channel, feed).await;
+    let current = origin.store_write(channel, StorePart::Catalog, current)?;
+    if current != Some(epoch) {
+        return Err(fenced(origin, channel, feed, epoch, current));
+    }
+    Ok(Some(epoch))
+}
+
+fn fenced(
+    origin: &Origin,
+    channel: &str,
+    feed: Feed,
+    epoch: u64,
+    current: Option<u64>,
+) -> OriginError {
+    let current = current.map_or("none".to_string(), |c| c.to_string());
+    let detail = format!(
+        "an upload of pipeline {feed} at lease epoch {epoch} refused: the current epoch is \
+         {current} (another node runs it now)"
+    );
+    origin
+        .events
+        .emit(channel, "packager", EventKind::UploadFenced, detail.clone());
+    OriginError::Fenced(detail)
+}
+
+/// A segment as a pipeline delivered it.
+struct Upload {
+    feed: Feed,
+    n: u64,
+    body: Bytes,
+    quality: Option<u8>,
+    epoch: Option<u64>,
 }
 
 /// Read only once the peer is known, and refused by its declared length before any of it is
@@ -284,11 +350,15 @@ async fn accept_segment(
     origin: &Arc<Origin>,
     channel: &Arc<LiveChannel>,
     live: &Arc<LiveRendition>,
-    feed: Feed,
-    n: u64,
-    body: Bytes,
-    quality: Option<u8>,
+    upload: Upload,
 ) -> Reply {
+    let Upload {
+        feed,
+        n,
+        body,
+        quality,
+        epoch,
+    } = upload;
     let (header, track) = {
         let state = live.read();
         let header = state.feed_headers.get(&feed).copied();
@@ -307,6 +377,7 @@ async fn accept_segment(
         header,
         body,
         info,
+        epoch,
     };
     let _guard = live.publish.lock().await;
     let in_memory = live.read().segments.get(&n).cloned();
@@ -421,7 +492,12 @@ async fn publish(
     let timescale = timescale
         .ok_or_else(|| OriginError::Conflict(format!("PUT `{}/init.mp4` first", live.name)))?;
     let placement = placement.map_err(OriginError::Conflict)?;
-    let key = segment_key(&channel.spec.id, &live.name, n);
+    let key = segment_key(
+        &channel.spec.id,
+        &live.name,
+        n,
+        copy.epoch.map(|e| (copy.feed, e)),
+    );
     let stored = origin.blobs.put(&key, &copy.body).await;
     origin.store_write(&channel.spec.id, StorePart::Blobs, stored)?;
     let row = SegmentRow {
@@ -441,8 +517,11 @@ async fn publish(
     if !placement.continues {
         announce_discontinuity(origin, channel, live, n, copy.header).await?;
     }
-    let listed = origin.catalog.insert_segment(&row).await;
-    origin.store_write(&channel.spec.id, StorePart::Catalog, listed)?;
+    if !list(origin, &row, copy.epoch).await? {
+        return Err(OriginError::Conflict(format!(
+            "segment {n} was listed by another packager first"
+        )));
+    }
     let segment = LiveSegment {
         start: copy.info.base_decode_time,
         duration: copy.info.duration,
@@ -468,6 +547,37 @@ async fn publish(
             .record(f64::from(quality));
     }
     Ok(segment)
+}
+
+/// Lists a stored copy: fenced by its lease epoch in a cluster. False when another packager
+/// listed a copy of another writer first: this one's bytes are deleted (nothing lists them).
+async fn list(origin: &Origin, row: &SegmentRow, epoch: Option<u64>) -> Result<bool, OriginError> {
+    let channel = &row.channel;
+    let Some(epoch) = epoch else {
+        let listed = origin.catalog.insert_segment(row).await;
+        origin.store_write(channel, StorePart::Catalog, listed)?;
+        return Ok(true);
+    };
+    let listed = origin.catalog.insert_segment_fenced(row, epoch).await;
+    let outcome = origin.store_write(channel, StorePart::Catalog, listed)?;
+    let ours = match outcome {
+        FencedListing::Listed => true,
+        FencedListing::Duplicate => {
+            let kept = origin
+                .catalog
+                .segment(channel, &row.rendition, row.n)
+                .await?;
+            kept.is_some_and(|k| k.blob_key == row.blob_key)
+        }
+        FencedListing::Stale { current } => {
+            let _ = origin.blobs.delete(&row.blob_key).await;
+            return Err(fenced(origin, channel, row.feed, epoch, current));
+        }
+    };
+    if !ours {
+        let _ = origin.blobs.delete(&row.blob_key).await;
+    }
+    Ok(ours)
 }
 
 /// Compares the other feed's copy with the listed one, for the alignment report.

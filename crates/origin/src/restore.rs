@@ -28,11 +28,13 @@ pub struct Repair {
 }
 
 /// Makes the catalog and the store agree for one channel. Run before serving it: nothing is
-/// being written then.
+/// being written then, but by other packagers of a cluster, whose files from segment
+/// `in_flight_from` on (and headers) are kept.
 pub async fn repair(
     channel: &str,
     catalog: &Catalog,
     blobs: &BlobStore,
+    in_flight_from: Option<u64>,
 ) -> Result<Repair, OriginError> {
     let listed: HashMap<String, Option<u64>> =
         catalog.blob_keys(channel).await?.into_iter().collect();
@@ -43,7 +45,15 @@ pub async fn repair(
         .map(|b| (b.key, b.size))
         .collect();
     let mut repair = Repair::default();
-    for orphan in stored.keys().filter(|k| !listed.contains_key(*k)) {
+    let settled = |key: &str| match (in_flight_from, segment_of_key(key)) {
+        (None, _) => true,
+        (Some(first), Some((_, n))) => n < first,
+        (Some(_), None) => false,
+    };
+    for orphan in stored
+        .keys()
+        .filter(|k| !listed.contains_key(*k) && settled(k))
+    {
         blobs.delete(orphan).await?;
         repair.orphan_files += 1;
     }
@@ -70,9 +80,11 @@ pub async fn repair(
     Ok(repair)
 }
 
+/// `…/{rendition}/{n}.m4s`, or `…/{rendition}/{n}-{feed}{epoch}.m4s` in a cluster.
 fn segment_of_key(key: &str) -> Option<(&str, u64)> {
     let mut parts = key.rsplit('/');
-    let n = parts.next()?.strip_suffix(".m4s")?.parse().ok()?;
+    let file = parts.next()?.strip_suffix(".m4s")?;
+    let n = file.split('-').next()?.parse().ok()?;
     Some((parts.next()?, n))
 }
 
@@ -279,6 +291,10 @@ mod tests {
     fn segment_keys_name_rendition_and_number() {
         assert_eq!(
             segment_of_key("live/demo/360p/897808074.m4s"),
+            Some(("360p", 897_808_074))
+        );
+        assert_eq!(
+            segment_of_key("live/demo/360p/897808074-b12.m4s"),
             Some(("360p", 897_808_074))
         );
         assert_eq!(segment_of_key("live/demo/360p/init-a.mp4"), None);

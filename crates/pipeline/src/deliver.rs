@@ -76,6 +76,7 @@ impl Delivery {
         channel: &str,
         feed: Feed,
         faults: Arc<Faults>,
+        lease_epoch: Option<u64>,
     ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -92,6 +93,7 @@ impl Delivery {
                     channel: channel.to_string(),
                     feed,
                     faults: faults.clone(),
+                    lease_epoch,
                 };
                 tokio::spawn(worker.run(rx));
                 tx
@@ -125,6 +127,9 @@ struct Worker {
     channel: String,
     feed: Feed,
     faults: Arc<Faults>,
+    /// In a cluster, the epoch of the lease this pipeline runs under: the packager lists
+    /// nothing from an older one.
+    lease_epoch: Option<u64>,
 }
 
 impl Worker {
@@ -171,6 +176,9 @@ impl Worker {
                 .header("content-digest", &digest);
             if let Some(quality) = &quality {
                 put = put.header(cmsd::HEADER, quality);
+            }
+            if let Some(epoch) = self.lease_epoch {
+                put = put.header(channel::LEASE_EPOCH_HEADER, epoch);
             }
             let sent = put.body(body.clone()).send().await;
             match sent {

@@ -54,6 +54,8 @@ pub struct PipelineConfig {
     pub events: Events,
     /// Faults a chaos run injects into this pipeline's delivery.
     pub faults: Arc<Faults>,
+    /// In a cluster, the epoch of the lease this pipeline runs under, sent with every upload.
+    pub lease_epoch: Option<u64>,
 }
 
 pub(crate) struct PipelineCtx {
@@ -108,6 +110,7 @@ pub async fn run(config: PipelineConfig) -> Result<(), String> {
             &config.spec.id,
             config.feed,
             config.faults.clone(),
+            config.lease_epoch,
         ),
         canvas: Canvas::of(&config.spec),
         spec: config.spec,

@@ -30,6 +30,11 @@ pub fn router(node: Arc<Node>) -> Router {
             "/api/v1/channels/{id}/faults",
             axum::routing::post(inject_fault).delete(clear_faults),
         )
+        .route("/api/v1/nodes", get(nodes))
+        .route(
+            "/api/v1/nodes/{id}/drain",
+            axum::routing::post(drain).delete(undrain),
+        )
         .with_state(node)
 }
 
@@ -350,4 +355,66 @@ async fn harvests(
         .map_err(|e| ApiError::from(NodeError::from(e)))?;
     let jobs: Vec<Value> = jobs.iter().map(|j| describe_harvest(&node, j)).collect();
     Ok(Json(json!({ "channel": id, "harvests": jobs })))
+}
+
+/// Every node on the catalog: roles, where it is reached, its pid, when it was last seen
+/// (`up` within a lease TTL, else `gone`; or `draining`) and the pipeline leases it holds.
+async fn nodes(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
+    let store_error = |e| ApiError::from(NodeError::from(e));
+    let rows = node.catalog.nodes().await.map_err(store_error)?;
+    let leases = node.catalog.leases().await.map_err(store_error)?;
+    let ttl = node.server.leases.ttl_ms;
+    let nodes: Vec<Value> = rows
+        .iter()
+        .map(|n| {
+            let held: Vec<Value> = leases
+                .iter()
+                .filter(|l| !l.is_free() && l.holder.as_deref() == Some(n.id.as_str()))
+                .map(|l| json!({ "channel": l.channel, "feed": l.feed, "epoch": l.epoch }))
+                .collect();
+            let state = if n.seen_ago_ms > ttl {
+                "gone"
+            } else if n.draining {
+                "draining"
+            } else {
+                "up"
+            };
+            let mut shown = serde_json::to_value(n).unwrap_or_default();
+            shown["state"] = json!(state);
+            shown["leases"] = json!(held);
+            shown
+        })
+        .collect();
+    Ok(Json(json!({ "nodes": nodes })))
+}
+
+async fn drain(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    set_draining(&node, &id, true).await
+}
+
+async fn undrain(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    set_draining(&node, &id, false).await
+}
+
+async fn set_draining(node: &Node, id: &str, draining: bool) -> Result<StatusCode, ApiError> {
+    let found = node
+        .catalog
+        .set_draining(id, draining)
+        .await
+        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    if !found {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no node `{id}`"),
+            vec![],
+        ));
+    }
+    tracing::info!(node = %id, draining, "node drain changed");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -57,6 +57,9 @@ pub enum Command {
     /// Manage the channels of a running node through its API.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// The nodes of a cluster: list them, drain one before a restart.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Measure the segmenter, the packager and the origin (run it from a release build).
     Bench(crate::bench::BenchArgs),
     /// Play a live HLS or DASH stream as a viewer would and check its steady state; exits
@@ -100,6 +103,16 @@ pub struct NodeArgs {
     /// Accept fault injection through the API (for `steadycast chaos`; never in production).
     #[arg(long, env = "STEADYCAST_ALLOW_FAULTS")]
     pub allow_faults: bool,
+    /// What this node runs, comma-separated: ingest, pipeline, packager, origin, api [default:
+    /// all]. Fewer than all needs a PostgreSQL catalog and an S3 bucket shared by the nodes.
+    #[arg(long, env = "STEADYCAST_ROLES", value_delimiter = ',')]
+    pub roles: Option<Vec<String>>,
+    /// This node's stable name in the cluster [default: made once, kept in the data directory].
+    #[arg(long, env = "STEADYCAST_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The base URL other nodes reach this node at [default: http://{listen}].
+    #[arg(long, env = "STEADYCAST_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 }
 
 impl NodeArgs {
@@ -134,6 +147,15 @@ impl NodeArgs {
             server.hang_timeout_seconds = v;
         }
         server.allow_faults |= self.allow_faults;
+        if let Some(v) = &self.roles {
+            server.roles = v.clone();
+        }
+        if let Some(v) = &self.node_id {
+            server.node_id = Some(v.clone());
+        }
+        if let Some(v) = &self.advertise_url {
+            server.advertise_url = Some(v.clone());
+        }
     }
 }
 
@@ -170,6 +192,24 @@ pub enum ChannelCommand {
     },
     /// Delete a channel (stored segments stay until retention removes them).
     Delete {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Every node on the catalog: roles, pid, when last seen, the leases it holds.
+    List(ApiArgs),
+    /// Move a node's pipelines to other nodes, one at a time, before a restart or an upgrade.
+    Drain {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Put a drained node back in service.
+    Undrain {
         id: String,
         #[command(flatten)]
         api: ApiArgs,
@@ -226,6 +266,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve_forever(node, http).await
         }
         Command::Channel(command) => crate::client::channel_command(command).await,
+        Command::Node(command) => crate::client::node_command(command).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Verify(args) => verify::main(args).await,
         Command::Chaos(args) => crate::chaos::run(args).await,

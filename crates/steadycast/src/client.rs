@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use channel::ChannelSpec;
 use serde_json::Value;
 
-use crate::cli::ChannelCommand;
+use crate::cli::{ChannelCommand, NodeCommand};
 
 pub async fn channel_command(command: ChannelCommand) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
@@ -49,7 +49,81 @@ pub async fn channel_command(command: ChannelCommand) -> anyhow::Result<()> {
             api,
         ),
     };
-    let response = response.with_context(|| format!("cannot reach the node at {}", api.api))?;
+    let body = answer(response, &api.api).await?;
+    if !body.is_empty() {
+        let pretty = serde_json::from_str::<Value>(&body)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or(body);
+        println!("{pretty}");
+    }
+    Ok(())
+}
+
+pub async fn node_command(command: NodeCommand) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let (response, api) = match command {
+        NodeCommand::List(api) => {
+            let response = client.get(format!("{}/api/v1/nodes", api.api)).send();
+            let body = answer(response.await, &api.api).await?;
+            print!("{}", node_table(&serde_json::from_str(&body)?));
+            return Ok(());
+        }
+        NodeCommand::Drain { id, api } => {
+            let url = format!("{}/api/v1/nodes/{id}/drain", api.api);
+            (client.post(url).send().await, api)
+        }
+        NodeCommand::Undrain { id, api } => {
+            let url = format!("{}/api/v1/nodes/{id}/drain", api.api);
+            (client.delete(url).send().await, api)
+        }
+    };
+    answer(response, &api.api).await?;
+    Ok(())
+}
+
+/// `GET /api/v1/nodes` as a table: a line per node.
+fn node_table(nodes: &Value) -> String {
+    let mut out = format!(
+        "{:<20} {:<34} {:>8} {:>8}  {:<8} {}\n",
+        "NODE", "ROLES", "PID", "SEEN", "STATE", "LEASES"
+    );
+    for n in nodes["nodes"].as_array().into_iter().flatten() {
+        let leases: Vec<String> = n["leases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                format!(
+                    "{}/{}@{}",
+                    l["channel"].as_str().unwrap_or_default(),
+                    l["feed"].as_str().unwrap_or_default(),
+                    l["epoch"]
+                )
+            })
+            .collect();
+        let seen = n["seen_ago_ms"].as_u64().unwrap_or_default() as f64 / 1000.0;
+        out.push_str(&format!(
+            "{:<20} {:<34} {:>8} {:>7.1}s  {:<8} {}\n",
+            n["id"].as_str().unwrap_or_default(),
+            n["roles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+            n["pid"],
+            seen,
+            n["state"].as_str().unwrap_or_default(),
+            leases.join(" ")
+        ));
+    }
+    out
+}
+
+/// The body of a successful answer; an error status becomes the API's error and details.
+async fn answer(response: reqwest::Result<reqwest::Response>, api: &str) -> anyhow::Result<String> {
+    let response = response.with_context(|| format!("cannot reach the node at {api}"))?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if !status.is_success() {
@@ -65,13 +139,7 @@ pub async fn channel_command(command: ChannelCommand) -> anyhow::Result<()> {
             .unwrap_or(body);
         bail!("{status}: {message}");
     }
-    if !body.is_empty() {
-        let pretty = serde_json::from_str::<Value>(&body)
-            .and_then(|v| serde_json::to_string_pretty(&v))
-            .unwrap_or(body);
-        println!("{pretty}");
-    }
-    Ok(())
+    Ok(body)
 }
 
 /// A channel file in JSON (by its first character) or TOML, with errors naming file and line.

@@ -51,6 +51,21 @@ pub struct ServerConfig {
     /// How often segments past each channel's startover window are removed.
     #[serde(default = "default_retention_interval")]
     pub retention_interval_seconds: u64,
+    /// What this node does: any of `ingest`, `pipeline`, `packager`, `origin`, `api` (all by
+    /// default). Fewer than all needs the shared PostgreSQL catalog and S3 store.
+    #[serde(default = "default_roles")]
+    pub roles: Vec<String>,
+    /// This node's name in the cluster, stable across restarts; by default one made once and
+    /// kept in the data directory (`node-id`).
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// The base URL other nodes reach this node's HTTP listener at; by default
+    /// `http://{listen}` (with 127.0.0.1 for an unspecified address).
+    #[serde(default)]
+    pub advertise_url: Option<String>,
+    /// How pipeline leases are kept (on a PostgreSQL catalog, pipelines are placed by them).
+    #[serde(default)]
+    pub leases: cluster::LeaseSettings,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +80,10 @@ impl Default for ServerConfig {
             hang_timeout_seconds: default_hang_timeout(),
             allow_faults: false,
             retention_interval_seconds: default_retention_interval(),
+            roles: default_roles(),
+            node_id: None,
+            advertise_url: None,
+            leases: cluster::LeaseSettings::default(),
         }
     }
 }
@@ -80,6 +99,55 @@ pub enum BlobsConfig {
 }
 
 impl ServerConfig {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether this node shares its catalog with others: on PostgreSQL, pipelines are placed
+    /// by leases and fenced, and packagers and origins follow the catalog's channels.
+    pub fn is_clustered(&self) -> bool {
+        self.catalog_url().starts_with("postgres")
+    }
+
+    /// What is wrong with the roles and the cluster settings, if anything.
+    pub fn cluster_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for role in &self.roles {
+            if !cluster::ROLES.contains(&role.as_str()) {
+                problems.push(format!(
+                    "unknown role `{role}`; roles are {}",
+                    cluster::ROLES.join(", ")
+                ));
+            }
+        }
+        if self.roles.is_empty() {
+            problems.push("a node needs at least one role".into());
+        }
+        let all = cluster::ROLES.iter().all(|r| self.has_role(r));
+        let shared = self.is_clustered() && matches!(self.blobs, BlobsConfig::S3(_));
+        if !all && !shared {
+            problems.push(format!(
+                "roles `{}` split a channel over several nodes, which must share one catalog \
+                 and one store: give a PostgreSQL catalog (--catalog postgres://…) and an S3 \
+                 bucket (--s3-bucket); SQLite and a local directory are this machine's alone",
+                self.roles.join(",")
+            ));
+        }
+        if let Some(id) = &self.node_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        {
+            problems.push(format!(
+                "node id `{id}`: 1-64 of a-z, A-Z, 0-9, `-`, `_`, `.`"
+            ));
+        }
+        problems.extend(self.leases.problems());
+        problems
+    }
+
     /// The catalog URL in force: the configured one, or SQLite in the data directory.
     pub fn catalog_url(&self) -> String {
         self.catalog.clone().unwrap_or_else(|| {
@@ -89,6 +157,10 @@ impl ServerConfig {
             )
         })
     }
+}
+
+fn default_roles() -> Vec<String> {
+    cluster::ROLES.iter().map(|r| r.to_string()).collect()
 }
 
 fn default_listen() -> SocketAddr {

@@ -82,15 +82,21 @@ async fn a_node_on_postgres_and_s3_plays_survives_kill_and_harvests() {
     // The bytes are in the bucket and the listing in PostgreSQL, nothing in the data directory.
     let before = playlist(&node, "180p").await;
     let kept = *before.last().unwrap();
-    let in_bucket = bucket.list("live/scale/180p").await.unwrap();
-    let key = format!("live/scale/180p/{kept}.m4s");
-    assert!(in_bucket.iter().any(|b| b.key == key), "{in_bucket:?}");
     let catalog = Catalog::open(&pg.url).await.unwrap();
     let row = catalog
         .segment("scale", "180p", kept)
         .await
         .unwrap()
         .unwrap();
+    // On PostgreSQL the node places its pipelines by leases: each copy is stored under its
+    // writer's key (feed and lease epoch).
+    let writer = format!("live/scale/180p/{kept}-{}", row.feed);
+    assert!(row.blob_key.starts_with(&writer), "{row:?}");
+    let in_bucket = bucket.list("live/scale/180p").await.unwrap();
+    assert!(
+        in_bucket.iter().any(|b| b.key == row.blob_key),
+        "{in_bucket:?}"
+    );
     assert!(!dir.path().join("data/segments").exists());
     assert!(!dir.path().join("data/catalog.db").exists());
 
@@ -106,10 +112,8 @@ async fn a_node_on_postgres_and_s3_plays_survives_kill_and_harvests() {
         .await
         .unwrap();
     let lost = before[0];
-    bucket
-        .delete(&format!("live/scale/180p/{lost}.m4s"))
-        .await
-        .unwrap();
+    let lost_row = catalog.segment("scale", "180p", lost).await.unwrap();
+    bucket.delete(&lost_row.unwrap().blob_key).await.unwrap();
 
     let node = TestNode::serve_with(dir.path(), &server, &channel).await;
     assert_eq!(

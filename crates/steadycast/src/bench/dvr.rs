@@ -72,8 +72,13 @@ pub async fn run(
     );
 
     let started = Instant::now();
-    let restarted = Origin::new(catalog.clone(), blobs.clone(), channel::Events::default());
-    restarted.repair(&spec.id).await?;
+    let restarted = Origin::new(
+        catalog.clone(),
+        blobs.clone(),
+        channel::Events::default(),
+        false,
+    );
+    restarted.repair(&spec.id, None).await?;
     let repaired = started.elapsed().as_secs_f64();
     let rss_before = resident_bytes();
     restarted.add_channel(spec.clone(), "bench".into()).await?;

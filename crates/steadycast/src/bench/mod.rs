@@ -78,7 +78,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => Catalog::open_sqlite(&dir.path().join("catalog.db")).await?,
     };
     let blobs = BlobStore::from(DirStore::open(dir.path().join("segments")).await?);
-    let origin = Origin::new(catalog.clone(), blobs.clone(), channel::Events::default());
+    let origin = Origin::new(
+        catalog.clone(),
+        blobs.clone(),
+        channel::Events::default(),
+        false,
+    );
     origin
         .add_channel(spec.clone(), "bench".to_string())
         .await?;

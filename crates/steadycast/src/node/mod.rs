@@ -1,6 +1,9 @@
-//! An all-in-one node: ingest listeners, both pipelines of every channel, the packager and the
-//! origin in one process, on the embedded store (SQLite + a directory) or the scale-out one
-//! (PostgreSQL + an S3-compatible bucket).
+//! A node: ingest listeners, pipelines, the packager and the origin, in one process. On the
+//! embedded store (SQLite + a directory) it runs both pipelines of every channel itself; on a
+//! shared PostgreSQL catalog it is one node of a cluster ([`cluster`]): its roles say what it
+//! runs, and pipelines go wherever the leases place them.
+
+mod cluster;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BlobsConfig, ServerConfig};
 
-/// A started channel: its pipeline tasks and their status.
+/// A channel's pipelines running on this node: both in a single node, those whose leases it
+/// holds in a cluster.
+#[derive(Default)]
 struct RunningChannel {
-    tasks: Vec<JoinHandle<()>>,
     pipelines: Vec<RunningPipeline>,
 }
 
@@ -31,6 +35,7 @@ struct RunningPipeline {
     feed: Feed,
     status: Arc<PipelineStatus>,
     faults: Arc<Faults>,
+    task: JoinHandle<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +59,11 @@ pub struct Node {
     pub server: ServerConfig,
     /// The HTTP address this node answers on.
     pub http: SocketAddr,
-    /// Where this node's pipelines deliver: its own HTTP listener.
-    packager_url: String,
+    /// This node in the catalog: its id, roles, and the URL others reach it at (where its
+    /// own pipelines deliver in a single node).
+    pub info: store::NodeInfo,
+    /// The pipeline leases this node holds (in a cluster).
+    pub leases: ::cluster::HeldLeases,
     running: Mutex<HashMap<String, RunningChannel>>,
     pub events: Events,
     pub cancel: CancellationToken,
@@ -67,6 +75,10 @@ pub struct Node {
 impl Node {
     /// Opens the store and starts the ingest listeners. Channels start with [`Node::start_channel`].
     pub async fn open(server: ServerConfig, http: SocketAddr) -> anyhow::Result<Arc<Self>> {
+        let problems = server.cluster_problems();
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.join("; "));
+        }
         std::fs::create_dir_all(&server.data_dir)
             .with_context(|| format!("creating data directory {}", server.data_dir.display()))?;
         let url = server.catalog_url();
@@ -81,14 +93,25 @@ impl Node {
         };
         tracing::info!(catalog = %store::redact(&url), blobs = %blobs.describe(), "store open");
         let events = event_log(catalog.clone());
-        let origin = Origin::new(catalog.clone(), blobs, events.clone());
+        let clustered = server.is_clustered();
+        let packager = server.has_role(::cluster::ROLE_PACKAGER);
+        let origin = Origin::new(
+            catalog.clone(),
+            blobs,
+            events.clone(),
+            clustered && packager,
+        );
         let inputs = Arc::new(InputRegistry::with_events(events.clone()));
-        // Before anything is served or written: a crash may have left the two apart.
-        for row in catalog.channels().await? {
-            origin
-                .repair(&row.id)
-                .await
-                .with_context(|| format!("repairing channel `{}`", row.id))?;
+        // Before anything is served or written: a crash may have left the two apart. In a
+        // cluster other packagers are writing meanwhile: what no row lists yet may be theirs.
+        if packager {
+            for row in catalog.channels().await? {
+                let in_flight_from = clustered.then(|| cluster::in_flight_from(&row.spec));
+                origin
+                    .repair(&row.id, in_flight_from)
+                    .await
+                    .with_context(|| format!("repairing channel `{}`", row.id))?;
+            }
         }
         let cancel = CancellationToken::new();
         tokio::spawn(sweep_retention(
@@ -115,23 +138,27 @@ impl Node {
                 }
             });
         }
-        let host = if http.ip().is_unspecified() {
-            SocketAddr::from(([127, 0, 0, 1], http.port()))
-        } else {
-            http
-        };
-        Ok(Arc::new(Self {
+        let info = cluster::node_info(&server, http)?;
+        catalog
+            .heartbeat(&info)
+            .await
+            .context("registering the node in the catalog")?;
+        tracing::info!(node = %info.id, roles = %info.roles, url = %info.url, "node registered");
+        let node = Arc::new(Self {
             origin,
             catalog,
             inputs,
             server,
             http,
-            packager_url: format!("http://{host}"),
+            info,
+            leases: Default::default(),
             running: Mutex::new(HashMap::new()),
             events,
             cancel,
             started: AtomicBool::new(false),
-        }))
+        });
+        node.spawn_cluster_tasks();
+        Ok(node)
     }
 
     /// Validates, completes (credential), persists and starts a new channel.
@@ -214,6 +241,9 @@ impl Node {
     }
 
     async fn start_channel(&self, spec: &ChannelSpec) -> Result<(), NodeError> {
+        if self.server.is_clustered() {
+            return self.follow_channel(spec).await;
+        }
         self.stop_channel(&spec.id);
         let credential = spec.ingest_credential.clone().unwrap_or_default();
         let mut ports = HashMap::new();
@@ -236,44 +266,61 @@ impl Node {
             self.inputs.remove_channel(&spec.id);
             return Err(e.into());
         }
-        let (mut tasks, mut pipelines) = (Vec::new(), Vec::new());
+        let packager = PackagerTarget {
+            base_url: self.info.url.clone(),
+            credential,
+        };
+        let mut running = RunningChannel::default();
         for feed in Feed::BOTH {
             let inputs: Vec<_> = spec
                 .inputs_of(feed)
                 .into_iter()
                 .filter_map(|name| ports.get(name).cloned())
                 .collect();
-            if inputs.is_empty() {
-                continue;
+            if !inputs.is_empty() {
+                let packagers = vec![packager.clone()];
+                running
+                    .pipelines
+                    .push(self.spawn_pipeline(spec, feed, inputs, packagers, None));
             }
-            let config = PipelineConfig {
-                spec: spec.clone(),
-                feed,
-                inputs,
-                packagers: vec![PackagerTarget {
-                    base_url: self.packager_url.clone(),
-                    credential: credential.clone(),
-                }],
-                hang_timeout: Duration::from_secs(self.server.hang_timeout_seconds),
-                status: Arc::default(),
-                events: self.events.clone(),
-                faults: Arc::default(),
-            };
-            pipelines.push(RunningPipeline {
-                feed,
-                status: config.status.clone(),
-                faults: config.faults.clone(),
-            });
-            let id = spec.id.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = pipeline::run(config).await {
-                    tracing::error!(channel = %id, %feed, error = %e, "pipeline stopped");
-                }
-            }));
         }
-        let running = RunningChannel { tasks, pipelines };
         self.lock_running().insert(spec.id.clone(), running);
         Ok(())
+    }
+
+    /// Starts pipeline `feed` of `spec`, delivering to `packagers`.
+    fn spawn_pipeline(
+        &self,
+        spec: &ChannelSpec,
+        feed: Feed,
+        inputs: Vec<Arc<ingest::InputPort>>,
+        packagers: Vec<PackagerTarget>,
+        lease_epoch: Option<u64>,
+    ) -> RunningPipeline {
+        let config = PipelineConfig {
+            spec: spec.clone(),
+            feed,
+            inputs,
+            packagers,
+            hang_timeout: Duration::from_secs(self.server.hang_timeout_seconds),
+            status: Arc::default(),
+            events: self.events.clone(),
+            faults: Arc::default(),
+            lease_epoch,
+        };
+        let (status, faults) = (config.status.clone(), config.faults.clone());
+        let id = spec.id.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = pipeline::run(config).await {
+                tracing::error!(channel = %id, %feed, error = %e, "pipeline stopped");
+            }
+        });
+        RunningPipeline {
+            feed,
+            status,
+            faults,
+            task,
+        }
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningChannel>> {
@@ -282,8 +329,8 @@ impl Node {
 
     fn stop_channel(&self, id: &str) {
         let running = self.lock_running().remove(id);
-        for task in running.into_iter().flat_map(|r| r.tasks) {
-            task.abort();
+        for pipeline in running.into_iter().flat_map(|r| r.pipelines) {
+            pipeline.task.abort();
         }
         self.inputs.remove_channel(id);
         self.origin.remove_channel(id);

@@ -1,0 +1,234 @@
+//! A node as one of a cluster's: its identity in the catalog, its heartbeat, the pipelines its
+//! leases place on it, and the channels its packager and origin follow.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use channel::ChannelSpec;
+use cluster::{Keeper, PipelineHost, ROLE_ORIGIN, ROLE_PACKAGER, ROLE_PIPELINE};
+use pipeline::PackagerTarget;
+use store::NodeInfo;
+use timeline::Feed;
+
+use super::{Node, NodeError};
+use crate::config::ServerConfig;
+
+/// Segments whose uploads may still be under way: their end lies less than this in the past
+/// (three delivery attempts of 10 s each, with room to spare).
+const UPLOADS_IN_FLIGHT: Duration = Duration::from_secs(60);
+
+/// This node as it registers: its id (configured, or made once and kept in the data
+/// directory), roles, the URL others reach it at, and this process.
+pub(super) fn node_info(server: &ServerConfig, http: SocketAddr) -> anyhow::Result<NodeInfo> {
+    let id = match &server.node_id {
+        Some(id) => id.clone(),
+        None => stored_node_id(&server.data_dir)?,
+    };
+    let url = server.advertise_url.clone().unwrap_or_else(|| {
+        let host = if http.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], http.port()))
+        } else {
+            http
+        };
+        format!("http://{host}")
+    });
+    Ok(NodeInfo {
+        id,
+        roles: server.roles.join(","),
+        url: url.trim_end_matches('/').to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        started_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64,
+    })
+}
+
+fn stored_node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = format!("node-{}", &super::new_secret()[..12]);
+            std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
+/// The first segment of a stored channel whose uploads other packagers may still be listing.
+pub(super) fn in_flight_from(spec_json: &str) -> u64 {
+    let Some(grid) = serde_json::from_str::<ChannelSpec>(spec_json)
+        .ok()
+        .and_then(|spec| spec.grid().ok())
+    else {
+        return 0;
+    };
+    let settled = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(UPLOADS_IN_FLIGHT);
+    grid.segment_of(settled.as_millis() as u64, 1000)
+}
+
+impl Node {
+    /// The heartbeat of every node; in a cluster also the lease keeper of a pipeline node and
+    /// the channel follower of a packager or origin.
+    pub(super) fn spawn_cluster_tasks(self: &Arc<Self>) {
+        let leases = self.server.leases;
+        tokio::spawn(cluster::heartbeat(
+            self.catalog.clone(),
+            self.info.clone(),
+            leases.renew_interval(),
+            self.cancel.clone(),
+        ));
+        if !self.server.is_clustered() {
+            return;
+        }
+        if self.server.has_role(ROLE_PIPELINE) {
+            let keeper = Keeper {
+                catalog: self.catalog.clone(),
+                node: self.info.clone(),
+                settings: leases,
+                host: Host(self.clone()),
+                events: self.events.clone(),
+                held: self.leases.clone(),
+            };
+            tokio::spawn(keeper.run(self.cancel.clone()));
+        }
+        if self.server.has_role(ROLE_PACKAGER) || self.server.has_role(ROLE_ORIGIN) {
+            tokio::spawn(follow_channels(self.clone(), leases.claim_interval()));
+        }
+    }
+
+    /// In a cluster, a channel is served here by the packager and origin roles; its pipelines
+    /// start where the leases place them.
+    pub(super) async fn follow_channel(&self, spec: &ChannelSpec) -> Result<(), NodeError> {
+        if !(self.server.has_role(ROLE_PACKAGER) || self.server.has_role(ROLE_ORIGIN)) {
+            return Ok(());
+        }
+        let credential = spec.ingest_credential.clone().unwrap_or_default();
+        self.origin.add_channel(spec.clone(), credential).await?;
+        Ok(())
+    }
+
+    /// The packagers a pipeline started now delivers to: every packager node seen alive.
+    async fn packagers(&self, credential: &str) -> Result<Vec<PackagerTarget>, String> {
+        let nodes = self.catalog.nodes().await.map_err(|e| e.to_string())?;
+        let targets: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.has_role(ROLE_PACKAGER) && n.seen_ago_ms <= self.server.leases.ttl_ms)
+            .map(|n| PackagerTarget {
+                base_url: n.url.clone(),
+                credential: credential.to_string(),
+            })
+            .collect();
+        if targets.is_empty() {
+            return Err("no packager node is up".into());
+        }
+        Ok(targets)
+    }
+
+    /// Starts pipeline `feed` of a stored channel under lease `epoch`, with its inputs here.
+    async fn start_leased(&self, id: &str, feed: Feed, epoch: u64) -> Result<(), String> {
+        let row = self.catalog.channel(id).await.map_err(|e| e.to_string())?;
+        let row = row.ok_or_else(|| format!("channel `{id}` is gone"))?;
+        let spec: ChannelSpec = serde_json::from_str(&row.spec).map_err(|e| e.to_string())?;
+        let credential = spec.ingest_credential.clone().unwrap_or_default();
+        let packagers = self.packagers(&credential).await?;
+        let mut inputs = Vec::new();
+        for name in spec.inputs_of(feed) {
+            let port = match self.inputs.port(id, name) {
+                Some(port) => port,
+                None => {
+                    let input = spec.inputs.get(name).cloned();
+                    let input = input.ok_or_else(|| format!("no input `{name}`"))?;
+                    self.inputs
+                        .add(id, name, input)
+                        .map_err(|e| e.to_string())?
+                }
+            };
+            inputs.push(port);
+        }
+        let pipeline = self.spawn_pipeline(&spec, feed, inputs, packagers, Some(epoch));
+        let mut running = self.lock_running();
+        let channel = running.entry(id.to_string()).or_default();
+        channel.pipelines.retain(|p| p.feed != feed);
+        channel.pipelines.push(pipeline);
+        tracing::info!(channel = %id, %feed, epoch, "pipeline started under its lease");
+        Ok(())
+    }
+
+    /// Stops a leased pipeline at once; the channel's inputs go with its last one here.
+    fn stop_leased(&self, id: &str, feed: Feed) {
+        let mut running = self.lock_running();
+        let Some(channel) = running.get_mut(id) else {
+            return;
+        };
+        channel.pipelines.retain(|p| {
+            if p.feed == feed {
+                p.task.abort();
+            }
+            p.feed != feed
+        });
+        if channel.pipelines.is_empty() {
+            running.remove(id);
+            drop(running);
+            self.inputs.remove_channel(id);
+        }
+        tracing::info!(channel = %id, %feed, "pipeline stopped: its lease went");
+    }
+}
+
+/// The keeper's hands on this node.
+struct Host(Arc<Node>);
+
+impl PipelineHost for Host {
+    async fn start(&self, channel: &str, feed: Feed, epoch: u64) -> Result<(), String> {
+        self.0.start_leased(channel, feed, epoch).await
+    }
+
+    fn stop(&self, channel: &str, feed: Feed) {
+        self.0.stop_leased(channel, feed);
+    }
+}
+
+/// Keeps the channels a packager or origin serves in line with the catalog's: channels made or
+/// deleted through any node's API appear or go here within `every`.
+async fn follow_channels(node: Arc<Node>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = node.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let rows = match node.catalog.channels().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the channels; retrying");
+                continue;
+            }
+        };
+        for row in &rows {
+            if node.origin.channel(&row.id).is_some() {
+                continue;
+            }
+            let added = match serde_json::from_str::<ChannelSpec>(&row.spec) {
+                Ok(spec) => node.follow_channel(&spec).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = added {
+                tracing::warn!(channel = %row.id, error = %e, "cannot serve channel; retrying");
+            }
+        }
+        for id in node.origin.channel_ids() {
+            if !rows.iter().any(|r| r.id == id) {
+                node.origin.remove_channel(&id);
+            }
+        }
+    }
+}
