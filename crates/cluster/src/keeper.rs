@@ -26,6 +26,8 @@ pub trait PipelineHost: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// Stops it at once.
     fn stop(&self, channel: &str, feed: Feed);
+    /// Whether it delivers segments now.
+    fn delivers(&self, channel: &str, feed: Feed) -> bool;
 }
 
 /// A lease this node holds.
@@ -200,6 +202,7 @@ impl<H: PipelineHost> Keeper<H> {
                     &self.node.id,
                     lease.epoch,
                     self.settings.ttl_ms,
+                    self.host.delivers(&channel, feed),
                 )
                 .await;
             match renewed {
@@ -253,9 +256,8 @@ fn slots(
             let lease = leases
                 .iter()
                 .find(|l| &l.channel == channel && l.feed == feed);
-            let holder = lease
-                .filter(|l| !l.is_free())
-                .and_then(|l| l.holder.clone());
+            let held = lease.filter(|l| !l.is_free());
+            let holder = held.and_then(|l| l.holder.clone());
             let key = (channel.clone(), feed);
             let free_for_ms = if holder.is_some() {
                 free_since.remove(&key);
@@ -269,6 +271,7 @@ fn slots(
                 feed,
                 holder,
                 free_for_ms,
+                ready: held.is_some_and(|l| l.ready),
             });
         }
     }

@@ -3,13 +3,14 @@
 //!
 //! The rules, in order:
 //! - A draining node claims nothing, and gives its leases up one at a time, each only while
-//!   another node runs the channel's other pipeline (so the channel never loses both).
+//!   the channel's other pipeline delivers (so the channel never loses both).
 //! - A free lease (never taken, released or expired) is claimed at once unless another
 //!   pipeline node is a better home: one that runs neither of the channel's pipelines when
 //!   this node runs the other one (a and b of a channel never share a node while another is
 //!   free), or one that holds fewer leases. Then this node waits `grace_ms` for it first.
 //! - A node running both pipelines of a channel gives one up when a node that runs neither
-//!   and holds fewer leases has joined: the other pipeline covers while it moves.
+//!   and holds fewer leases has joined, once the one it keeps delivers: that one covers
+//!   while the other moves.
 
 use std::collections::BTreeSet;
 
@@ -32,6 +33,8 @@ pub struct Slot {
     pub holder: Option<String>,
     /// How long this node has seen it free; 0 when held.
     pub free_for_ms: u64,
+    /// Its holder's pipeline delivers segments.
+    pub ready: bool,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -75,34 +78,48 @@ pub fn plan(me: &str, draining: bool, peers: &[Peer], slots: &[Slot], grace_ms: 
             plan.claim.push((slot.channel.clone(), slot.feed));
         }
     }
-    plan.release.extend(rebalance_step(me, &others, &held));
+    plan.release
+        .extend(rebalance_step(me, &others, &held, slots));
     plan
 }
 
-/// One lease a draining node may give up now: one whose channel's other pipeline runs on
-/// another node, or, where this node runs both, one of them.
+/// Whether pipeline `feed` of `channel` runs and delivers.
+fn delivers(slots: &[Slot], channel: &str, feed: Feed) -> bool {
+    slots
+        .iter()
+        .any(|s| s.channel == channel && s.feed == feed && s.holder.is_some() && s.ready)
+}
+
+/// One lease a draining node may give up now: one whose channel's other pipeline delivers
+/// on another node, or, where this node runs both, b once a delivers.
 fn drain_step(me: &str, slots: &[Slot]) -> Option<(String, Feed)> {
     let mine = slots.iter().filter(|s| s.holder.as_deref() == Some(me));
     let mut fallback = None;
     for slot in mine {
-        let sibling = slots
+        let (channel, sibling) = (slot.channel.as_str(), slot.feed.other());
+        if !delivers(slots, channel, sibling) {
+            continue;
+        }
+        let sibling_mine = slots
             .iter()
-            .find(|s| s.channel == slot.channel && s.feed == slot.feed.other());
-        match sibling.and_then(|s| s.holder.as_deref()) {
-            Some(other) if other != me => return Some((slot.channel.clone(), slot.feed)),
-            Some(_) => fallback = fallback.or(Some((slot.channel.clone(), Feed::B))),
-            None => {}
+            .any(|s| s.channel == channel && s.feed == sibling && s.holder.as_deref() == Some(me));
+        if !sibling_mine {
+            return Some((slot.channel.clone(), slot.feed));
+        }
+        if slot.feed == Feed::B {
+            fallback = fallback.or(Some((slot.channel.clone(), Feed::B)));
         }
     }
     fallback
 }
 
-/// Where this node runs both pipelines of a channel and a peer that runs neither holds at
-/// least two leases fewer, gives one (b) up, one channel per round.
+/// Where this node runs both pipelines of a channel, a delivers, and a peer that runs neither
+/// holds at least two leases fewer, gives b up, one channel per round.
 fn rebalance_step(
     me: &str,
     others: &[&str],
     held: &BTreeSet<(&str, Feed, &str)>,
+    slots: &[Slot],
 ) -> Option<(String, Feed)> {
     let count = |node: &str| held.iter().filter(|(h, _, _)| *h == node).count();
     let mine = count(me);
@@ -111,7 +128,7 @@ fn rebalance_step(
         .filter(|(h, f, _)| *h == me && *f == Feed::A)
         .map(|(_, _, c)| *c);
     for channel in channels {
-        if !held.contains(&(me, Feed::B, channel)) {
+        if !held.contains(&(me, Feed::B, channel)) || !delivers(slots, channel, Feed::A) {
             continue;
         }
         let free_peer = others.iter().any(|&o| {

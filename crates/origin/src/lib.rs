@@ -174,24 +174,30 @@ impl Origin {
             .cloned()
     }
 
-    /// The packager ingest and playback routes, with CORS for browser players.
-    pub fn router(self: &Arc<Self>) -> Router {
+    /// The playback routes, with CORS for browser players.
+    pub fn playback_router(self: &Arc<Self>) -> Router {
         let cors = CorsLayer::new()
             .allow_origin(Any)
             .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
             .allow_headers(Any)
             .expose_headers(Any)
             .max_age(Duration::from_secs(86_400));
-        let playback = Router::new()
+        Router::new()
             .route("/live/{channel}/{file}", get(playback::manifest))
             .route("/live/{channel}/{rendition}/{file}", get(playback::media))
             .route("/time", get(playback::time))
             .route("/vod/{name}/{*path}", get(playback::vod))
-            .layer(cors);
-        let ingest = Router::new().route(
-            "/ingest/{channel}/{feed}/{rendition}/{file}",
-            put(packager::put),
-        );
-        playback.merge(ingest).with_state(self.clone())
+            .layer(cors)
+            .with_state(self.clone())
+    }
+
+    /// The packager's ingest route, where pipelines deliver.
+    pub fn ingest_router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(
+                "/ingest/{channel}/{feed}/{rendition}/{file}",
+                put(packager::put),
+            )
+            .with_state(self.clone())
     }
 }

@@ -283,13 +283,20 @@ async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask
         .with_context(|| format!("binding HTTP on {}", server.listen))?;
     let http = listener.local_addr()?;
     let node = Node::open(server, http).await?;
-    let app = node
-        .origin
-        .router()
-        .merge(api::router(node.clone()))
-        .merge(ops::router(node.clone(), metrics))
-        .merge(crate::web::router(node.clone()))
-        .layer(axum::middleware::from_fn(ops::track_requests));
+    let roles = &node.server;
+    let mut app = ops::router(node.clone(), metrics);
+    if roles.has_role(cluster::ROLE_ORIGIN) {
+        app = app.merge(node.origin.playback_router());
+    }
+    if roles.has_role(cluster::ROLE_PACKAGER) {
+        app = app.merge(node.origin.ingest_router());
+    }
+    if roles.has_role(cluster::ROLE_API) {
+        app = app
+            .merge(api::router(node.clone()))
+            .merge(crate::web::router(node.clone()));
+    }
+    let app = app.layer(axum::middleware::from_fn(ops::track_requests));
     let task = tokio::spawn(crate::http::serve(listener, app));
     tracing::info!(%http, "HTTP up");
     Ok((node, task))

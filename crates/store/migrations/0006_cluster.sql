@@ -16,11 +16,14 @@ CREATE TABLE IF NOT EXISTS nodes (
 
 -- Who runs pipeline a or b of a channel. `epoch` grows with every claim and fences the
 -- holder's deliveries: the packager lists a segment only while its epoch is the current one.
+-- `ready`: the holder's pipeline delivers segments (a drain or a rebalance moves the other
+-- pipeline only then).
 CREATE TABLE IF NOT EXISTS leases (
     channel     TEXT NOT NULL,
     feed        TEXT NOT NULL,
     holder      TEXT,
     epoch       INTEGER NOT NULL,
     expires_ms  INTEGER NOT NULL,
+    ready       INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (channel, feed)
 );

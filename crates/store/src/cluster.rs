@@ -56,6 +56,8 @@ pub struct LeaseRow {
     pub epoch: u64,
     /// Milliseconds until it expires by the database's clock; negative once expired.
     pub remaining_ms: i64,
+    /// Whether the holder's pipeline delivered segments at its last renewal.
+    pub ready: bool,
 }
 
 impl LeaseRow {
@@ -143,7 +145,7 @@ impl Catalog {
     /// Every lease, by channel and feed.
     pub async fn leases(&self) -> Result<Vec<LeaseRow>> {
         let rows = sqlx::query(&format!(
-            "SELECT channel, feed, holder, epoch, expires_ms - {} AS remaining_ms
+            "SELECT channel, feed, holder, epoch, ready, expires_ms - {} AS remaining_ms
              FROM leases ORDER BY channel, feed",
             self.clock()
         ))
@@ -167,8 +169,8 @@ impl Catalog {
         let row = sqlx::query(&format!(
             "INSERT INTO leases (channel, feed, holder, epoch, expires_ms)
              VALUES ($1, $2, $3, 1, {now} + $4) ON CONFLICT (channel, feed) DO UPDATE SET
-             holder = excluded.holder, epoch = leases.epoch + 1, expires_ms = excluded.expires_ms
-             WHERE leases.holder IS NULL OR leases.holder = excluded.holder
+             holder = excluded.holder, epoch = leases.epoch + 1, expires_ms = excluded.expires_ms,
+             ready = 0 WHERE leases.holder IS NULL OR leases.holder = excluded.holder
                 OR leases.expires_ms < {now}
              RETURNING epoch"
         ))
@@ -182,8 +184,9 @@ impl Catalog {
             .transpose()
     }
 
-    /// Extends a held, unexpired lease by `ttl_ms` from now. False when it is no longer this
-    /// holder's at this epoch, or has expired: the holder must stop at once.
+    /// Extends a held, unexpired lease by `ttl_ms` from now, saying whether its pipeline
+    /// delivers (`ready`). False when it is no longer this holder's at this epoch, or has
+    /// expired: the holder must stop at once.
     pub async fn renew_lease(
         &self,
         channel: &str,
@@ -191,17 +194,19 @@ impl Catalog {
         holder: &str,
         epoch: u64,
         ttl_ms: u64,
+        ready: bool,
     ) -> Result<bool> {
         let now = self.clock();
         let done = sqlx::query(&format!(
-            "UPDATE leases SET expires_ms = {now} + $1 WHERE channel = $2 AND feed = $3
-             AND holder = $4 AND epoch = $5 AND expires_ms >= {now}"
+            "UPDATE leases SET expires_ms = {now} + $1, ready = $6 WHERE channel = $2
+             AND feed = $3 AND holder = $4 AND epoch = $5 AND expires_ms >= {now}"
         ))
         .bind(ttl_ms as i64)
         .bind(channel)
         .bind(feed.as_str())
         .bind(holder)
         .bind(epoch as i64)
+        .bind(i64::from(ready))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() > 0)
@@ -309,5 +314,6 @@ fn lease_row(r: &AnyRow) -> Result<LeaseRow> {
         holder: r.try_get("holder")?,
         epoch: r.try_get::<i64, _>("epoch")? as u64,
         remaining_ms: r.try_get("remaining_ms")?,
+        ready: r.try_get::<i64, _>("ready")? != 0,
     })
 }

@@ -86,13 +86,14 @@ async fn a_lease_is_held_renewed_and_released(catalog: &Catalog) {
     );
     assert!(
         catalog
-            .renew_lease("c1", Feed::A, "n1", 1, 60_000)
+            .renew_lease("c1", Feed::A, "n1", 1, 60_000, true)
             .await
             .unwrap()
     );
+    assert!(catalog.leases().await.unwrap()[0].ready);
     assert!(
         !catalog
-            .renew_lease("c1", Feed::A, "n2", 1, 60_000)
+            .renew_lease("c1", Feed::A, "n2", 1, 60_000, true)
             .await
             .unwrap()
     );
@@ -105,8 +106,12 @@ async fn a_lease_is_held_renewed_and_released(catalog: &Catalog) {
         Some(2)
     );
     assert!(
+        !catalog.leases().await.unwrap()[0].ready,
+        "a new claim is not ready"
+    );
+    assert!(
         !catalog
-            .renew_lease("c1", Feed::A, "n1", 1, 60_000)
+            .renew_lease("c1", Feed::A, "n1", 1, 60_000, false)
             .await
             .unwrap()
     );
@@ -141,7 +146,7 @@ async fn an_expired_lease_goes_to_the_next_claimant(catalog: &Catalog) {
     // Expired: its holder may no longer renew it, and another node takes it.
     assert!(
         !catalog
-            .renew_lease("c2", Feed::B, "n1", 1, 60_000)
+            .renew_lease("c2", Feed::B, "n1", 1, 60_000, false)
             .await
             .unwrap()
     );

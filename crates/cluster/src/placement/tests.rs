@@ -11,12 +11,22 @@ fn peers(ids: &[&str]) -> Vec<Peer> {
         .collect()
 }
 
+/// A held slot delivers, unless made with [`starting`].
 fn slot(channel: &str, feed: Feed, holder: Option<&str>, free_for_ms: u64) -> Slot {
     Slot {
         channel: channel.into(),
         feed,
         holder: holder.map(String::from),
         free_for_ms,
+        ready: holder.is_some(),
+    }
+}
+
+/// A slot whose holder's pipeline does not deliver yet.
+fn starting(channel: &str, feed: Feed, holder: &str) -> Slot {
+    Slot {
+        ready: false,
+        ..slot(channel, feed, Some(holder), 0)
     }
 }
 
@@ -108,6 +118,12 @@ fn a_node_running_both_gives_one_to_a_free_newcomer() {
     assert!(alone.release.is_empty());
     let joined = plan_of("n1", &slots, &["n1", "n2"]);
     assert_eq!(joined.release, [("c".to_string(), Feed::B)]);
+    // Not while a, which would cover, is still starting.
+    let a_starting = [
+        starting("c", Feed::A, "n1"),
+        slot("c", Feed::B, Some("n1"), 0),
+    ];
+    assert!(plan_of("n1", &a_starting, &["n1", "n2"]).release.is_empty());
     // The newcomer may not take the one n1 still runs.
     assert!(plan_of("n2", &slots, &["n1", "n2"]).claim.is_empty());
 }
@@ -138,6 +154,15 @@ fn a_draining_node_gives_leases_up_one_at_a_time_and_never_both_of_a_channel() {
     ];
     let plan = super::plan("n1", true, &peers(&["n1", "n2"]), &waiting, GRACE);
     assert!(plan.release.is_empty(), "the last pipeline of c2 stays");
+    let taken = [
+        slot("c2", Feed::A, Some("n1"), 0),
+        starting("c2", Feed::B, "n2"),
+    ];
+    let plan = super::plan("n1", true, &peers(&["n1", "n2"]), &taken, GRACE);
+    assert!(
+        plan.release.is_empty(),
+        "not until the new holder of b delivers"
+    );
 }
 
 #[test]

@@ -98,7 +98,7 @@ pub async fn run(
     // The restarted origin knows every listing (the packager path was bypassed above).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = restarted.router();
+    let app = restarted.playback_router();
     tokio::spawn(crate::http::serve(listener, app));
 
     let client = reqwest::Client::new();

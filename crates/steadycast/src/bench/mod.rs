@@ -89,7 +89,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = origin.router();
+    let app = origin.playback_router().merge(origin.ingest_router());
     tokio::spawn(crate::http::serve(listener, app));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use channel::ChannelSpec;
 use cluster::{Keeper, PipelineHost, ROLE_ORIGIN, ROLE_PACKAGER, ROLE_PIPELINE};
-use pipeline::PackagerTarget;
+use pipeline::{PackagerTarget, Phase};
 use store::NodeInfo;
 use timeline::Feed;
 
@@ -193,6 +193,14 @@ impl PipelineHost for Host {
 
     fn stop(&self, channel: &str, feed: Feed) {
         self.0.stop_leased(channel, feed);
+    }
+
+    fn delivers(&self, channel: &str, feed: Feed) -> bool {
+        self.0.pipelines(channel).iter().any(|(f, state)| {
+            *f == feed
+                && matches!(state.phase, Phase::Encoding | Phase::Filling)
+                && state.segments_this_run > 0
+        })
     }
 }
 

@@ -119,7 +119,10 @@ impl Node {
             server.retention_interval_seconds,
             cancel.clone(),
         ));
-        if let Some(addr) = server.rtmp_listen {
+        // Until the input relay, a cluster's RTMP and SRT inputs are reached on the node
+        // running their pipeline, which must also have the ingest role.
+        let ingest = server.has_role(::cluster::ROLE_INGEST);
+        if let Some(addr) = server.rtmp_listen.filter(|_| ingest) {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the RTMP listener on {addr}"))?;
@@ -130,7 +133,7 @@ impl Node {
                 cancel.clone(),
             ));
         }
-        if let Some(addr) = server.srt_listen {
+        if let Some(addr) = server.srt_listen.filter(|_| ingest) {
             let srt = ingest::srt::serve(addr, inputs.clone(), cancel.clone());
             tokio::spawn(async move {
                 if let Err(e) = srt.await {

@@ -1,0 +1,285 @@
+//! A channel across machines: a packager/origin/API node and two pipeline nodes, separate
+//! processes on one PostgreSQL catalog and one Garage bucket. Pipelines a and b sit on the
+//! two pipeline nodes by their leases; with `steadycast verify` watching, the node holding
+//! pipeline a is killed (-9), restarted (the lone survivor gives it a pipeline back), frozen
+//! past its lease (SIGSTOP, then SIGCONT: it stops its pipeline and lists nothing under its old
+//! epoch), and drained: the viewer sees nothing of it.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use store::Catalog;
+use test_servers::{Garage, Postgres};
+
+const PATTERN: &str =
+    "[channels.inputs.pattern]\ntype = \"test-pattern\"\nsize = \"320x180\"\nframe_rate = \"15\"";
+/// Short leases, so that a takeover fits a test: expired 2 s after the last renewal.
+const LEASES: &str = "leases = { ttl_ms = 2000, renew_interval_ms = 400, claim_interval_ms = 400 }";
+
+struct Cluster {
+    pg: Postgres,
+    server: String,
+    packager: TestNode,
+}
+
+impl Cluster {
+    /// The `[server]` keys of a node with `roles` and `id` on the shared catalog and bucket.
+    fn config(&self, roles: &str, id: &str) -> String {
+        format!(
+            "{}\nroles = [{roles}]\nnode_id = \"{id}\"\n{LEASES}",
+            self.server
+        )
+    }
+
+    async fn pipeline_node(&self, dir: &Path, id: &str) -> TestNode {
+        TestNode::serve_with(dir, &self.config("\"pipeline\"", id), "").await
+    }
+
+    async fn nodes(&self) -> Value {
+        let (status, body) = get(&self.packager.url("/api/v1/nodes")).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// The node holding pipeline `feed` of the channel, with its lease epoch.
+    async fn holder(&self, feed: &str) -> Option<(String, u64)> {
+        let nodes = self.nodes().await;
+        nodes["nodes"].as_array()?.iter().find_map(|n| {
+            let lease = n["leases"].as_array()?.iter().find(|l| l["feed"] == feed)?;
+            Some((n["id"].as_str()?.to_string(), lease["epoch"].as_u64()?))
+        })
+    }
+
+    /// Waits until pipelines a and b are held by `a` and `b`; returns their epochs.
+    async fn wait_for_placement(&self, a: &str, b: &str, what: &str) -> (u64, u64) {
+        wait_for(what, Duration::from_secs(30), || async {
+            match (self.holder("a").await?, self.holder("b").await?) {
+                ((ha, ea), (hb, eb)) if ha == a && hb == b => Some((ea, eb)),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Second copies compared with the listed ones, and how many disagreed, over renditions.
+    async fn alignment(&self) -> (u64, u64) {
+        let url = self.packager.url("/api/v1/channels/scale/alignment");
+        let report: Value = serde_json::from_str(&get(&url).await.unwrap().1).unwrap();
+        let renditions = report["renditions"].as_object().unwrap();
+        renditions.values().fold((0, 0), |(c, m), r| {
+            (
+                c + r["compared"].as_u64().unwrap(),
+                m + r["misaligned"].as_u64().unwrap(),
+            )
+        })
+    }
+
+    /// Waits until the packager has compared `more` further copies: both pipelines deliver.
+    async fn wait_for_both_feeds(&self, more: u64, what: &str) {
+        let (start, _) = self.alignment().await;
+        wait_for(what, Duration::from_secs(60), || async {
+            (self.alignment().await.0 >= start + more).then_some(())
+        })
+        .await;
+    }
+}
+
+fn watch(cluster: &Cluster, seconds: u32) -> tokio::task::JoinHandle<(bool, Value, String)> {
+    let url = cluster.packager.url("/live/scale/main.m3u8");
+    let seconds = seconds.to_string();
+    tokio::spawn(async move { verify(&url, &["--seconds", &seconds]).await })
+}
+
+/// Asserts verify's verdict; on a failure, first prints what each node logged of leases,
+/// warnings and errors, to tell a takeover's timing from a lost segment.
+fn assert_seamless(what: &str, (ok, report, _): (bool, Value, String), nodes: &[&TestNode]) {
+    if !ok {
+        for node in nodes {
+            eprintln!("--- {} ---", node.dir.display());
+            node.log()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("lease"))
+                .for_each(|l| eprintln!("{l}"));
+        }
+    }
+    assert_steady(what, ok, &report);
+}
+
+fn signal(node: &TestNode, signal: i32) {
+    let pid = node.child.id().unwrap() as i32;
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// The highest segment number listed under `feed`'s lease `epoch`, over the video renditions.
+async fn last_listed_under(catalog: &Catalog, feed: &str, epoch: u64) -> Option<u64> {
+    let suffix = format!("-{feed}{epoch}.m4s");
+    let mut last = None;
+    for rendition in ["180p", "90p"] {
+        let rows = catalog
+            .segments_between("scale", rendition, 0, u64::MAX >> 2, 100_000)
+            .await
+            .unwrap();
+        let under = rows.iter().filter(|r| r.blob_key.ends_with(&suffix));
+        last = last.max(under.map(|r| r.n).max());
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
+    let (pg, garage) = tokio::join!(Postgres::start(), Garage::start());
+    let server = format!(
+        "catalog = \"{}\"\nblobs = {{ type = \"s3\", bucket = \"{}\", endpoint = \"{}\", \
+         region = \"{}\", access_key_id = \"{}\", secret_access_key = \"{}\" }}",
+        pg.url,
+        garage.bucket,
+        garage.endpoint,
+        garage.region,
+        garage.access_key_id,
+        garage.secret_access_key
+    );
+    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let channel = channel_toml("scale", PATTERN);
+    let packager_config = format!(
+        "{server}\nroles = [\"packager\", \"origin\", \"api\"]\nnode_id = \"edge\"\n{LEASES}"
+    );
+    let packager = TestNode::serve_with(dirs[0].path(), &packager_config, &channel).await;
+    let cluster = Cluster {
+        pg,
+        server,
+        packager,
+    };
+    let mut x = cluster.pipeline_node(dirs[1].path(), "x").await;
+    let mut y = cluster.pipeline_node(dirs[2].path(), "y").await;
+
+    // Placement: a and b on different nodes, never both on one while the other is free.
+    let (ha, _) = wait_for("pipeline a placed", Duration::from_secs(30), || async {
+        cluster.holder("a").await
+    })
+    .await;
+    let hb = if ha == "x" { "y" } else { "x" };
+    let (epoch_a, _) = cluster
+        .wait_for_placement(&ha, hb, "a and b on the two pipeline nodes")
+        .await;
+    cluster
+        .packager
+        .wait_for_segments("scale", &RENDITIONS, 3)
+        .await;
+    cluster
+        .wait_for_both_feeds(6, "copies from both pipeline nodes")
+        .await;
+    let nodes = cluster.nodes().await;
+    for id in ["edge", "x", "y"] {
+        let node = nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id);
+        assert_eq!(node.unwrap()["state"], "up", "{nodes:#}");
+    }
+    if ha == "y" {
+        std::mem::swap(&mut x, &mut y);
+    }
+    // From here `x` is the node that held pipeline a, `y` the other.
+    let (xid, yid) = (ha.clone(), hb.to_string());
+
+    // 1. kill -9 of the holder of a: y takes a over when the lease expires and its copies
+    // line up with the grid; meanwhile b's copies keep the channel whole.
+    let viewer = watch(&cluster, 30);
+    cluster.wait_for_both_feeds(3, "verify under way").await;
+    x.child.start_kill().unwrap();
+    x.child.wait().await.unwrap();
+    let (taken, _) = cluster
+        .wait_for_placement(&yid, &yid, "y running a and b after x died")
+        .await;
+    assert!(
+        taken > epoch_a,
+        "a takeover has a new epoch: {taken} after {epoch_a}"
+    );
+    let seen = viewer.await.unwrap();
+    let what = "kill -9 of the node running pipeline a";
+    assert_seamless(what, seen, &[&cluster.packager, &y]);
+    let (_, misaligned) = cluster.alignment().await;
+    assert_eq!(misaligned, 0, "copies from different nodes disagree");
+
+    // 2. x restarts with its id; y gives it a pipeline back. Then y, now holding a, freezes
+    // past its lease: x takes a over; when y wakes it stops a, and lists nothing under its
+    // old epoch.
+    let viewer = watch(&cluster, 45);
+    let x = cluster.pipeline_node(dirs[1].path(), &xid).await;
+    let (a_on_y, _) = cluster
+        .wait_for_placement(&yid, &xid, "b back on the restarted node")
+        .await;
+    cluster
+        .wait_for_both_feeds(3, "the restarted node delivering")
+        .await;
+    signal(&y, libc::SIGSTOP);
+    let (a_on_x, _) = cluster
+        .wait_for_placement(&xid, &xid, "x running a and b while y is frozen")
+        .await;
+    assert!(a_on_x > a_on_y);
+    let catalog = Catalog::open(&cluster.pg.url).await.unwrap();
+    let before_wake = last_listed_under(&catalog, "a", a_on_y).await;
+    signal(&y, libc::SIGCONT);
+    wait_for(
+        "y stopping its stale pipeline",
+        Duration::from_secs(20),
+        || async {
+            let lost = events_of(&cluster.packager, "scale", "lease_lost").await;
+            lost.iter()
+                .any(|e| e.contains(&format!("node {yid} lost")))
+                .then_some(())
+        },
+    )
+    .await;
+    let seen = viewer.await.unwrap();
+    let what = "SIGSTOP of the node running pipeline a";
+    assert_seamless(what, seen, &[&cluster.packager, &x, &y]);
+    assert_eq!(
+        last_listed_under(&catalog, "a", a_on_y).await,
+        before_wake,
+        "the frozen node listed a segment under its old epoch after the takeover"
+    );
+    // The woken node is free again and gets a pipeline back.
+    cluster
+        .wait_for_placement(&xid, &yid, "a pipeline back on the woken node")
+        .await;
+
+    // 3. Drain y: its pipeline moves to x, and y claims nothing while drained.
+    let viewer = watch(&cluster, 20);
+    cluster
+        .wait_for_both_feeds(3, "both nodes delivering before the drain")
+        .await;
+    let drained = std::process::Command::new(BIN)
+        .args(["node", "drain", &yid, "--api", &cluster.packager.url("")])
+        .output()
+        .unwrap();
+    assert!(drained.status.success(), "{drained:?}");
+    cluster
+        .wait_for_placement(&xid, &xid, "y drained onto x")
+        .await;
+    let listing = std::process::Command::new(BIN)
+        .args(["node", "list", "--api", &cluster.packager.url("")])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&listing.stdout);
+    let y_line = table.lines().find(|l| l.starts_with(&yid)).unwrap();
+    assert!(y_line.contains("draining"), "{table}");
+    assert!(
+        !y_line.contains("scale/"),
+        "a drained node holds no lease:\n{table}"
+    );
+    let seen = viewer.await.unwrap();
+    assert_seamless(
+        "drain of a pipeline node",
+        seen,
+        &[&cluster.packager, &x, &y],
+    );
+    drop((x, y));
+}
