@@ -3,6 +3,7 @@
 //! as HLS and DASH from one URL per channel, whichever pipeline made it.
 
 mod error;
+mod follow;
 mod harvest;
 mod live;
 mod manifests;
@@ -40,6 +41,8 @@ pub struct Origin {
     /// In a cluster: uploads must carry their pipeline's lease epoch, and segments are listed
     /// only while it is current.
     fenced: bool,
+    /// In a cluster: how long after its listing a segment appears in live manifests.
+    settle_ms: u64,
     /// Whether the last write to each [`StorePart`] failed: failures and recoveries are
     /// reported once each, not once per segment.
     store_failing: [AtomicBool; 2],
@@ -62,13 +65,20 @@ impl StorePart {
 }
 
 impl Origin {
-    /// `fenced`: a packager in a cluster, where pipelines' uploads are fenced by their leases.
-    pub fn new(catalog: Catalog, blobs: BlobStore, events: Events, fenced: bool) -> Arc<Self> {
+    /// `cluster`: one of a cluster's packagers and origins, showing segments `settle` after
+    /// their listing; pipelines' uploads are then fenced by their leases.
+    pub fn new(
+        catalog: Catalog,
+        blobs: BlobStore,
+        events: Events,
+        cluster: Option<Duration>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             catalog,
             blobs,
             events,
-            fenced,
+            fenced: cluster.is_some(),
+            settle_ms: cluster.map_or(0, |d| d.as_millis() as u64),
             channels: RwLock::new(HashMap::new()),
             store_failing: [AtomicBool::new(false), AtomicBool::new(false)],
         })
@@ -113,8 +123,9 @@ impl Origin {
         spec: ChannelSpec,
         credential: String,
     ) -> Result<(), OriginError> {
-        let channel =
-            Arc::new(LiveChannel::new(spec, credential).map_err(OriginError::BadRequest)?);
+        let mut channel = LiveChannel::new(spec, credential).map_err(OriginError::BadRequest)?;
+        channel.settle_ms = self.settle_ms;
+        let channel = Arc::new(channel);
         restore::live_window(&channel, &self.catalog, &self.blobs).await?;
         let id = channel.spec.id.clone();
         self.channels

@@ -24,6 +24,9 @@ pub struct LiveChannel {
     /// Where the DASH Periods begin (segment number → Unix ms): at each segment where some
     /// rendition's header changed. Few, and kept for the startover window.
     pub periods: RwLock<BTreeMap<u64, u64>>,
+    /// How long after its listing a segment appears in live manifests (0 on a single node;
+    /// see [`LiveRendition::edge`]).
+    pub settle_ms: u64,
 }
 
 impl LiveChannel {
@@ -53,6 +56,7 @@ impl LiveChannel {
             credential,
             renditions,
             periods: RwLock::new(BTreeMap::new()),
+            settle_ms: 0,
         })
     }
 
@@ -173,6 +177,9 @@ pub struct LiveSegment {
     /// The strong ETag of `bytes`, computed once when the segment is listed rather than on
     /// every request for it.
     pub etag: String,
+    /// When the packager listed it (Unix ms, its clock): in a cluster, origins show it in
+    /// live manifests a settle time later, all at once.
+    pub listed_ms: u64,
 }
 
 /// What manifests need of a listed segment: 32 bytes, so a 14-day index stays small.
@@ -397,6 +404,24 @@ impl LiveRendition {
         }
     }
 
+    /// The newest segment live manifests may list at `now_ms`: one listed at least `settle_ms`
+    /// ago, so that every origin of a cluster, each learning of a listing a little apart from
+    /// the others, shows it from the same moment and no playlist goes backwards for a viewer
+    /// whose requests alternate between them. `None` while nothing has settled.
+    pub fn edge(&self, now_ms: u64, settle_ms: u64) -> Option<u64> {
+        if settle_ms == 0 {
+            return Some(u64::MAX);
+        }
+        let state = self.read();
+        let settled = |s: &LiveSegment| s.listed_ms.saturating_add(settle_ms) <= now_ms;
+        if let Some((&n, _)) = state.segments.iter().rev().find(|(_, s)| settled(s)) {
+            return Some(n);
+        }
+        // What the index holds from before the window in memory settled long ago.
+        let oldest = state.segments.keys().next().copied().unwrap_or(u64::MAX);
+        state.index.range(..oldest).next_back().map(|(&n, _)| n)
+    }
+
     /// The listed segments numbered `first..=last`, at most `limit`, oldest first.
     pub fn listed(&self, first: u64, last: u64, limit: usize) -> Segments {
         let state = self.read();
@@ -406,10 +431,10 @@ impl LiveRendition {
         )
     }
 
-    /// The newest `count` listed segments at least `behind` segments behind the newest one.
-    pub fn listed_behind(&self, behind: u64, count: usize) -> Segments {
+    /// The newest `count` listed segments at least `behind` segments behind `edge`.
+    pub fn listed_behind(&self, edge: u64, behind: u64, count: usize) -> Segments {
         let state = self.read();
-        let Some(&newest) = state.index.keys().next_back() else {
+        let Some(&newest) = state.index.range(..=edge).next_back().map(|(n, _)| n) else {
             return Segments::default();
         };
         let last = newest.saturating_sub(behind);
@@ -453,14 +478,15 @@ impl LiveRendition {
         })
     }
 
-    /// The last `count` segment numbers, oldest first, as live manifests list them.
-    pub fn window(&self, count: u64) -> Segments {
+    /// The last `count` segment numbers up to `edge`, oldest first, as live manifests list
+    /// them.
+    pub fn window(&self, edge: u64, count: u64) -> Segments {
         let state = self.read();
-        let Some(&newest) = state.segments.keys().next_back() else {
+        let Some(&newest) = state.segments.range(..=edge).next_back().map(|(n, _)| n) else {
             return Segments::default();
         };
         let first = newest.saturating_sub(count.saturating_sub(1));
-        Segments::of(state.disc_before(first), state.index.range(first..))
+        Segments::of(state.disc_before(first), state.index.range(first..=newest))
     }
 }
 
@@ -525,6 +551,7 @@ mod tests {
             header: HeaderId(1),
             bytes: Bytes::new(),
             etag: String::new(),
+            listed_ms: n * 1000,
         }
     }
 
@@ -633,7 +660,7 @@ mod tests {
             r.insert(n, segment(n), 0, 10);
         }
         assert_eq!(r.read().segments.len() as u64, 10 + EXTRA_SEGMENTS + 1);
-        let window = r.window(10).refs;
+        let window = r.window(u64::MAX, 10).refs;
         assert_eq!(window.first().map(|s| s.n), Some(190));
         assert_eq!(window.last().map(|s| s.n), Some(199));
     }
@@ -660,10 +687,44 @@ mod tests {
         assert_eq!(listed, [60, 61, 62, 63, 64]);
         assert_eq!(r.listed(60, 1000, 3).refs.len(), 3);
         // 199 is the newest: 79 behind it is 120.
-        let behind: Vec<_> = r.listed_behind(79, 3).refs.iter().map(|s| s.n).collect();
+        let behind: Vec<_> = r
+            .listed_behind(u64::MAX, 79, 3)
+            .refs
+            .iter()
+            .map(|s| s.n)
+            .collect();
         assert_eq!(behind, [118, 119, 120]);
         r.forget_before(150);
         assert_eq!(r.read().index.keys().next(), Some(&150));
+    }
+
+    #[test]
+    fn the_edge_is_the_newest_segment_listed_a_settle_time_ago() {
+        let r = LiveRendition::new("360p", true, 1, 1);
+        assert_eq!(r.edge(0, 500), None);
+        r.index_listed((50..100).map(|n| (n, listing(n, 1, 0))));
+        for n in 100..110 {
+            r.insert(n, segment(n), 0, 100);
+        }
+        // Segment n was listed at n s.
+        assert_eq!(r.edge(105_499, 500), Some(104));
+        assert_eq!(r.edge(105_500, 500), Some(105));
+        assert_eq!(r.edge(200_000, 500), Some(109));
+        assert_eq!(r.edge(100_000, 500), Some(99), "the index settled long ago");
+        assert_eq!(
+            r.edge(0, 0),
+            Some(u64::MAX),
+            "a single node has no settle time"
+        );
+        let window: Vec<_> = r.window(105, 3).refs.iter().map(|s| s.n).collect();
+        assert_eq!(window, [103, 104, 105]);
+        let behind: Vec<_> = r
+            .listed_behind(105, 2, 2)
+            .refs
+            .iter()
+            .map(|s| s.n)
+            .collect();
+        assert_eq!(behind, [102, 103]);
     }
 
     #[test]
@@ -673,7 +734,11 @@ mod tests {
             r.insert(n, segment(n), 0, 10);
         }
         assert_eq!(
-            r.window(3).refs.iter().map(|s| s.n).collect::<Vec<_>>(),
+            r.window(u64::MAX, 3)
+                .refs
+                .iter()
+                .map(|s| s.n)
+                .collect::<Vec<_>>(),
             [11, 13]
         );
     }

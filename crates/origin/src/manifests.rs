@@ -141,7 +141,8 @@ pub(crate) fn clip_periods(
     periods
 }
 
-/// The segments a plan lists: the live window from memory, anything else from the index.
+/// The segments a plan lists: the live window from memory, anything else from the index; live
+/// and growing ones up to the rendition's settled edge.
 fn segments(
     channel: &LiveChannel,
     live: &LiveRendition,
@@ -149,10 +150,21 @@ fn segments(
 ) -> Result<Segments, OriginError> {
     // A plan spans at most MAX_SPAN: this bound is only a guard.
     let limit = (MAX_SPAN.as_secs_f64() / channel.grid.duration_secs()).ceil() as usize + 1;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let Some(edge) = live.edge(now_ms, channel.settle_ms) else {
+        return Ok(Segments::default());
+    };
     Ok(match plan {
-        Plan::Live { behind: 0, count } if count <= channel.window_segments() => live.window(count),
-        Plan::Live { behind, count } => live.listed_behind(behind, (count as usize).min(limit)),
-        Plan::From { first_n } => live.listed(first_n, u64::MAX, limit),
+        Plan::Live { behind: 0, count } if count <= channel.window_segments() => {
+            live.window(edge, count)
+        }
+        Plan::Live { behind, count } => {
+            live.listed_behind(edge, behind, (count as usize).min(limit))
+        }
+        Plan::From { first_n } => live.listed(first_n, edge, limit),
         Plan::Range { first_n, last_n } => {
             let listed = live.listed(first_n, last_n, limit);
             if listed.refs.is_empty() {

@@ -410,7 +410,9 @@ async fn accept_segment(
         }
         Offer::Keep => {
             let held = live.write().held.remove(&n);
-            let listed = publish(origin, channel, live, n, copy).await?;
+            let Some(listed) = publish(origin, channel, live, n, copy).await? else {
+                return Ok(listed_elsewhere(n));
+            };
             if let Some(held) = held {
                 metrics::counter!("steadycast_segments_better_copy_total",
                     "channel" => channel.spec.id.clone(), "rendition" => live.name.clone())
@@ -424,7 +426,9 @@ async fn accept_segment(
                 return Err(OriginError::Conflict(format!("segment {n}: no copy held")));
             };
             let kept = held.feed;
-            let listed = publish(origin, channel, live, n, held).await?;
+            let Some(listed) = publish(origin, channel, live, n, held).await? else {
+                return Ok(listed_elsewhere(n));
+            };
             compare(origin, channel, live, n, &listed, &copy.info);
             Ok((
                 StatusCode::OK,
@@ -439,6 +443,11 @@ async fn accept_segment(
             ))
         }
     }
+}
+
+fn listed_elsewhere(n: u64) -> (StatusCode, String) {
+    let why = format!("segment {n}: another packager listed a copy first\n");
+    (StatusCode::OK, why)
 }
 
 /// Keeps a flawed copy aside; it is listed when its grace time ends unless a better copy (or
@@ -474,15 +483,16 @@ fn hold(
 
 const MAX_HELD: usize = 32;
 
-/// Stores a copy, lists it in the catalog and the live window, and returns what was listed.
-/// Called under `live.publish`.
+/// Stores a copy, lists it in the catalog and the live window, and returns what was listed:
+/// `None` when another packager of the cluster listed a copy first (this node's window gets
+/// that one from the catalog). Called under `live.publish`.
 async fn publish(
     origin: &Origin,
     channel: &LiveChannel,
     live: &LiveRendition,
     n: u64,
     copy: HeldCopy,
-) -> Result<LiveSegment, OriginError> {
+) -> Result<Option<LiveSegment>, OriginError> {
     let (timescale, placement) = {
         let state = live.read();
         let timescale = state.headers.get(&copy.header).map(|h| h.track.timescale);
@@ -513,14 +523,13 @@ async fn publish(
         quality: copy.quality,
         header: Some(copy.header.to_string()),
         disc: placement.disc,
+        listed_ms: now_ms(),
     };
     if !placement.continues {
         announce_discontinuity(origin, channel, live, n, copy.header).await?;
     }
     if !list(origin, &row, copy.epoch).await? {
-        return Err(OriginError::Conflict(format!(
-            "segment {n} was listed by another packager first"
-        )));
+        return Ok(None);
     }
     let segment = LiveSegment {
         start: copy.info.base_decode_time,
@@ -531,6 +540,7 @@ async fn publish(
         header: copy.header,
         etag: content_etag(&copy.body),
         bytes: copy.body,
+        listed_ms: row.listed_ms,
     };
     live.insert(
         n,
@@ -546,7 +556,7 @@ async fn publish(
         metrics::histogram!("steadycast_segment_quality", "channel" => id, "rendition" => name)
             .record(f64::from(quality));
     }
-    Ok(segment)
+    Ok(Some(segment))
 }
 
 /// Lists a stored copy: fenced by its lease epoch in a cluster. False when another packager
@@ -682,6 +692,13 @@ fn check_on_grid(
         return bad("it does not start with a keyframe".into());
     }
     Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 #[cfg(test)]

@@ -146,6 +146,7 @@ pub async fn live_window(
                 header: listing.header,
                 etag: content_etag(&bytes),
                 bytes,
+                listed_ms: row.listed_ms,
             };
             live.insert(row.n, segment, listing.disc, keep);
             restored += 1;
@@ -158,7 +159,7 @@ pub async fn live_window(
 }
 
 /// A listed segment as the index keeps it; `None` for a header that is not a valid id.
-fn listing(row: &SegmentRow) -> Option<Listing> {
+pub(crate) fn listing(row: &SegmentRow) -> Option<Listing> {
     Some(Listing {
         start: row.start,
         duration: row.duration,
@@ -170,7 +171,7 @@ fn listing(row: &SegmentRow) -> Option<Listing> {
 /// Loads every header of the channel's renditions, and which one each feed delivers now.
 /// A catalog written before headers were named lists each feed's first header only in `inits`
 /// and its segments without a header: those are named here, once.
-async fn restore_headers(
+pub(crate) async fn restore_headers(
     channel: &LiveChannel,
     catalog: &Catalog,
     blobs: &BlobStore,
@@ -271,6 +272,7 @@ mod tests {
                 quality: None,
                 header: Some("00000000000000ab".into()),
                 disc: 0,
+                listed_ms: channel.grid.start_of(n + 1, 1000),
             };
             catalog.insert_segment(&row).await.unwrap();
             if n + channel.window_segments() > last {

@@ -66,6 +66,11 @@ pub struct ServerConfig {
     /// How pipeline leases are kept (on a PostgreSQL catalog, pipelines are placed by them).
     #[serde(default)]
     pub leases: cluster::LeaseSettings,
+    /// In a cluster, how long after its listing a segment appears in live manifests: every
+    /// origin learns of it within this, so all show it from the same moment (their clocks
+    /// NTP-synced, as the pipelines' are).
+    #[serde(default = "default_listing_settle")]
+    pub listing_settle_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +89,7 @@ impl Default for ServerConfig {
             node_id: None,
             advertise_url: None,
             leases: cluster::LeaseSettings::default(),
+            listing_settle_ms: default_listing_settle(),
         }
     }
 }
@@ -157,6 +163,10 @@ impl ServerConfig {
             )
         })
     }
+}
+
+fn default_listing_settle() -> u64 {
+    500
 }
 
 fn default_roles() -> Vec<String> {

@@ -1,9 +1,10 @@
-//! A channel across machines: a packager/origin/API node and two pipeline nodes, separate
+//! A channel across machines: two packager/origin/API nodes and two pipeline nodes, separate
 //! processes on one PostgreSQL catalog and one Garage bucket. Pipelines a and b sit on the
-//! two pipeline nodes by their leases; with `steadycast verify` watching, the node holding
-//! pipeline a is killed (-9), restarted (the lone survivor gives it a pipeline back), frozen
-//! past its lease (SIGSTOP, then SIGCONT: it stops its pipeline and lists nothing under its old
-//! epoch), and drained: the viewer sees nothing of it.
+//! two pipeline nodes by their leases and deliver to both packagers. A viewer alternating its
+//! requests between the two origins sees one consistent stream. Then, with `steadycast
+//! verify` watching, the node holding pipeline a is killed (-9), restarted (the lone survivor
+//! gives it a pipeline back), frozen past its lease (SIGSTOP, then SIGCONT: it stops its
+//! pipeline and lists nothing under its old epoch), and drained: the viewer sees nothing.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -25,7 +26,9 @@ const LEASES: &str = "leases = { ttl_ms = 2000, renew_interval_ms = 400, claim_i
 struct Cluster {
     pg: Postgres,
     server: String,
+    /// The packager, origin and API nodes.
     packager: TestNode,
+    second: TestNode,
 }
 
 impl Cluster {
@@ -90,6 +93,70 @@ impl Cluster {
     }
 }
 
+/// The media sequence and the segment numbers a media playlist lists (EXT-X-GAP ones too).
+fn parse_playlist(body: &str) -> (u64, Vec<u64>) {
+    let sequence = body
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:")?.parse().ok())
+        .unwrap_or_else(|| panic!("no media sequence:\n{body}"));
+    let listed = body
+        .lines()
+        .filter_map(|l| l.strip_suffix(".m4s")?.rsplit('/').next()?.parse().ok())
+        .collect();
+    (sequence, listed)
+}
+
+/// A viewer whose requests alternate between two origins for `time`: playlists never go
+/// backwards, every listed segment answers 200 with the same bytes on both, and both render
+/// the same playlist for the same listing.
+async fn alternate_between_origins(one: &TestNode, two: &TestNode, time: Duration) {
+    let origins = [one, two];
+    let deadline = std::time::Instant::now() + time;
+    let (mut newest, mut checked, mut same_bodies) = ((0, 0), 0u64, 0);
+    let mut bodies: std::collections::HashMap<(u64, Vec<u64>), String> = Default::default();
+    for turn in 0usize.. {
+        if std::time::Instant::now() > deadline {
+            break;
+        }
+        let (here, there) = (origins[turn % 2], origins[(turn + 1) % 2]);
+        let (status, body) = get(&here.url("/live/scale/180p.m3u8")).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let (sequence, listed) = parse_playlist(&body);
+        let last = *listed.last().unwrap();
+        assert!(
+            (sequence, last) >= newest,
+            "the playlist went backwards on {}: sequence {sequence} up to {last} after {newest:?}\n{body}",
+            here.http
+        );
+        newest = (sequence, last);
+        match bodies.get(&(sequence, listed.clone())) {
+            Some(seen) => {
+                assert_eq!(seen, &body, "two bodies for one listing");
+                same_bodies += 1;
+            }
+            None => {
+                bodies.insert((sequence, listed.clone()), body);
+            }
+        }
+        let since = checked;
+        for n in listed.into_iter().filter(|&n| n > since) {
+            let path = format!("/live/scale/180p/{n}.m4s");
+            let (a, b) = (
+                get_bytes(&here.url(&path)).await,
+                get_bytes(&there.url(&path)).await,
+            );
+            assert_eq!((a.0, b.0), (200, 200), "segment {n} on both origins");
+            assert!(a.1 == b.1, "segment {n}: two bodies for one URL");
+            checked = n;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(
+        same_bodies > 10,
+        "the origins never rendered the same listing twice"
+    );
+}
+
 fn watch(cluster: &Cluster, seconds: u32) -> tokio::task::JoinHandle<(bool, Value, String)> {
     let url = cluster.packager.url("/live/scale/main.m3u8");
     let seconds = seconds.to_string();
@@ -144,16 +211,20 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
         garage.access_key_id,
         garage.secret_access_key
     );
-    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let dirs = [(); 4].map(|_| tempfile::tempdir().unwrap());
     let channel = channel_toml("scale", PATTERN);
-    let packager_config = format!(
-        "{server}\nroles = [\"packager\", \"origin\", \"api\"]\nnode_id = \"edge\"\n{LEASES}"
-    );
-    let packager = TestNode::serve_with(dirs[0].path(), &packager_config, &channel).await;
+    let edge = |id: &str| {
+        format!(
+            "{server}\nroles = [\"packager\", \"origin\", \"api\"]\nnode_id = \"{id}\"\n{LEASES}"
+        )
+    };
+    let packager = TestNode::serve_with(dirs[0].path(), &edge("edge"), &channel).await;
+    let second = TestNode::serve_with(dirs[3].path(), &edge("edge2"), "").await;
     let cluster = Cluster {
         pg,
         server,
         packager,
+        second,
     };
     let mut x = cluster.pipeline_node(dirs[1].path(), "x").await;
     let mut y = cluster.pipeline_node(dirs[2].path(), "y").await;
@@ -175,7 +246,7 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
         .wait_for_both_feeds(6, "copies from both pipeline nodes")
         .await;
     let nodes = cluster.nodes().await;
-    for id in ["edge", "x", "y"] {
+    for id in ["edge", "edge2", "x", "y"] {
         let node = nodes["nodes"]
             .as_array()
             .unwrap()
@@ -183,6 +254,7 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
             .find(|n| n["id"] == id);
         assert_eq!(node.unwrap()["state"], "up", "{nodes:#}");
     }
+    alternate_between_origins(&cluster.packager, &cluster.second, Duration::from_secs(20)).await;
     if ha == "y" {
         std::mem::swap(&mut x, &mut y);
     }
@@ -281,5 +353,5 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
         seen,
         &[&cluster.packager, &x, &y],
     );
-    drop((x, y));
+    drop((x, y, cluster));
 }

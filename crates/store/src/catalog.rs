@@ -13,10 +13,21 @@ use crate::{Result, StoreError};
 /// The index of a node's durable state: channels, CMAF headers, kept segments, events and
 /// harvest jobs. One schema on SQLite (embedded, the default) or PostgreSQL (scale-out); the
 /// queries are shared, written in the dialect both accept.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Catalog {
     pool: AnyPool,
     backend: Backend,
+    /// For the listener's own connection; it may hold a password, so never printed.
+    url: std::sync::Arc<str>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("backend", &self.backend)
+            .field("url", &redact(&self.url))
+            .finish()
+    }
 }
 
 /// Which database a [`Catalog`] runs on.
@@ -62,6 +73,9 @@ pub struct SegmentRow {
     pub header: Option<String>,
     /// How many times the rendition's header changed up to this segment.
     pub disc: u32,
+    /// When it was listed, Unix milliseconds by the listing packager's clock: origins make a
+    /// segment visible a settle time after it, all at once.
+    pub listed_ms: u64,
 }
 
 /// A distinct CMAF header of a rendition, named by a hash of its bytes.
@@ -118,7 +132,11 @@ impl Catalog {
             Backend::Sqlite => sqlx::migrate!("./migrations").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations-postgres").run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            url: url.into(),
+        })
     }
 
     /// Opens (creating if needed) the SQLite catalog at `path`.
@@ -459,6 +477,10 @@ impl Catalog {
         Ok(done.rows_affected())
     }
 
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -490,11 +512,11 @@ pub(crate) fn insert_segment_query(
     .bind(s.quality.map(i64::from))
     .bind(&s.header)
     .bind(i64::from(s.disc))
-    .bind(now_millis())
+    .bind(s.listed_ms as i64)
 }
 
 const SEGMENT_COLUMNS: &str = "SELECT channel, rendition, n, feed, start, duration, timescale, \
-                               byte_len, blob_key, quality, header, disc FROM segments";
+                               byte_len, blob_key, quality, header, disc, stored_at FROM segments";
 
 fn channel_row(r: &AnyRow) -> Result<ChannelRow> {
     Ok(ChannelRow {
@@ -519,6 +541,7 @@ fn segment_row(r: &AnyRow) -> Result<SegmentRow> {
             .and_then(|q| u8::try_from(q).ok()),
         header: r.try_get("header")?,
         disc: u32::try_from(r.try_get::<i64, _>("disc")?).unwrap_or(0),
+        listed_ms: r.try_get::<i64, _>("stored_at")?.max(0) as u64,
     })
 }
 

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::postgres::PgListener;
 use timeline::Feed;
 
 use crate::catalog::insert_segment_query;
@@ -269,6 +270,14 @@ impl Catalog {
             return Ok(FencedListing::Stale { current });
         }
         let done = insert_segment_query(s).execute(&mut *tx).await?;
+        if done.rows_affected() > 0 && self.backend() == Backend::Postgres {
+            // Delivered at commit, and only then: a woken origin finds the row.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(LISTINGS)
+                .bind(&s.channel)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(if done.rows_affected() > 0 {
             FencedListing::Listed
@@ -277,13 +286,29 @@ impl Catalog {
         })
     }
 
-    /// Forgets a deleted channel's leases; its holders find out at their next renewal.
-    pub async fn delete_leases(&self, channel: &str) -> Result<()> {
-        sqlx::query("DELETE FROM leases WHERE channel = $1")
-            .bind(channel)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    /// Listens for new listings, on PostgreSQL; `None` on SQLite, where one node is all.
+    pub async fn listen_listings(&self) -> Result<Option<ListingListener>> {
+        if self.backend() != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut listener = PgListener::connect(self.url()).await?;
+        listener.listen(LISTINGS).await?;
+        Ok(Some(ListingListener(listener)))
+    }
+}
+
+/// The notification channel a fenced listing wakes origins on; its payload is the channel id.
+const LISTINGS: &str = "steadycast_listings";
+
+/// Wake-ups for new listings. Only a wake-up: notifications sent while the connection was
+/// down are lost, so after [`ListingListener::next`] says it reconnected, re-read the tables.
+pub struct ListingListener(PgListener);
+
+impl ListingListener {
+    /// The channel of the next listing; `None` when the connection was lost and made again
+    /// (whatever was listed meanwhile was not announced).
+    pub async fn next(&mut self) -> Result<Option<String>> {
+        Ok(self.0.try_recv().await?.map(|n| n.payload().to_string()))
     }
 }
 

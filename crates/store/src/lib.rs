@@ -12,7 +12,7 @@ mod s3;
 
 pub use blobs::{Blob, BlobStore};
 pub use catalog::{Backend, Catalog, ChannelRow, HeaderRow, InitRow, SegmentRow, redact};
-pub use cluster::{FencedListing, LeaseRow, NodeInfo, NodeRow};
+pub use cluster::{FencedListing, LeaseRow, ListingListener, NodeInfo, NodeRow};
 pub use dir::DirStore;
 pub use harvests::HarvestRow;
 pub use s3::{S3Config, S3Store};

@@ -15,14 +15,19 @@ use timeline::Feed;
 async fn leases_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
-    lease_suite(&Catalog::open(&url).await.unwrap()).await;
+    let catalog = Catalog::open(&url).await.unwrap();
+    assert!(catalog.listen_listings().await.unwrap().is_none());
+    lease_suite(&catalog).await;
 }
 
 #[tokio::test]
 async fn leases_on_postgres() {
     let pg = Postgres::start().await;
     let catalog = Catalog::open(&pg.url).await.unwrap();
+    let mut listener = catalog.listen_listings().await.unwrap().unwrap();
     lease_suite(&catalog).await;
+    // The one listing the suite made woke the listener, naming its channel.
+    assert_eq!(listener.next().await.unwrap().as_deref(), Some("c2"));
     nodes_racing_for_one_lease_get_it_once(&catalog).await;
     packagers_racing_to_list_one_segment_list_it_once(&catalog).await;
     a_claim_during_a_stale_listing_refuses_it(&catalog, &pg.url).await;
@@ -127,8 +132,6 @@ async fn a_lease_is_held_renewed_and_released(catalog: &Catalog) {
     );
     assert_eq!(catalog.lease_epoch("c1", Feed::A).await.unwrap(), Some(3));
     assert_eq!(catalog.lease_epoch("c1", Feed::B).await.unwrap(), None);
-    catalog.delete_leases("c1").await.unwrap();
-    assert!(catalog.leases().await.unwrap().is_empty());
 }
 
 async fn an_expired_lease_goes_to_the_next_claimant(catalog: &Catalog) {
@@ -139,7 +142,7 @@ async fn an_expired_lease_goes_to_the_next_claimant(catalog: &Catalog) {
         None
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !catalog.leases().await.unwrap()[0].is_free() {
+    while !lease_of(catalog, "c2").await.is_free() {
         assert!(Instant::now() < deadline, "the lease never expired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -157,9 +160,14 @@ async fn an_expired_lease_goes_to_the_next_claimant(catalog: &Catalog) {
             .unwrap(),
         Some(2)
     );
-    let lease = &catalog.leases().await.unwrap()[0];
+    let lease = lease_of(catalog, "c2").await;
     assert_eq!(lease.holder.as_deref(), Some("n2"));
     assert!(lease.remaining_ms > 50_000, "{lease:?}");
+}
+
+async fn lease_of(catalog: &Catalog, channel: &str) -> store::LeaseRow {
+    let leases = catalog.leases().await.unwrap();
+    leases.into_iter().find(|l| l.channel == channel).unwrap()
 }
 
 fn segment(channel: &str, n: u64, feed: Feed, epoch: u64) -> SegmentRow {
@@ -176,6 +184,7 @@ fn segment(channel: &str, n: u64, feed: Feed, epoch: u64) -> SegmentRow {
         quality: Some(100),
         header: Some("00000000000000ab".into()),
         disc: 0,
+        listed_ms: 1_764_000_000_000 + n,
     }
 }
 

@@ -205,6 +205,7 @@ fn segment(n: u64, feed: Feed) -> SegmentRow {
         quality: n.is_multiple_of(2).then_some(90),
         header: Some("00000000000000ab".into()),
         disc: 3,
+        listed_ms: 1_764_000_000_000 + n,
     }
 }
 

@@ -49,6 +49,7 @@ pub async fn run(
             quality: Some(100),
             header: Some(header.id.clone()),
             disc: 0,
+            listed_ms: grid.start_of(n + 1, 1000),
         };
         catalog.insert_segment(&row).await?;
     }
@@ -76,7 +77,7 @@ pub async fn run(
         catalog.clone(),
         blobs.clone(),
         channel::Events::default(),
-        false,
+        None,
     );
     restarted.repair(&spec.id, None).await?;
     let repaired = started.elapsed().as_secs_f64();

@@ -82,7 +82,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         catalog.clone(),
         blobs.clone(),
         channel::Events::default(),
-        false,
+        None,
     );
     origin
         .add_channel(spec.clone(), "bench".to_string())

@@ -101,6 +101,7 @@ impl Node {
         }
         if self.server.has_role(ROLE_PACKAGER) || self.server.has_role(ROLE_ORIGIN) {
             tokio::spawn(follow_channels(self.clone(), leases.claim_interval()));
+            tokio::spawn(follow_listings(self.clone(), leases.claim_interval()));
         }
     }
 
@@ -238,5 +239,57 @@ async fn follow_channels(node: Arc<Node>, every: Duration) {
                 node.origin.remove_channel(&id);
             }
         }
+    }
+}
+
+/// Adds what other packagers list to this node's live windows: woken by the catalog's
+/// notifications, backed by a poll every `every` (a notification is only a wake-up: those sent
+/// while the listener was disconnected are lost, so every reconnection catches up in full).
+async fn follow_listings(node: Arc<Node>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut listener = None;
+    loop {
+        if listener.is_none() {
+            match node.catalog.listen_listings().await {
+                Ok(Some(l)) => listener = Some(l),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot listen for listings; polling"),
+            }
+            catch_up_all(&node).await;
+        }
+        let woke = async {
+            match listener.as_mut() {
+                Some(l) => l.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = node.cancel.cancelled() => return,
+            _ = tick.tick() => catch_up_all(&node).await,
+            woke = woke => match woke {
+                Ok(Some(id)) => catch_up(&node, &id).await,
+                Ok(None) => {
+                    tracing::info!("listing notifications reconnected; catching up");
+                    catch_up_all(&node).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing notifications lost; reconnecting");
+                    listener = None;
+                }
+            },
+        }
+    }
+}
+
+async fn catch_up_all(node: &Node) {
+    for id in node.origin.channel_ids() {
+        catch_up(node, &id).await;
+    }
+}
+
+async fn catch_up(node: &Node, id: &str) {
+    if let Err(e) = node.origin.catch_up(id).await {
+        tracing::warn!(channel = %id, error = %e, "cannot follow the catalog's listings");
     }
 }

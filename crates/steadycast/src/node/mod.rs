@@ -95,11 +95,12 @@ impl Node {
         let events = event_log(catalog.clone());
         let clustered = server.is_clustered();
         let packager = server.has_role(::cluster::ROLE_PACKAGER);
+        let settle = Duration::from_millis(server.listing_settle_ms);
         let origin = Origin::new(
             catalog.clone(),
             blobs,
             events.clone(),
-            clustered && packager,
+            clustered.then_some(settle),
         );
         let inputs = Arc::new(InputRegistry::with_events(events.clone()));
         // Before anything is served or written: a crash may have left the two apart. In a

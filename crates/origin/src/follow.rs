@@ -1,0 +1,101 @@
+//! An origin of a cluster following the catalog: segments other packagers listed are read once
+//! from the store into this node's live window, so that every origin serves every listed
+//! segment from memory with the same bytes. What wakes it (a notification, a timer) is the
+//! caller's; a catch-up only ever adds what the catalog lists.
+
+use std::time::SystemTime;
+
+use media::cmaf::inspect_segment;
+
+use crate::live::{LiveChannel, LiveRendition, LiveSegment, content_etag};
+use crate::restore::{listing, restore_headers};
+use crate::{Origin, OriginError};
+
+/// How far behind its newest listing a rendition looks for segments listed late (a held copy's
+/// grace time, an upload's retries): about 40 s of segments.
+const LATE_LISTINGS_SECS: f64 = 40.0;
+
+impl Origin {
+    /// Adds to a channel's live window and index what the catalog lists beyond them. Returns
+    /// how many segments were added.
+    pub async fn catch_up(&self, id: &str) -> Result<usize, OriginError> {
+        let Some(channel) = self.channel(id) else {
+            return Ok(0);
+        };
+        let mut added = 0;
+        for live in channel.renditions.values() {
+            added += self.catch_up_rendition(&channel, live).await?;
+        }
+        if added > 0 {
+            metrics::counter!("steadycast_origin_followed_total", "channel" => id.to_string())
+                .increment(added as u64);
+        }
+        Ok(added)
+    }
+
+    async fn catch_up_rendition(
+        &self,
+        channel: &LiveChannel,
+        live: &LiveRendition,
+    ) -> Result<usize, OriginError> {
+        let id = &channel.spec.id;
+        let keep = channel.window_segments();
+        let late = (LATE_LISTINGS_SECS / channel.grid.duration_secs()).ceil() as u64;
+        // Never beside this node's own packager listing into the same window.
+        let _guard = live.publish.lock().await;
+        let from = match live.read().index.keys().next_back() {
+            Some(&newest) => newest.saturating_sub(late),
+            None => {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                channel
+                    .grid
+                    .segment_at(now.saturating_sub(channel.startover()))
+            }
+        };
+        let limit = u32::try_from(keep + late + 1).unwrap_or(u32::MAX);
+        let rows = self
+            .catalog
+            .segments_between(id, &live.name, from, u64::MAX, limit)
+            .await?;
+        let mut added = 0;
+        let mut disc = live.read().index.values().next_back().map(|l| l.disc);
+        for row in rows {
+            if live.read().index.contains_key(&row.n) {
+                continue;
+            }
+            let Some(listing) = listing(&row) else {
+                continue;
+            };
+            if !live.read().headers.contains_key(&listing.header) {
+                restore_headers(channel, &self.catalog, &self.blobs).await?;
+            }
+            if disc.is_some_and(|d| d != listing.disc) {
+                for (n, start_ms) in self.catalog.periods(id).await? {
+                    channel.add_period(n, start_ms);
+                }
+            }
+            disc = Some(listing.disc);
+            let Some(bytes) = self.blobs.get(&row.blob_key).await? else {
+                tracing::warn!(channel = %id, key = %row.blob_key, "catalog lists a missing segment");
+                continue;
+            };
+            let samples = inspect_segment(&bytes).map(|i| i.sample_count).unwrap_or(0);
+            let segment = LiveSegment {
+                start: row.start,
+                duration: row.duration,
+                samples,
+                feed: row.feed,
+                quality: row.quality,
+                header: listing.header,
+                etag: content_etag(&bytes),
+                bytes,
+                listed_ms: row.listed_ms,
+            };
+            live.insert(row.n, segment, listing.disc, keep);
+            added += 1;
+        }
+        Ok(added)
+    }
+}
