@@ -3,7 +3,8 @@
 #   scripts/setup.sh             ffmpeg (libx264, AAC, libsrt) and the font of the test pattern
 #   scripts/setup.sh --browser   also headless Chromium and chromedriver, for the browser test
 #   scripts/setup.sh --services  also the servers the backend tests start on loopback:
-#                                PostgreSQL (Debian's) and Garage, the S3-compatible store
+#                                PostgreSQL, HAProxy and nginx (Debian's) and Garage, the
+#                                S3-compatible store
 #                                (built once with cargo into ~/.cache/steadycast/garage:
 #                                about 11 minutes on 2 cores)
 set -euo pipefail
@@ -29,6 +30,8 @@ if $browser; then
 fi
 if $services; then
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+    [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+    [ -x /usr/sbin/nginx ] || need+=(nginx)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,10 +1,12 @@
 //! A channel across machines: two packager/origin/API nodes and two pipeline nodes, separate
-//! processes on one PostgreSQL catalog and one Garage bucket. Pipelines a and b sit on the
-//! two pipeline nodes by their leases and deliver to both packagers. A viewer alternating its
-//! requests between the two origins sees one consistent stream. Then, with `steadycast
-//! verify` watching, the node holding pipeline a is killed (-9), restarted (the lone survivor
-//! gives it a pipeline back), frozen past its lease (SIGSTOP, then SIGCONT: it stops its
-//! pipeline and lists nothing under its old epoch), and drained: the viewer sees nothing.
+//! processes on one PostgreSQL catalog and one Garage bucket, behind HAProxy and an nginx
+//! shield with the configurations in `ops/`. Pipelines a and b sit on the two pipeline nodes
+//! by their leases and deliver to both packagers. A viewer alternating its requests between
+//! the two origins sees one consistent stream; fifty viewers through the shield cost the
+//! origins one request per object. Then, with `steadycast verify` watching through HAProxy,
+//! an origin node is killed (-9), the node holding pipeline a is killed, restarted (the lone
+//! survivor gives it a pipeline back), frozen past its lease (SIGSTOP, then SIGCONT: it stops
+//! its pipeline and lists nothing under its old epoch), and drained: the viewer sees nothing.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -16,7 +18,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 use store::Catalog;
-use test_servers::{Garage, Postgres};
+use test_servers::{Garage, Haproxy, Nginx, Postgres};
 
 const PATTERN: &str =
     "[channels.inputs.pattern]\ntype = \"test-pattern\"\nsize = \"320x180\"\nframe_rate = \"15\"";
@@ -29,6 +31,8 @@ struct Cluster {
     /// The packager, origin and API nodes.
     packager: TestNode,
     second: TestNode,
+    /// Where viewers connect: HAProxy over both origins.
+    balancer: Haproxy,
 }
 
 impl Cluster {
@@ -106,6 +110,80 @@ fn parse_playlist(body: &str) -> (u64, Vec<u64>) {
     (sequence, listed)
 }
 
+/// Requests the origins served, by kind (`segment`, `hls_playlist`, …), over both.
+async fn origin_requests(cluster: &Cluster, kind: &str) -> u64 {
+    let mut total = 0.0;
+    for node in [&cluster.packager, &cluster.second] {
+        let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
+        let prefix = "steadycast_http_requests_total{";
+        total += metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(&format!("kind=\"{kind}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    total as u64
+}
+
+/// Fifty viewers play through the shield for `time`; the origins see at most one request per
+/// segment, and one per playlist per cache period (1 s).
+async fn fifty_viewers_through_the_shield(cluster: &Cluster, time: Duration) {
+    let shield = Nginx::start(cluster.balancer.addr).await;
+    let base = format!("http://{}/live/scale", shield.addr);
+    let (segments_before, playlists_before) = (
+        origin_requests(cluster, "segment").await,
+        origin_requests(cluster, "hls_playlist").await,
+    );
+    let started = std::time::Instant::now();
+    let fetched = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let viewers: Vec<_> = (0..50)
+        .map(|_| {
+            let (base, fetched) = (base.clone(), fetched.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut newest = 0;
+                while started.elapsed() < time {
+                    let playlist = client.get(format!("{base}/180p.m3u8")).send().await;
+                    let body = playlist.unwrap().text().await.unwrap();
+                    let since = newest;
+                    for n in parse_playlist(&body).1.into_iter().filter(|&n| n > since) {
+                        let url = format!("{base}/180p/{n}.m4s");
+                        let response = client.get(&url).send().await.unwrap();
+                        assert_eq!(response.status(), 200, "{url}");
+                        response.bytes().await.unwrap();
+                        fetched.lock().unwrap().insert(n);
+                        newest = n;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+        })
+        .collect();
+    for viewer in viewers {
+        viewer.await.unwrap();
+    }
+    let seconds = started.elapsed().as_secs();
+    let segments = origin_requests(cluster, "segment").await - segments_before;
+    let playlists = origin_requests(cluster, "hls_playlist").await - playlists_before;
+    let distinct = fetched.lock().unwrap().len() as u64;
+    eprintln!(
+        "shield: 50 viewers, {seconds} s: {distinct} segments fetched, origins served {segments} \
+         segment and {playlists} playlist requests"
+    );
+    assert!(
+        distinct > seconds / 2,
+        "the viewers fetched only {distinct} segments"
+    );
+    assert!(
+        segments <= distinct,
+        "{segments} segment requests reached the origins for {distinct} segments"
+    );
+    assert!(
+        playlists <= seconds + 3,
+        "{playlists} playlist requests reached the origins in {seconds} s"
+    );
+}
+
 /// A viewer whose requests alternate between two origins for `time`: playlists never go
 /// backwards, every listed segment answers 200 with the same bytes on both, and both render
 /// the same playlist for the same listing.
@@ -158,7 +236,7 @@ async fn alternate_between_origins(one: &TestNode, two: &TestNode, time: Duratio
 }
 
 fn watch(cluster: &Cluster, seconds: u32) -> tokio::task::JoinHandle<(bool, Value, String)> {
-    let url = cluster.packager.url("/live/scale/main.m3u8");
+    let url = format!("http://{}/live/scale/main.m3u8", cluster.balancer.addr);
     let seconds = seconds.to_string();
     tokio::spawn(async move { verify(&url, &["--seconds", &seconds]).await })
 }
@@ -220,11 +298,13 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
     };
     let packager = TestNode::serve_with(dirs[0].path(), &edge("edge"), &channel).await;
     let second = TestNode::serve_with(dirs[3].path(), &edge("edge2"), "").await;
-    let cluster = Cluster {
+    let balancer = Haproxy::start(&[packager.http, second.http]).await;
+    let mut cluster = Cluster {
         pg,
-        server,
+        server: server.clone(),
         packager,
         second,
+        balancer,
     };
     let mut x = cluster.pipeline_node(dirs[1].path(), "x").await;
     let mut y = cluster.pipeline_node(dirs[2].path(), "y").await;
@@ -255,6 +335,16 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
         assert_eq!(node.unwrap()["state"], "up", "{nodes:#}");
     }
     alternate_between_origins(&cluster.packager, &cluster.second, Duration::from_secs(20)).await;
+    fifty_viewers_through_the_shield(&cluster, Duration::from_secs(30)).await;
+
+    // An origin node dies under the viewers; HAProxy retries elsewhere. It comes back.
+    let viewer = watch(&cluster, 15);
+    cluster.wait_for_both_feeds(3, "verify under way").await;
+    cluster.second.child.start_kill().unwrap();
+    cluster.second.child.wait().await.unwrap();
+    let seen = viewer.await.unwrap();
+    assert_seamless("kill -9 of an origin node", seen, &[&cluster.packager]);
+    cluster.second = TestNode::serve_with(dirs[3].path(), &edge("edge2"), "").await;
     if ha == "y" {
         std::mem::swap(&mut x, &mut y);
     }

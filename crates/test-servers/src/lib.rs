@@ -1,17 +1,20 @@
 //! Real servers for tests, on loopback, each in its own temporary directory and stopped when
 //! its handle drops: a PostgreSQL cluster ([`Postgres`]) and a single-node Garage, the
-//! S3-compatible store ([`Garage`]); `scripts/setup.sh --services` installs both. And a disk
-//! that fills up ([`Tmpfs`]).
+//! S3-compatible store ([`Garage`]); HAProxy and an nginx cache with the configurations in
+//! `ops/` ([`Haproxy`], [`Nginx`]); `scripts/setup.sh --services` installs them all. And a
+//! disk that fills up ([`Tmpfs`]).
 //!
 //! A missing server is a panic that says how to install it, never a silently skipped test.
 #![allow(clippy::unwrap_used)]
 
 mod garage;
 mod postgres;
+mod proxies;
 mod tmpfs;
 
 pub use garage::Garage;
 pub use postgres::Postgres;
+pub use proxies::{Haproxy, Nginx};
 pub use tmpfs::Tmpfs;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
