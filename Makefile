@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ARGS ?=
 
-.PHONY: run test setup lint bench
+.PHONY: run test setup lint bench cluster
 
 setup:
 	@scripts/setup.sh
@@ -10,6 +10,13 @@ setup:
 run: setup
 	cargo build --release --bin steadycast
 	./target/release/steadycast demo $(ARGS)
+
+# A whole cluster on loopback (PostgreSQL, three Garage nodes, three steadycast nodes, HAProxy,
+# the nginx shield) playing the demo channel; Ctrl-C stops it.
+cluster: setup
+	@scripts/setup.sh --services
+	cargo build --release --bin steadycast
+	scripts/cluster.sh
 
 lint: setup
 	cargo fmt --all --check

@@ -3,7 +3,7 @@
 //! segment from memory with the same bytes. What wakes it (a notification, a timer) is the
 //! caller's; a catch-up only ever adds what the catalog lists.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use media::cmaf::inspect_segment;
 
@@ -17,14 +17,27 @@ const LATE_LISTINGS_SECS: f64 = 40.0;
 
 impl Origin {
     /// Adds to a channel's live window and index what the catalog lists beyond them. Returns
-    /// how many segments were added.
+    /// how many segments were added. A failure to read what the catalog lists marks the
+    /// channel behind (see [`Origin::stale`]); a catalog that cannot be asked does not.
     pub async fn catch_up(&self, id: &str) -> Result<usize, OriginError> {
         let Some(channel) = self.channel(id) else {
             return Ok(0);
         };
         let mut added = 0;
         for live in channel.renditions.values() {
-            added += self.catch_up_rendition(&channel, live).await?;
+            let result = self.catch_up_rendition(&channel, live).await;
+            let mut behind = channel
+                .behind_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match &result {
+                Ok(_) => *behind = None,
+                Err(OriginError::Store(store::StoreError::Catalog(_))) => {}
+                Err(_) => {
+                    behind.get_or_insert_with(Instant::now);
+                }
+            }
+            added += result?;
         }
         if added > 0 {
             metrics::counter!("steadycast_origin_followed_total", "channel" => id.to_string())
@@ -97,5 +110,28 @@ impl Origin {
             added += 1;
         }
         Ok(added)
+    }
+}
+
+impl Origin {
+    /// Why this origin's view of a live channel is stale, if it is: it has failed to read what
+    /// the catalog lists for more than 1.5 segment durations. A load balancer should route
+    /// around it (`/readyz`).
+    pub fn stale(&self) -> Option<String> {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        channels.values().find_map(|channel| {
+            let since = (*channel
+                .behind_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()))?;
+            let limit = std::time::Duration::from_secs_f64(channel.grid.duration_secs() * 1.5);
+            (since.elapsed() > limit).then(|| {
+                format!(
+                    "channel `{}`: segments the catalog lists could not be read for {:.1} s",
+                    channel.spec.id,
+                    since.elapsed().as_secs_f64()
+                )
+            })
+        })
     }
 }

@@ -27,6 +27,9 @@ pub struct LiveChannel {
     /// How long after its listing a segment appears in live manifests (0 on a single node;
     /// see [`LiveRendition::edge`]).
     pub settle_ms: u64,
+    /// Since when this origin has failed to read segments the catalog lists (a cluster's
+    /// origin whose store is unreachable): its view is stale.
+    pub(crate) behind_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl LiveChannel {
@@ -57,6 +60,7 @@ impl LiveChannel {
             renditions,
             periods: RwLock::new(BTreeMap::new()),
             settle_ms: 0,
+            behind_since: Default::default(),
         })
     }
 

@@ -2,13 +2,13 @@
 //! packagers on other machines). One bounded queue and worker per packager: a slow or dead
 //! packager loses its own uploads and never stalls the encoder or the other packager.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use failover::cmsd;
 use timeline::Feed;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::fault::{Fault, Faults, damage};
 
@@ -18,7 +18,7 @@ const ATTEMPTS: u32 = 3;
 
 /// Where a pipeline delivers: the packager's base URL (`http://host:port`) and the channel's
 /// ingest credential.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackagerTarget {
     pub base_url: String,
     pub credential: String,
@@ -63,16 +63,25 @@ impl Upload {
     }
 }
 
+/// The packagers a pipeline delivers to, which may change while it runs (a packager node
+/// joins a cluster, or comes back at another address).
+pub type PackagerTargets = watch::Receiver<Vec<PackagerTarget>>;
+
+/// One queue per packager, by base URL.
+type Queues = Vec<(String, mpsc::Sender<Upload>)>;
+
 #[derive(Clone)]
 pub struct Delivery {
-    queues: Vec<mpsc::Sender<Upload>>,
+    queues: Arc<Mutex<Queues>>,
     channel: String,
     feed: Feed,
 }
 
 impl Delivery {
+    /// Starts a worker per packager, and follows `targets`: a new packager gets a worker, a
+    /// gone one's worker ends with its queue.
     pub fn start(
-        targets: &[PackagerTarget],
+        mut targets: PackagerTargets,
         channel: &str,
         feed: Feed,
         faults: Arc<Faults>,
@@ -83,32 +92,62 @@ impl Delivery {
             .pool_max_idle_per_host(4)
             .build()
             .unwrap_or_default();
-        let queues = targets
-            .iter()
-            .map(|target| {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                let worker = Worker {
-                    client: client.clone(),
-                    target: target.clone(),
-                    channel: channel.to_string(),
-                    feed,
-                    faults: faults.clone(),
-                    lease_epoch,
-                };
-                tokio::spawn(worker.run(rx));
-                tx
-            })
-            .collect();
-        Self {
-            queues,
+        let delivery = Self {
+            queues: Arc::default(),
             channel: channel.to_string(),
             feed,
+        };
+        let shared = Arc::new(Shared {
+            client,
+            channel: channel.to_string(),
+            feed,
+            faults,
+            lease_epoch,
+        });
+        let queues = Arc::downgrade(&delivery.queues);
+        delivery.follow(&targets.borrow_and_update(), &shared);
+        tokio::spawn(async move {
+            while targets.changed().await.is_ok() {
+                let Some(queues) = queues.upgrade() else {
+                    return;
+                };
+                let current = targets.borrow_and_update().clone();
+                let delivery = Delivery {
+                    queues,
+                    channel: shared.channel.clone(),
+                    feed,
+                };
+                delivery.follow(&current, &shared);
+            }
+        });
+        delivery
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the workers those of `targets`.
+    fn follow(&self, targets: &[PackagerTarget], shared: &Arc<Shared>) {
+        let mut queues = self.lock();
+        queues.retain(|(url, _)| targets.iter().any(|t| &t.base_url == url));
+        for target in targets {
+            if queues.iter().any(|(url, _)| url == &target.base_url) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let worker = Worker {
+                target: target.clone(),
+                shared: shared.clone(),
+            };
+            tokio::spawn(worker.run(rx));
+            queues.push((target.base_url.clone(), tx));
         }
     }
 
     /// Queues `upload` for every packager; a full queue drops it for that packager (counted).
     pub fn send(&self, upload: Upload) {
-        for queue in &self.queues {
+        for (_, queue) in self.lock().iter() {
             if queue.try_send(upload.clone()).is_err() {
                 metrics::counter!("steadycast_delivery_dropped_total",
                     "channel" => self.channel.clone(), "feed" => self.feed.as_str())
@@ -121,15 +160,20 @@ impl Delivery {
     }
 }
 
-struct Worker {
+/// What every worker of a pipeline's delivery shares.
+struct Shared {
     client: reqwest::Client,
-    target: PackagerTarget,
     channel: String,
     feed: Feed,
     faults: Arc<Faults>,
     /// In a cluster, the epoch of the lease this pipeline runs under: the packager lists
     /// nothing from an older one.
     lease_epoch: Option<u64>,
+}
+
+struct Worker {
+    target: PackagerTarget,
+    shared: Arc<Shared>,
 }
 
 impl Worker {
@@ -143,19 +187,19 @@ impl Worker {
         let url = format!(
             "{}/ingest/{}/{}/{}/{}",
             self.target.base_url,
-            self.channel,
-            self.feed,
+            self.shared.channel,
+            self.shared.feed,
             upload.rendition,
             upload.name()
         );
         let labels = [
-            ("channel", self.channel.clone()),
-            ("feed", self.feed.as_str().to_string()),
+            ("channel", self.shared.channel.clone()),
+            ("feed", self.shared.feed.as_str().to_string()),
         ];
         // The digest is of what the pipeline made; a fault damages the bytes after it, as a
         // network would.
         let digest = media::digest::content_digest(&upload.body);
-        let body = match self.faults.current() {
+        let body = match self.shared.faults.current() {
             Some(Fault::Delay { ms }) => {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 upload.body.clone()
@@ -169,6 +213,7 @@ impl Worker {
         });
         for attempt in 1..=ATTEMPTS {
             let mut put = self
+                .shared
                 .client
                 .put(&url)
                 .bearer_auth(&self.target.credential)
@@ -177,7 +222,7 @@ impl Worker {
             if let Some(quality) = &quality {
                 put = put.header(cmsd::HEADER, quality);
             }
-            if let Some(epoch) = self.lease_epoch {
+            if let Some(epoch) = self.shared.lease_epoch {
                 put = put.header(channel::LEASE_EPOCH_HEADER, epoch);
             }
             let sent = put.body(body.clone()).send().await;

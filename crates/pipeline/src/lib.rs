@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 pub use command::{Canvas, DecoderPlan, EncoderPlan};
-pub use deliver::{Delivery, PackagerTarget, Upload};
+pub use deliver::{Delivery, PackagerTarget, PackagerTargets, Upload};
 pub use fault::{Fault, Faults};
 pub use lock::{Lock, LockError, SessionHead};
 pub use segmenting::{Segmenting, SegmentingError};
@@ -47,7 +47,8 @@ pub struct PipelineConfig {
     pub feed: Feed,
     /// The primary input, then the backup if there is one.
     pub inputs: Vec<Arc<InputPort>>,
-    pub packagers: Vec<PackagerTarget>,
+    /// Where to deliver; followed while the pipeline runs.
+    pub packagers: PackagerTargets,
     /// An encoder that takes input but writes nothing for this long is restarted.
     pub hang_timeout: Duration,
     pub status: Arc<PipelineStatus>,
@@ -106,7 +107,7 @@ pub async fn run(config: PipelineConfig) -> Result<(), String> {
     let latency = Duration::from_millis(config.spec.failover.latency_ms.into());
     let ctx = Arc::new(PipelineCtx {
         delivery: Delivery::start(
-            &config.packagers,
+            config.packagers,
             &config.spec.id,
             config.feed,
             config.faults.clone(),

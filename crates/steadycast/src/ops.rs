@@ -1,5 +1,6 @@
 //! Operations endpoints and request metrics: `/metrics` (Prometheus text), `/healthz` (the
-//! process answers), `/readyz` (channels are started and the catalog answers).
+//! process answers), `/readyz` (channels are started, this origin is not behind the catalog,
+//! and the catalog answers; in a cluster a catalog outage alone does not take a node out).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,8 +62,18 @@ async fn ready(State(ops): State<Ops>) -> Response {
         )
             .into_response();
     }
+    if let Some(why) = ops.node.origin.stale() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("stale: {why}\n")).into_response();
+    }
     match ops.node.catalog.channels().await {
         Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        // Every node of a cluster shares the catalog: taking them all out of the balancer
+        // would stop what they still serve (the listed segments, from memory).
+        Err(e) if ops.node.server.is_clustered() => (
+            StatusCode::OK,
+            format!("ready; catalog unavailable ({e}): new segments wait for it\n"),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("catalog unavailable: {e}\n"),

@@ -1,10 +1,11 @@
 //! A channel across machines: two packager/origin/API nodes and two pipeline nodes, separate
-//! processes on one PostgreSQL catalog and one Garage bucket, behind HAProxy and an nginx
+//! processes on one PostgreSQL catalog and a three-node Garage, behind HAProxy and an nginx
 //! shield with the configurations in `ops/`. Pipelines a and b sit on the two pipeline nodes
 //! by their leases and deliver to both packagers. A viewer alternating its requests between
 //! the two origins sees one consistent stream; fifty viewers through the shield cost the
 //! origins one request per object. Then, with `steadycast verify` watching through HAProxy,
-//! an origin node is killed (-9), the node holding pipeline a is killed, restarted (the lone
+//! an origin node is killed (-9), a Garage node is killed, the node holding pipeline a is
+//! killed, restarted (the lone
 //! survivor gives it a pipeline back), frozen past its lease (SIGSTOP, then SIGCONT: it stops
 //! its pipeline and lists nothing under its old epoch), and drained: the viewer sees nothing.
 
@@ -278,26 +279,31 @@ async fn last_listed_under(catalog: &Catalog, feed: &str, epoch: u64) -> Option<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
-    let (pg, garage) = tokio::join!(Postgres::start(), Garage::start());
-    let server = format!(
-        "catalog = \"{}\"\nblobs = {{ type = \"s3\", bucket = \"{}\", endpoint = \"{}\", \
-         region = \"{}\", access_key_id = \"{}\", secret_access_key = \"{}\" }}",
-        pg.url,
-        garage.bucket,
-        garage.endpoint,
-        garage.region,
-        garage.access_key_id,
-        garage.secret_access_key
-    );
+    let (pg, mut garage) = tokio::join!(Postgres::start(), Garage::cluster(3));
+    // Each node on its own Garage node; every object is kept on all three.
+    let on_garage = |i: usize| {
+        format!(
+            "catalog = \"{}\"\nblobs = {{ type = \"s3\", bucket = \"{}\", endpoint = \"{}\", \
+             region = \"{}\", access_key_id = \"{}\", secret_access_key = \"{}\" }}",
+            pg.url,
+            garage.bucket,
+            garage.endpoint_of(i),
+            garage.region,
+            garage.access_key_id,
+            garage.secret_access_key
+        )
+    };
+    let server = on_garage(0);
+    let second_server = on_garage(1);
     let dirs = [(); 4].map(|_| tempfile::tempdir().unwrap());
     let channel = channel_toml("scale", PATTERN);
-    let edge = |id: &str| {
+    let edge = |server: &str, id: &str| {
         format!(
             "{server}\nroles = [\"packager\", \"origin\", \"api\"]\nnode_id = \"{id}\"\n{LEASES}"
         )
     };
-    let packager = TestNode::serve_with(dirs[0].path(), &edge("edge"), &channel).await;
-    let second = TestNode::serve_with(dirs[3].path(), &edge("edge2"), "").await;
+    let packager = TestNode::serve_with(dirs[0].path(), &edge(&server, "edge"), &channel).await;
+    let second = TestNode::serve_with(dirs[3].path(), &edge(&second_server, "edge2"), "").await;
     let balancer = Haproxy::start(&[packager.http, second.http]).await;
     let mut cluster = Cluster {
         pg,
@@ -344,7 +350,15 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
     cluster.second.child.wait().await.unwrap();
     let seen = viewer.await.unwrap();
     assert_seamless("kill -9 of an origin node", seen, &[&cluster.packager]);
-    cluster.second = TestNode::serve_with(dirs[3].path(), &edge("edge2"), "").await;
+    cluster.second.restart().await;
+
+    // A Garage node dies: the other two hold every object and take every write.
+    let viewer = watch(&cluster, 10);
+    cluster.wait_for_both_feeds(3, "verify under way").await;
+    garage.kill(2).await;
+    let seen = viewer.await.unwrap();
+    let what = "kill -9 of a Garage node";
+    assert_seamless(what, seen, &[&cluster.packager, &cluster.second]);
     if ha == "y" {
         std::mem::swap(&mut x, &mut y);
     }
@@ -374,7 +388,7 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
     // past its lease: x takes a over; when y wakes it stops a, and lists nothing under its
     // old epoch.
     let viewer = watch(&cluster, 45);
-    let x = cluster.pipeline_node(dirs[1].path(), &xid).await;
+    x.restart().await;
     let (a_on_y, _) = cluster
         .wait_for_placement(&yid, &xid, "b back on the restarted node")
         .await;

@@ -298,7 +298,7 @@ impl Catalog {
 }
 
 /// The notification channel a fenced listing wakes origins on; its payload is the channel id.
-const LISTINGS: &str = "steadycast_listings";
+const LISTINGS: &str = "steadycast.listings";
 
 /// Wake-ups for new listings. Only a wake-up: notifications sent while the connection was
 /// down are lost, so after [`ListingListener::next`] says it reconnected, re-read the tables.

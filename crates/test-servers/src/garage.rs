@@ -6,100 +6,132 @@ use tokio::process::{Child, Command};
 
 use crate::{free_port, run, wait_for_port};
 
-/// A single-node Garage (replication factor 1) on loopback ports, with one bucket and one key
-/// allowed to read and write it.
+/// Garage on loopback ports: one node (replication factor 1), or a cluster of `n` nodes in
+/// `n` zones keeping every object on each (replication factor `n`), with one bucket and one
+/// key allowed to read and write it.
 pub struct Garage {
-    /// `http://127.0.0.1:{port}`: the S3 API.
+    /// `http://127.0.0.1:{port}`: the S3 API of the first node.
     pub endpoint: String,
     pub region: String,
     pub bucket: String,
     pub access_key_id: String,
     pub secret_access_key: String,
     bin: PathBuf,
+    nodes: Vec<GarageNode>,
+    _dir: tempfile::TempDir,
+}
+
+struct GarageNode {
     config: PathBuf,
     port: u16,
     server: Option<Child>,
-    _dir: tempfile::TempDir,
+}
+
+fn hex(rng: &mut rand::rngs::ThreadRng, bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.r#gen::<u8>()))
+        .collect()
 }
 
 impl Garage {
     pub async fn start() -> Self {
+        Self::cluster(1).await
+    }
+
+    /// `count` nodes, each in a zone of its own, every object on all of them.
+    pub async fn cluster(count: usize) -> Self {
         let bin = binary();
         let dir = tempfile::Builder::new()
             .prefix("steadycast-garage")
             .tempdir()
             .unwrap();
-        let (s3, rpc, admin) = (free_port(), free_port(), free_port());
         let mut rng = rand::thread_rng();
-        let hex = |rng: &mut rand::rngs::ThreadRng, bytes: usize| {
-            (0..bytes)
-                .map(|_| format!("{:02x}", rng.r#gen::<u8>()))
-                .collect::<String>()
-        };
-        let config = dir.path().join("garage.toml");
-        let root = dir.path().display();
-        std::fs::write(
-            &config,
-            format!(
-                "metadata_dir = \"{root}/meta\"\ndata_dir = \"{root}/data\"\n\
-                 db_engine = \"sqlite\"\nreplication_factor = 1\n\
-                 rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\n\
-                 rpc_secret = \"{}\"\n\
-                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
-                 [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
-                hex(&mut rng, 32)
-            ),
-        )
-        .unwrap();
-        let server = spawn(&bin, &config, s3).await;
-        let garage = || {
+        let secret = hex(&mut rng, 32);
+        let mut nodes = Vec::new();
+        for i in 0..count {
+            let (s3, rpc, admin) = (free_port(), free_port(), free_port());
+            let root = dir.path().join(format!("node{i}"));
+            let config = dir.path().join(format!("garage{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "metadata_dir = \"{root}/meta\"\ndata_dir = \"{root}/data\"\n\
+                     db_engine = \"sqlite\"\nreplication_factor = {count}\n\
+                     rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+                     rpc_secret = \"{secret}\"\n\
+                     [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
+                     [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
+                    root = root.display()
+                ),
+            )
+            .unwrap();
+            let server = spawn(&bin, &config, s3).await;
+            nodes.push(GarageNode {
+                config,
+                port: s3,
+                server: Some(server),
+            });
+        }
+        let on = |node: &GarageNode| {
             let mut command = Command::new(&bin);
-            command.arg("-c").arg(&config);
+            command.arg("-c").arg(&node.config);
             command
         };
-        let node = run(garage().args(["node", "id", "-q"])).await;
-        let node = node
-            .trim()
-            .split('@')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        run(garage().args(["layout", "assign", "-z", "dc1", "-c", "1G", &node])).await;
-        run(garage().args(["layout", "apply", "--version", "1"])).await;
+        for (i, node) in nodes.iter().enumerate() {
+            let id = run(on(node).args(["node", "id", "-q"])).await;
+            let id = id.trim();
+            if i > 0 {
+                run(on(&nodes[0]).args(["node", "connect", id])).await;
+            }
+            let id = id.split('@').next().unwrap_or_default().to_string();
+            let zone = format!("dc{}", i + 1);
+            run(on(&nodes[0]).args(["layout", "assign", "-z", &zone, "-c", "1G", &id])).await;
+        }
+        let first = &nodes[0];
+        run(on(first).args(["layout", "apply", "--version", "1"])).await;
         let bucket = "steadycast".to_string();
         let access_key_id = format!("GK{}", hex(&mut rng, 12));
         let secret_access_key = hex(&mut rng, 32);
-        run(garage().args(["bucket", "create", &bucket])).await;
-        run(garage().args(["key", "import", "--yes", &access_key_id, &secret_access_key])).await;
-        run(garage()
+        run(on(first).args(["bucket", "create", &bucket])).await;
+        run(on(first).args(["key", "import", "--yes", &access_key_id, &secret_access_key])).await;
+        run(on(first)
             .args(["bucket", "allow", "--read", "--write", "--owner", &bucket])
             .args(["--key", &access_key_id]))
         .await;
         Self {
-            endpoint: format!("http://127.0.0.1:{s3}"),
+            endpoint: format!("http://127.0.0.1:{}", first.port),
             region: "garage".into(),
             bucket,
             access_key_id,
             secret_access_key,
             bin,
-            config,
-            port: s3,
-            server: Some(server),
+            nodes,
             _dir: dir,
         }
     }
 
-    /// Kills the server (SIGKILL): the store becomes unreachable.
+    /// The S3 API of node `i`.
+    pub fn endpoint_of(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// Kills the first node (SIGKILL): a single-node store becomes unreachable.
     pub async fn stop(&mut self) {
-        if let Some(mut server) = self.server.take() {
+        self.kill(0).await;
+    }
+
+    /// Kills node `i` (SIGKILL).
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut server) = self.nodes[i].server.take() {
             server.kill().await.unwrap();
         }
     }
 
-    /// Starts the server again on the same ports and data.
+    /// Starts the first node again on the same ports and data.
     pub async fn resume(&mut self) {
-        if self.server.is_none() {
-            self.server = Some(spawn(&self.bin, &self.config, self.port).await);
+        let node = &mut self.nodes[0];
+        if node.server.is_none() {
+            node.server = Some(spawn(&self.bin, &node.config, node.port).await);
         }
     }
 }

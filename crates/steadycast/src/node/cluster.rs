@@ -89,6 +89,7 @@ impl Node {
             return;
         }
         if self.server.has_role(ROLE_PIPELINE) {
+            tokio::spawn(follow_packagers(self.clone(), leases.claim_interval()));
             let keeper = Keeper {
                 catalog: self.catalog.clone(),
                 node: self.info.clone(),
@@ -116,21 +117,35 @@ impl Node {
         Ok(())
     }
 
-    /// The packagers a pipeline started now delivers to: every packager node seen alive.
-    async fn packagers(&self, credential: &str) -> Result<Vec<PackagerTarget>, String> {
+    /// Where pipelines deliver: every packager node seen alive, by URL.
+    async fn packager_urls(&self) -> Result<Vec<String>, String> {
         let nodes = self.catalog.nodes().await.map_err(|e| e.to_string())?;
-        let targets: Vec<_> = nodes
-            .iter()
-            .filter(|n| n.has_role(ROLE_PACKAGER) && n.seen_ago_ms <= self.server.leases.ttl_ms)
-            .map(|n| PackagerTarget {
-                base_url: n.url.clone(),
-                credential: credential.to_string(),
-            })
-            .collect();
-        if targets.is_empty() {
-            return Err("no packager node is up".into());
+        let ttl = self.server.leases.ttl_ms;
+        Ok(nodes
+            .into_iter()
+            .filter(|n| n.has_role(ROLE_PACKAGER) && n.seen_ago_ms <= ttl)
+            .map(|n| n.url)
+            .collect())
+    }
+
+    /// Points this node's pipelines at the packager nodes alive now (one joined, one came
+    /// back at another address); a pipeline keeps its targets while none is seen.
+    async fn follow_packagers(&self) {
+        let urls = match self.packager_urls().await {
+            Ok(urls) if !urls.is_empty() => urls,
+            _ => return,
+        };
+        for channel in self.lock_running().values() {
+            for pipeline in &channel.pipelines {
+                pipeline.packagers.send_if_modified(|targets| {
+                    let credential = targets.first().map(|t| t.credential.clone());
+                    let fresh = targets_of(&urls, &credential.unwrap_or_default());
+                    let changed = *targets != fresh;
+                    *targets = fresh;
+                    changed
+                });
+            }
         }
-        Ok(targets)
     }
 
     /// Starts pipeline `feed` of a stored channel under lease `epoch`, with its inputs here.
@@ -139,7 +154,11 @@ impl Node {
         let row = row.ok_or_else(|| format!("channel `{id}` is gone"))?;
         let spec: ChannelSpec = serde_json::from_str(&row.spec).map_err(|e| e.to_string())?;
         let credential = spec.ingest_credential.clone().unwrap_or_default();
-        let packagers = self.packagers(&credential).await?;
+        let urls = self.packager_urls().await?;
+        if urls.is_empty() {
+            return Err("no packager node is up".into());
+        }
+        let packagers = targets_of(&urls, &credential);
         let mut inputs = Vec::new();
         for name in spec.inputs_of(feed) {
             let port = match self.inputs.port(id, name) {
@@ -182,6 +201,15 @@ impl Node {
         }
         tracing::info!(channel = %id, %feed, "pipeline stopped: its lease went");
     }
+}
+
+fn targets_of(urls: &[String], credential: &str) -> Vec<PackagerTarget> {
+    urls.iter()
+        .map(|url| PackagerTarget {
+            base_url: url.clone(),
+            credential: credential.to_string(),
+        })
+        .collect()
 }
 
 /// The keeper's hands on this node.
@@ -291,5 +319,17 @@ async fn catch_up_all(node: &Node) {
 async fn catch_up(node: &Node, id: &str) {
     if let Err(e) = node.origin.catch_up(id).await {
         tracing::warn!(channel = %id, error = %e, "cannot follow the catalog's listings");
+    }
+}
+
+/// Keeps a pipeline node's deliveries pointed at the packager nodes alive.
+async fn follow_packagers(node: Arc<Node>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = node.cancel.cancelled() => return,
+            _ = tick.tick() => node.follow_packagers().await,
+        }
     }
 }

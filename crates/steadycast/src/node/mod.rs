@@ -36,6 +36,8 @@ struct RunningPipeline {
     status: Arc<PipelineStatus>,
     faults: Arc<Faults>,
     task: JoinHandle<()>,
+    /// Where it delivers; a cluster's node keeps it to the packager nodes alive.
+    packagers: tokio::sync::watch::Sender<Vec<PackagerTarget>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -270,10 +272,10 @@ impl Node {
             self.inputs.remove_channel(&spec.id);
             return Err(e.into());
         }
-        let packager = PackagerTarget {
+        let packagers = vec![PackagerTarget {
             base_url: self.info.url.clone(),
             credential,
-        };
+        }];
         let mut running = RunningChannel::default();
         for feed in Feed::BOTH {
             let inputs: Vec<_> = spec
@@ -282,10 +284,8 @@ impl Node {
                 .filter_map(|name| ports.get(name).cloned())
                 .collect();
             if !inputs.is_empty() {
-                let packagers = vec![packager.clone()];
-                running
-                    .pipelines
-                    .push(self.spawn_pipeline(spec, feed, inputs, packagers, None));
+                let pipeline = self.spawn_pipeline(spec, feed, inputs, packagers.clone(), None);
+                running.pipelines.push(pipeline);
             }
         }
         self.lock_running().insert(spec.id.clone(), running);
@@ -301,6 +301,7 @@ impl Node {
         packagers: Vec<PackagerTarget>,
         lease_epoch: Option<u64>,
     ) -> RunningPipeline {
+        let (targets, packagers) = tokio::sync::watch::channel(packagers);
         let config = PipelineConfig {
             spec: spec.clone(),
             feed,
@@ -324,6 +325,7 @@ impl Node {
             status,
             faults,
             task,
+            packagers: targets,
         }
     }
 

@@ -83,33 +83,33 @@ impl TestNode {
              srt_listen = \"{srt}\"\n{server_toml}\n{channels_toml}",
             dir.join("data").display()
         );
-        let path = dir.join("steadycast.toml");
-        std::fs::write(&path, config).expect("write config");
-        let log = std::fs::File::create(dir.join("node.log")).expect("log file");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn steadycast");
+        std::fs::write(dir.join("steadycast.toml"), config).expect("write config");
         let node = TestNode {
-            child,
+            child: spawn_node(dir),
             http,
             rtmp,
             srt,
             dir: dir.to_path_buf(),
             _tmp: None,
         };
-        // Ready: the node's channels are started, a restarted one's window restored.
-        let url = node.url("/readyz");
+        node.wait_until_ready().await;
+        node
+    }
+
+    /// Starts the node again (after it was killed) with the same config, ports and data.
+    pub async fn restart(&mut self) {
+        self.child = spawn_node(&self.dir);
+        self.wait_until_ready().await;
+    }
+
+    /// Ready: the node's channels are started, a restarted one's window restored.
+    async fn wait_until_ready(&self) {
+        let url = self.url("/readyz");
         wait_for("the node's /readyz", Duration::from_secs(20), || {
             let url = url.clone();
             async move { get(&url).await.filter(|(s, _)| *s == 200).map(|_| ()) }
         })
         .await;
-        node
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -139,6 +139,24 @@ impl TestNode {
             .await;
         }
     }
+}
+
+/// `steadycast serve` with the config in `dir`, logging to `dir/node.log` (appended, so a
+/// restarted node's log follows the one before).
+fn spawn_node(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("node.log"))
+        .expect("log file");
+    Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.join("steadycast.toml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn steadycast")
 }
 
 /// GET `url`: status and body as text, or `None` if the request failed.
