@@ -93,13 +93,9 @@ impl<H: PipelineHost> Keeper<H> {
                 }
             }
         }
-        let held: Vec<_> = self.held.lock().drain().collect();
-        for ((channel, feed), lease) in held {
-            self.host.stop(&channel, feed);
-            let _ = self
-                .catalog
-                .release_lease(&channel, feed, &self.node.id, lease.epoch)
-                .await;
+        let held: Vec<Key> = self.held.lock().keys().cloned().collect();
+        for (channel, feed) in held {
+            self.release(&channel, feed).await;
         }
     }
 

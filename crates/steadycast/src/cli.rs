@@ -312,7 +312,7 @@ async fn serve_forever(node: Arc<Node>, http: HttpTask) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
         _ = term.recv() => tracing::info!("terminated; stopping"),
     }
-    node.cancel.cancel();
+    node.shutdown().await;
     Ok(())
 }
 

@@ -98,7 +98,8 @@ impl Node {
                 events: self.events.clone(),
                 held: self.leases.clone(),
             };
-            tokio::spawn(keeper.run(self.cancel.clone()));
+            let task = tokio::spawn(keeper.run(self.cancel.clone()));
+            *self.keeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         }
         if self.server.has_role(ROLE_PACKAGER) || self.server.has_role(ROLE_ORIGIN) {
             tokio::spawn(follow_channels(self.clone(), leases.claim_interval()));

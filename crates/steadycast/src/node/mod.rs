@@ -72,6 +72,9 @@ pub struct Node {
     /// Set once the configured and stored channels are started: `/readyz` answers 503 before,
     /// so a load balancer does not send viewers to a node that does not know their channel yet.
     started: AtomicBool,
+    /// The lease keeper (a cluster's pipeline node), awaited at shutdown: it gives the leases
+    /// up, so that other nodes take the pipelines over at once rather than at expiry.
+    keeper: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Node {
@@ -162,6 +165,7 @@ impl Node {
             events,
             cancel,
             started: AtomicBool::new(false),
+            keeper: Mutex::new(None),
         });
         node.spawn_cluster_tasks();
         Ok(node)
@@ -232,6 +236,16 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Stops the node's tasks; a cluster's pipeline node first gives its leases up (within
+    /// 3 s).
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(keeper) = keeper {
+            let _ = tokio::time::timeout(Duration::from_secs(3), keeper).await;
+        }
     }
 
     pub fn mark_started(&self) {
