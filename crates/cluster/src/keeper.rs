@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use channel::{EventKind, Events};
@@ -30,50 +30,40 @@ pub trait PipelineHost: Send + Sync + 'static {
     fn delivers(&self, channel: &str, feed: Feed) -> bool;
 }
 
-/// A lease this node holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Held {
-    pub epoch: u64,
-}
-
 type Key = (String, Feed);
 
-/// The leases this node holds now, for status pages.
-#[derive(Debug, Clone, Default)]
-pub struct HeldLeases(Arc<Mutex<HashMap<Key, Held>>>);
-
-impl HeldLeases {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Held>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn snapshot(&self) -> Vec<(String, Feed, u64)> {
-        let mut held: Vec<_> = self
-            .lock()
-            .iter()
-            .map(|((c, f), h)| (c.clone(), *f, h.epoch))
-            .collect();
-        held.sort();
-        held
-    }
-
-    pub fn epoch(&self, channel: &str, feed: Feed) -> Option<u64> {
-        self.lock()
-            .get(&(channel.to_string(), feed))
-            .map(|h| h.epoch)
-    }
-}
-
 pub struct Keeper<H> {
-    pub catalog: Catalog,
-    pub node: NodeInfo,
-    pub settings: LeaseSettings,
-    pub host: H,
-    pub events: Events,
-    pub held: HeldLeases,
+    catalog: Catalog,
+    node: NodeInfo,
+    settings: LeaseSettings,
+    host: H,
+    events: Events,
+    /// The leases held, with their epochs.
+    held: Mutex<HashMap<Key, u64>>,
 }
 
 impl<H: PipelineHost> Keeper<H> {
+    pub fn new(
+        catalog: Catalog,
+        node: NodeInfo,
+        settings: LeaseSettings,
+        host: H,
+        events: Events,
+    ) -> Self {
+        Self {
+            catalog,
+            node,
+            settings,
+            host,
+            events,
+            held: Mutex::default(),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<Key, u64>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Runs until `cancel`, then stops its pipelines and releases their leases, so that other
     /// nodes take them at once instead of after the TTL.
     pub async fn run(self, cancel: CancellationToken) {
@@ -93,7 +83,7 @@ impl<H: PipelineHost> Keeper<H> {
                 }
             }
         }
-        let held: Vec<Key> = self.held.lock().keys().cloned().collect();
+        let held: Vec<Key> = self.held().keys().cloned().collect();
         for (channel, feed) in held {
             self.release(&channel, feed).await;
         }
@@ -122,7 +112,7 @@ impl<H: PipelineHost> Keeper<H> {
         for (channel, feed) in plan.claim {
             self.claim(&channel, feed).await?;
         }
-        metrics::gauge!("steadycast_leases_held").set(self.held.lock().len() as f64);
+        metrics::gauge!("steadycast_leases_held").set(self.held().len() as f64);
         Ok(())
     }
 
@@ -138,7 +128,7 @@ impl<H: PipelineHost> Keeper<H> {
         let key = (channel.to_string(), feed);
         // A lease of ours from a previous incarnation, or one we held: its pipeline restarts
         // with the new epoch.
-        if self.held.lock().remove(&key).is_some() {
+        if self.held().remove(&key).is_some() {
             self.host.stop(channel, feed);
         }
         if let Err(e) = self.host.start(channel, feed, epoch).await {
@@ -149,7 +139,7 @@ impl<H: PipelineHost> Keeper<H> {
                 .await;
             return Ok(());
         }
-        self.held.lock().insert(key, Held { epoch });
+        self.held().insert(key, epoch);
         metrics::counter!("steadycast_lease_changes_total", "change" => "claimed").increment(1);
         let detail = format!(
             "node {} runs pipeline {feed} at lease epoch {epoch}",
@@ -161,13 +151,13 @@ impl<H: PipelineHost> Keeper<H> {
     }
 
     async fn release(&self, channel: &str, feed: Feed) {
-        let Some(lease) = self.held.lock().remove(&(channel.to_string(), feed)) else {
+        let Some(epoch) = self.held().remove(&(channel.to_string(), feed)) else {
             return;
         };
         self.host.stop(channel, feed);
         let released = self
             .catalog
-            .release_lease(channel, feed, &self.node.id, lease.epoch)
+            .release_lease(channel, feed, &self.node.id, epoch)
             .await;
         if let Err(e) = released {
             tracing::warn!(%channel, %feed, error = %e, "lease not released; it will expire");
@@ -184,26 +174,25 @@ impl<H: PipelineHost> Keeper<H> {
     /// every pipeline of the cluster down with it.
     async fn renew_all(&self) {
         let held: Vec<_> = self
-            .held
-            .lock()
+            .held()
             .iter()
-            .map(|(k, h)| (k.clone(), *h))
+            .map(|(k, epoch)| (k.clone(), *epoch))
             .collect();
-        for ((channel, feed), lease) in held {
+        for ((channel, feed), epoch) in held {
             let renewed = self
                 .catalog
                 .renew_lease(
                     &channel,
                     feed,
                     &self.node.id,
-                    lease.epoch,
+                    epoch,
                     self.settings.ttl_ms,
                     self.host.delivers(&channel, feed),
                 )
                 .await;
             match renewed {
                 Ok(true) => {}
-                Ok(false) => self.lost(&channel, feed, lease.epoch),
+                Ok(false) => self.lost(&channel, feed, epoch),
                 Err(e) => {
                     tracing::warn!(%channel, %feed, error = %e, "lease renewal failed; retrying")
                 }
@@ -212,7 +201,7 @@ impl<H: PipelineHost> Keeper<H> {
     }
 
     fn lost(&self, channel: &str, feed: Feed, epoch: u64) {
-        self.held.lock().remove(&(channel.to_string(), feed));
+        self.held().remove(&(channel.to_string(), feed));
         self.host.stop(channel, feed);
         metrics::counter!("steadycast_lease_changes_total", "change" => "lost").increment(1);
         let detail = format!(
@@ -227,8 +216,7 @@ impl<H: PipelineHost> Keeper<H> {
     /// Pipelines of channels deleted meanwhile stop, and their leases go.
     async fn drop_deleted(&self, channels: &[String]) {
         let gone: Vec<Key> = self
-            .held
-            .lock()
+            .held()
             .keys()
             .filter(|(c, _)| !channels.contains(c))
             .cloned()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use keeper::{HeldLeases, Keeper, PipelineHost, heartbeat};
+pub use keeper::{Keeper, PipelineHost, heartbeat};
 
 pub const ROLE_INGEST: &str = "ingest";
 pub const ROLE_PIPELINE: &str = "pipeline";

@@ -5,10 +5,8 @@
 
 use std::time::{Instant, SystemTime};
 
-use media::cmaf::inspect_segment;
-
-use crate::live::{LiveChannel, LiveRendition, LiveSegment, content_etag};
-use crate::restore::{listing, restore_headers};
+use crate::live::{LiveChannel, LiveRendition};
+use crate::restore::{listing, load_segment, restore_headers};
 use crate::{Origin, OriginError};
 
 /// How far behind its newest listing a rendition looks for segments listed late (a held copy's
@@ -90,21 +88,8 @@ impl Origin {
                 }
             }
             disc = Some(listing.disc);
-            let Some(bytes) = self.blobs.get(&row.blob_key).await? else {
-                tracing::warn!(channel = %id, key = %row.blob_key, "catalog lists a missing segment");
+            let Some(segment) = load_segment(&self.blobs, &row, &listing).await? else {
                 continue;
-            };
-            let samples = inspect_segment(&bytes).map(|i| i.sample_count).unwrap_or(0);
-            let segment = LiveSegment {
-                start: row.start,
-                duration: row.duration,
-                samples,
-                feed: row.feed,
-                quality: row.quality,
-                header: listing.header,
-                etag: content_etag(&bytes),
-                bytes,
-                listed_ms: row.listed_ms,
             };
             live.insert(row.n, segment, listing.disc, keep);
             added += 1;

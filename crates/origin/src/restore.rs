@@ -132,21 +132,8 @@ pub async fn live_window(
             let Some(listing) = listing(row) else {
                 continue;
             };
-            let Some(bytes) = blobs.get(&row.blob_key).await? else {
-                tracing::warn!(channel = %id, key = %row.blob_key, "catalog lists a missing segment");
+            let Some(segment) = load_segment(blobs, row, &listing).await? else {
                 continue;
-            };
-            let samples = inspect_segment(&bytes).map(|i| i.sample_count).unwrap_or(0);
-            let segment = LiveSegment {
-                start: row.start,
-                duration: row.duration,
-                samples,
-                feed: row.feed,
-                quality: row.quality,
-                header: listing.header,
-                etag: content_etag(&bytes),
-                bytes,
-                listed_ms: row.listed_ms,
             };
             live.insert(row.n, segment, listing.disc, keep);
             restored += 1;
@@ -156,6 +143,31 @@ pub async fn live_window(
         tracing::info!(channel = %id, segments = restored, "live window restored from the store");
     }
     Ok(())
+}
+
+/// A listed segment's bytes from the store, as the live window keeps them; `None` (logged)
+/// when the store has lost them.
+pub(crate) async fn load_segment(
+    blobs: &BlobStore,
+    row: &SegmentRow,
+    listing: &Listing,
+) -> Result<Option<LiveSegment>, OriginError> {
+    let Some(bytes) = blobs.get(&row.blob_key).await? else {
+        tracing::warn!(channel = %row.channel, key = %row.blob_key, "catalog lists a missing segment");
+        return Ok(None);
+    };
+    let samples = inspect_segment(&bytes).map(|i| i.sample_count).unwrap_or(0);
+    Ok(Some(LiveSegment {
+        start: row.start,
+        duration: row.duration,
+        samples,
+        feed: row.feed,
+        quality: row.quality,
+        header: listing.header,
+        etag: content_etag(&bytes),
+        bytes,
+        listed_ms: row.listed_ms,
+    }))
 }
 
 /// A listed segment as the index keeps it; `None` for a header that is not a valid id.

@@ -6,8 +6,8 @@
 //! origins one request per object. Then, with `steadycast verify` watching through HAProxy,
 //! an origin node is killed (-9), the node holding pipeline a is killed, restarted (the lone
 //! survivor gives it a pipeline back), frozen past its lease (SIGSTOP, then SIGCONT: it stops
-//! its pipeline and lists nothing under its old epoch), drained and stopped, and a Garage
-//! node is killed: the viewer sees nothing.
+//! its pipeline and lists nothing under its old epoch), drained and stopped: the viewer sees
+//! nothing.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -86,6 +86,17 @@ impl Cluster {
                 m + r["misaligned"].as_u64().unwrap(),
             )
         })
+    }
+
+    /// Uploads of pipeline `feed` the first packager received, whatever became of them.
+    async fn uploads_of(&self, feed: &str) -> u64 {
+        let (_, metrics) = get(&self.packager.url("/metrics")).await.unwrap();
+        let label = format!("feed=\"{feed}\"");
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("steadycast_segments_received_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// Waits until the packager has compared `more` further copies: both pipelines deliver.
@@ -279,7 +290,7 @@ async fn last_listed_under(catalog: &Catalog, feed: &str, epoch: u64) -> Option<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
-    let (pg, mut garage) = tokio::join!(Postgres::start(), Garage::cluster(3));
+    let (pg, garage) = tokio::join!(Postgres::start(), Garage::cluster(3));
     // Each node on its own Garage node; every object is kept on all three.
     let on_garage = |i: usize| {
         format!(
@@ -364,12 +375,27 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
     cluster.wait_for_both_feeds(3, "verify under way").await;
     x.child.start_kill().unwrap();
     x.child.wait().await.unwrap();
+    let killed = std::time::Instant::now();
+    let uploads_of_a = cluster.uploads_of("a").await;
     let (taken, _) = cluster
         .wait_for_placement(&yid, &yid, "y running a and b after x died")
         .await;
     assert!(
         taken > epoch_a,
         "a takeover has a new epoch: {taken} after {epoch_a}"
+    );
+    let claimed = killed.elapsed();
+    wait_for(
+        "uploads of a from its new holder",
+        Duration::from_secs(30),
+        || async { (cluster.uploads_of("a").await > uploads_of_a).then_some(()) },
+    )
+    .await;
+    // A figure for the README, not an assertion: it depends on the machine.
+    eprintln!(
+        "takeover: lease claimed {:.1} s and first upload {:.1} s after kill -9 (TTL 2 s)",
+        claimed.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
     );
     let seen = viewer.await.unwrap();
     let what = "kill -9 of the node running pipeline a";
@@ -471,12 +497,5 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
         "y stopped without giving its lease up"
     );
 
-    // A Garage node dies: the other two hold every object and take every write.
-    let viewer = watch(&cluster, 20);
-    cluster.wait_for_both_feeds(3, "verify under way").await;
-    garage.kill(2).await;
-    let seen = viewer.await.unwrap();
-    let what = "kill -9 of a Garage node";
-    assert_seamless(what, seen, &[&cluster.packager, &cluster.second, &x]);
     drop((x, y, cluster));
 }

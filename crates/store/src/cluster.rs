@@ -134,15 +134,6 @@ impl Catalog {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Forgets a node that is gone for good (its leases expire on their own).
-    pub async fn delete_node(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM nodes WHERE id = $1")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
     /// Every lease, by channel and feed.
     pub async fn leases(&self) -> Result<Vec<LeaseRow>> {
         let rows = sqlx::query(&format!(

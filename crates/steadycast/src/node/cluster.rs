@@ -90,14 +90,13 @@ impl Node {
         }
         if self.server.has_role(ROLE_PIPELINE) {
             tokio::spawn(follow_packagers(self.clone(), leases.claim_interval()));
-            let keeper = Keeper {
-                catalog: self.catalog.clone(),
-                node: self.info.clone(),
-                settings: leases,
-                host: Host(self.clone()),
-                events: self.events.clone(),
-                held: self.leases.clone(),
-            };
+            let keeper = Keeper::new(
+                self.catalog.clone(),
+                self.info.clone(),
+                leases,
+                Host(self.clone()),
+                self.events.clone(),
+            );
             let task = tokio::spawn(keeper.run(self.cancel.clone()));
             *self.keeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         }

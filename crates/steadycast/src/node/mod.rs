@@ -64,8 +64,6 @@ pub struct Node {
     /// This node in the catalog: its id, roles, and the URL others reach it at (where its
     /// own pipelines deliver in a single node).
     pub info: store::NodeInfo,
-    /// The pipeline leases this node holds (in a cluster).
-    pub leases: ::cluster::HeldLeases,
     running: Mutex<HashMap<String, RunningChannel>>,
     pub events: Events,
     pub cancel: CancellationToken,
@@ -160,7 +158,6 @@ impl Node {
             server,
             http,
             info,
-            leases: Default::default(),
             running: Mutex::new(HashMap::new()),
             events,
             cancel,
