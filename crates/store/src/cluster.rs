@@ -176,9 +176,11 @@ impl Catalog {
             .transpose()
     }
 
-    /// Extends a held, unexpired lease by `ttl_ms` from now, saying whether its pipeline
-    /// delivers (`ready`). False when it is no longer this holder's at this epoch, or has
-    /// expired: the holder must stop at once.
+    /// Extends a held lease by `ttl_ms` from now, saying whether its pipeline delivers
+    /// (`ready`). An expired lease nobody has claimed since is still this holder's (its epoch
+    /// is unchanged, so nothing it listed meanwhile was fenced): after a catalog outage longer
+    /// than the TTL, pipelines go on. False when another node took it (or it was released):
+    /// the holder must stop at once.
     pub async fn renew_lease(
         &self,
         channel: &str,
@@ -191,7 +193,7 @@ impl Catalog {
         let now = self.clock();
         let done = sqlx::query(&format!(
             "UPDATE leases SET expires_ms = {now} + $1, ready = $6 WHERE channel = $2
-             AND feed = $3 AND holder = $4 AND epoch = $5 AND expires_ms >= {now}"
+             AND feed = $3 AND holder = $4 AND epoch = $5"
         ))
         .bind(ttl_ms as i64)
         .bind(channel)

@@ -12,7 +12,7 @@ use pipeline::{PackagerTarget, Phase};
 use store::NodeInfo;
 use timeline::Feed;
 
-use super::{Node, NodeError};
+use super::{Node, NodeError, RunningPipeline};
 use crate::config::ServerConfig;
 
 /// Segments whose uploads may still be under way: their end lies less than this in the past
@@ -176,7 +176,7 @@ impl Node {
         let pipeline = self.spawn_pipeline(&spec, feed, inputs, packagers, Some(epoch));
         let mut running = self.lock_running();
         let channel = running.entry(id.to_string()).or_default();
-        channel.pipelines.retain(|p| p.feed != feed);
+        channel.pipelines.retain(|p| running_apart(p, feed));
         channel.pipelines.push(pipeline);
         tracing::info!(channel = %id, %feed, epoch, "pipeline started under its lease");
         Ok(())
@@ -188,12 +188,7 @@ impl Node {
         let Some(channel) = running.get_mut(id) else {
             return;
         };
-        channel.pipelines.retain(|p| {
-            if p.feed == feed {
-                p.task.abort();
-            }
-            p.feed != feed
-        });
+        channel.pipelines.retain(|p| running_apart(p, feed));
         if channel.pipelines.is_empty() {
             running.remove(id);
             drop(running);
@@ -201,6 +196,14 @@ impl Node {
         }
         tracing::info!(channel = %id, %feed, "pipeline stopped: its lease went");
     }
+}
+
+/// Whether `pipeline` is not pipeline `feed`; if it is, it is stopped (for a `retain`).
+fn running_apart(pipeline: &RunningPipeline, feed: Feed) -> bool {
+    if pipeline.feed == feed {
+        pipeline.task.abort();
+    }
+    pipeline.feed != feed
 }
 
 fn targets_of(urls: &[String], credential: &str) -> Vec<PackagerTarget> {
