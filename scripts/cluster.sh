@@ -12,12 +12,20 @@ bin=target/release/steadycast
 garage=${STEADYCAST_GARAGE:-$HOME/.cache/steadycast/garage/bin/garage}
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 root=$(mktemp -d /tmp/steadycast-cluster.XXXXXX)
+chmod 755 "$root" # PostgreSQL runs as its own account
 pids=()
+
+as_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
 
 stop() {
     trap - EXIT INT TERM
     echo "stopping the cluster (files kept in $root)" >&2
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # The server runs under runuser, which a signal to the job does not reach.
+    [ -d "$root/pg/data" ] && as_postgres "$pgbin/pg_ctl" -D "$root/pg/data" -m fast stop \
+        >/dev/null 2>&1 || true
     wait 2>/dev/null || true
 }
 trap stop EXIT INT TERM
@@ -31,9 +39,6 @@ wait_port() {
     exit 1
 }
 
-as_postgres() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
 
 # PostgreSQL: the catalog, leases and notifications.
 mkdir -p "$root/pg"

@@ -84,7 +84,7 @@ pub async fn node_command(command: NodeCommand) -> anyhow::Result<()> {
 /// `GET /api/v1/nodes` as a table: a line per node.
 fn node_table(nodes: &Value) -> String {
     let mut out = format!(
-        "{:<20} {:<34} {:>8} {:>8}  {:<8} {}\n",
+        "{:<20} {:<36} {:>8} {:>8}  {:<8} {}\n",
         "NODE", "ROLES", "PID", "SEEN", "STATE", "LEASES"
     );
     for n in nodes["nodes"].as_array().into_iter().flatten() {
@@ -103,7 +103,7 @@ fn node_table(nodes: &Value) -> String {
             .collect();
         let seen = n["seen_ago_ms"].as_u64().unwrap_or_default() as f64 / 1000.0;
         out.push_str(&format!(
-            "{:<20} {:<34} {:>8} {:>7.1}s  {:<8} {}\n",
+            "{:<20} {:<36} {:>8} {:>7.1}s  {:<8} {}\n",
             n["id"].as_str().unwrap_or_default(),
             n["roles"]
                 .as_array()
