@@ -528,9 +528,9 @@ async fn publish(
     if !placement.continues {
         announce_discontinuity(origin, channel, live, n, copy.header).await?;
     }
-    if !list(origin, &row, copy.epoch).await? {
+    let Some(listed_ms) = list(origin, &row, copy.epoch).await? else {
         return Ok(None);
-    }
+    };
     let segment = LiveSegment {
         start: copy.info.base_decode_time,
         duration: copy.info.duration,
@@ -540,7 +540,7 @@ async fn publish(
         header: copy.header,
         etag: content_etag(&copy.body),
         bytes: copy.body,
-        listed_ms: row.listed_ms,
+        listed_ms,
     };
     live.insert(
         n,
@@ -559,35 +559,41 @@ async fn publish(
     Ok(Some(segment))
 }
 
-/// Lists a stored copy: fenced by its lease epoch in a cluster. False when another packager
-/// listed a copy of another writer first: this one's bytes are deleted (nothing lists them).
-async fn list(origin: &Origin, row: &SegmentRow, epoch: Option<u64>) -> Result<bool, OriginError> {
+/// Lists a stored copy, fenced by its lease epoch in a cluster, and returns when the listed
+/// row was listed: another packager may have listed the same writer's bytes a moment before,
+/// and every origin must count from that row's time. `None` when another packager listed a
+/// copy of another writer first: this one's bytes are deleted (nothing lists them).
+async fn list(
+    origin: &Origin,
+    row: &SegmentRow,
+    epoch: Option<u64>,
+) -> Result<Option<u64>, OriginError> {
     let channel = &row.channel;
     let Some(epoch) = epoch else {
         let listed = origin.catalog.insert_segment(row).await;
         origin.store_write(channel, StorePart::Catalog, listed)?;
-        return Ok(true);
+        return Ok(Some(row.listed_ms));
     };
     let listed = origin.catalog.insert_segment_fenced(row, epoch).await;
     let outcome = origin.store_write(channel, StorePart::Catalog, listed)?;
-    let ours = match outcome {
-        FencedListing::Listed => true,
-        FencedListing::Duplicate => {
-            let kept = origin
-                .catalog
-                .segment(channel, &row.rendition, row.n)
-                .await?;
-            kept.is_some_and(|k| k.blob_key == row.blob_key)
-        }
-        FencedListing::Stale { current } => {
-            let _ = origin.blobs.delete(&row.blob_key).await;
-            return Err(fenced(origin, channel, row.feed, epoch, current));
-        }
-    };
-    if !ours {
+    if outcome == FencedListing::Listed {
+        return Ok(Some(row.listed_ms));
+    }
+    // Another packager may have listed these very bytes (the same writer's key): they stay.
+    let kept = origin
+        .catalog
+        .segment(channel, &row.rendition, row.n)
+        .await?;
+    let ours = kept
+        .filter(|k| k.blob_key == row.blob_key)
+        .map(|k| k.listed_ms);
+    if ours.is_none() {
         let _ = origin.blobs.delete(&row.blob_key).await;
     }
-    Ok(ours)
+    match outcome {
+        FencedListing::Stale { current } => Err(fenced(origin, channel, row.feed, epoch, current)),
+        _ => Ok(ours),
+    }
 }
 
 /// Compares the other feed's copy with the listed one, for the alignment report.
