@@ -77,13 +77,14 @@ impl Nginx {
         );
         let path = dir.path().join("shield.conf");
         std::fs::write(&path, config).unwrap();
-        // In the foreground, as this process's child, with every path under its prefix.
+        // In the foreground, as this process's child, with every path under its prefix; one
+        // process, no workers, so that killing it when the test ends leaves nothing behind.
         let server = Command::new(&bin)
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
             .arg(&path)
-            .args(["-g", "daemon off;"])
+            .args(["-g", "daemon off; master_process off;"])
             .stdout(Stdio::null())
             .stderr(log(dir.path()))
             .kill_on_drop(true)
