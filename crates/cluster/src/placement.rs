@@ -46,16 +46,10 @@ pub struct Plan {
 /// What node `me` should do now. `peers` are the other pipeline nodes; `slots` every pipeline
 /// of every channel.
 pub fn plan(me: &str, draining: bool, peers: &[Peer], slots: &[Slot], grace_ms: u64) -> Plan {
-    let mut held: BTreeSet<(&str, Feed, &str)> = slots
+    let mut held: Held = slots
         .iter()
         .filter_map(|s| Some((s.holder.as_deref()?, s.feed, s.channel.as_str())))
         .collect();
-    let count = |held: &BTreeSet<(&str, Feed, &str)>, node: &str| {
-        held.iter().filter(|(h, _, _)| *h == node).count()
-    };
-    let runs = |held: &BTreeSet<(&str, Feed, &str)>, node: &str, channel: &str, feed: Feed| {
-        held.contains(&(node, feed, channel))
-    };
     let mut plan = Plan::default();
     if draining {
         plan.release.extend(drain_step(me, slots));
@@ -69,9 +63,9 @@ pub fn plan(me: &str, draining: bool, peers: &[Peer], slots: &[Slot], grace_ms: 
     for slot in slots.iter().filter(|s| s.holder.is_none()) {
         let (channel, sibling) = (slot.channel.as_str(), slot.feed.other());
         let mine = count(&held, me);
-        let runs_sibling = runs(&held, me, channel, sibling);
+        let runs_sibling = held.contains(&(me, sibling, channel));
         let better_home = others.iter().any(|&o| {
-            !runs(&held, o, channel, sibling) && (runs_sibling || count(&held, o) < mine)
+            !held.contains(&(o, sibling, channel)) && (runs_sibling || count(&held, o) < mine)
         });
         if !better_home || slot.free_for_ms >= grace_ms {
             held.insert((me, slot.feed, channel));
@@ -81,6 +75,14 @@ pub fn plan(me: &str, draining: bool, peers: &[Peer], slots: &[Slot], grace_ms: 
     plan.release
         .extend(rebalance_step(me, &others, &held, slots));
     plan
+}
+
+/// Who runs what: (node, feed, channel).
+type Held<'a> = BTreeSet<(&'a str, Feed, &'a str)>;
+
+/// How many pipelines `node` runs.
+fn count(held: &Held, node: &str) -> usize {
+    held.iter().filter(|(h, _, _)| *h == node).count()
 }
 
 /// Whether pipeline `feed` of `channel` runs and delivers.
@@ -118,11 +120,10 @@ fn drain_step(me: &str, slots: &[Slot]) -> Option<(String, Feed)> {
 fn rebalance_step(
     me: &str,
     others: &[&str],
-    held: &BTreeSet<(&str, Feed, &str)>,
+    held: &Held,
     slots: &[Slot],
 ) -> Option<(String, Feed)> {
-    let count = |node: &str| held.iter().filter(|(h, _, _)| *h == node).count();
-    let mine = count(me);
+    let mine = count(held, me);
     let channels = held
         .iter()
         .filter(|(h, f, _)| *h == me && *f == Feed::A)
@@ -132,7 +133,7 @@ fn rebalance_step(
             continue;
         }
         let free_peer = others.iter().any(|&o| {
-            count(o) + 2 <= mine
+            count(held, o) + 2 <= mine
                 && !held.contains(&(o, Feed::A, channel))
                 && !held.contains(&(o, Feed::B, channel))
         });
