@@ -38,16 +38,9 @@ impl Haproxy {
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
         run(Command::new(&bin).arg("-c").arg("-q").arg("-f").arg(&path)).await;
-        let server = Command::new(&bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(log(dir.path()))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        wait_for_port("HAProxy", addr.port(), Duration::from_secs(10)).await;
+        let mut command = Command::new(&bin);
+        command.arg("-db").arg("-f").arg(&path);
+        let server = serve("HAProxy", command, dir.path(), addr).await;
         Self {
             addr,
             _server: server,
@@ -79,18 +72,10 @@ impl Nginx {
         std::fs::write(&path, config).unwrap();
         // In the foreground, as this process's child, with every path under its prefix; one
         // process, no workers, so that killing it when the test ends leaves nothing behind.
-        let server = Command::new(&bin)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&path)
-            .args(["-g", "daemon off; master_process off;"])
-            .stdout(Stdio::null())
-            .stderr(log(dir.path()))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        wait_for_port("nginx", addr.port(), Duration::from_secs(10)).await;
+        let mut command = Command::new(&bin);
+        command.arg("-p").arg(dir.path()).arg("-c").arg(&path);
+        command.args(["-g", "daemon off; master_process off;"]);
+        let server = serve("nginx", command, dir.path(), addr).await;
         Self {
             addr,
             _server: server,
@@ -142,8 +127,18 @@ fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
 }
 
-fn log(dir: &Path) -> std::fs::File {
-    std::fs::File::create(dir.join("server.log")).unwrap()
+/// Runs `command`, its output in `dir/server.log`, until the handle drops; returns once it
+/// listens on `addr`.
+async fn serve(what: &str, mut command: Command, dir: &Path, addr: SocketAddr) -> Child {
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let server = command
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    wait_for_port(what, addr.port(), Duration::from_secs(10)).await;
+    server
 }
 
 #[cfg(test)]
