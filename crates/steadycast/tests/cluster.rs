@@ -88,6 +88,16 @@ impl Cluster {
         })
     }
 
+    /// `steadycast node ARGS… --api` the first packager/API node.
+    fn node_command(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(BIN)
+            .arg("node")
+            .args(args)
+            .args(["--api", &self.packager.url("")])
+            .output()
+            .unwrap()
+    }
+
     /// Uploads of pipeline `feed` the first packager received, whatever became of them.
     async fn uploads_of(&self, feed: &str) -> u64 {
         let (_, metrics) = get(&self.packager.url("/metrics")).await.unwrap();
@@ -454,18 +464,12 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
     cluster
         .wait_for_both_feeds(3, "both nodes delivering before the drain")
         .await;
-    let drained = std::process::Command::new(BIN)
-        .args(["node", "drain", &yid, "--api", &cluster.packager.url("")])
-        .output()
-        .unwrap();
+    let drained = cluster.node_command(&["drain", &yid]);
     assert!(drained.status.success(), "{drained:?}");
     cluster
         .wait_for_placement(&xid, &xid, "y drained onto x")
         .await;
-    let listing = std::process::Command::new(BIN)
-        .args(["node", "list", "--api", &cluster.packager.url("")])
-        .output()
-        .unwrap();
+    let listing = cluster.node_command(&["list"]);
     let table = String::from_utf8_lossy(&listing.stdout);
     let y_line = table.lines().find(|l| l.starts_with(&yid)).unwrap();
     assert!(y_line.contains("draining"), "{table}");
@@ -481,10 +485,7 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
     );
 
     // 4. Back in service, y gets a pipeline again; stopped (SIGTERM) it gives it up at once.
-    let undrained = std::process::Command::new(BIN)
-        .args(["node", "undrain", &yid, "--api", &cluster.packager.url("")])
-        .output()
-        .unwrap();
+    let undrained = cluster.node_command(&["undrain", &yid]);
     assert!(undrained.status.success(), "{undrained:?}");
     cluster
         .wait_for_placement(&xid, &yid, "a pipeline back on the undrained node")
