@@ -82,6 +82,8 @@ done
 g layout apply --version 1 >/dev/null
 key_id="GK$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 key_secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# What the nodes authenticate segment deliveries and input relays with.
+cluster_secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 g bucket create steadycast >/dev/null
 g key import --yes "$key_id" "$key_secret" >/dev/null
 g bucket allow --read --write --owner steadycast --key "$key_id" >/dev/null
@@ -114,6 +116,7 @@ for i in 1 2 3; do
         echo "rtmp_listen = \"127.0.0.1:193$i\""
         echo "srt_listen = \"127.0.0.1:900$i\""
         echo "catalog = \"$catalog\""
+        echo "cluster_secret = \"$cluster_secret\""
         echo "node_id = \"node$i\""
         echo "roles = [\"${roles[$((i - 1))]//,/\", \"}\"]"
         echo "blobs = { type = \"s3\", bucket = \"steadycast\", endpoint = \"http://127.0.0.1:3${i}900\", region = \"garage\", access_key_id = \"$key_id\", secret_access_key = \"$key_secret\" }"

@@ -4,6 +4,7 @@
 
 mod event;
 mod input;
+mod secret;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ pub use failover::FailoverSpec;
 
 pub use event::{Event, EventKind, Events};
 pub use input::InputSpec;
+pub use secret::Secret;
 
 /// A channel definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,10 +1,13 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use channel::{EventKind, Events};
+use futures::future::BoxFuture;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 /// How many chunks a subscriber may fall behind before it is told it lagged. Chunks are at most
 /// 64 KiB, so a port holds at most 64 MiB however slow its pipelines are.
@@ -90,6 +93,32 @@ pub struct LiveSession {
     pub prologue: Vec<Bytes>,
     /// The clock-lock offset the session's first encoder chose (see [`InputPort::agree_offset`]).
     pub offset_us: Option<i64>,
+    /// Set when the session is relayed from another node's input (a cluster's input relay).
+    pub relayed: Option<Relayed>,
+}
+
+/// Where a relayed session's clock-lock offset is agreed: on the node the publisher is
+/// connected to, so pipelines on any node stamp the same frames with the same times.
+pub trait OffsetAgreement: Send + Sync {
+    /// The agreed offset for `proposed_us`, or `None` when the other node cannot be asked.
+    fn agree(&self, proposed_us: i64) -> BoxFuture<'_, Option<i64>>;
+}
+
+/// How long a decoder waits for a relayed session's agreement before agreeing locally.
+const REMOTE_AGREEMENT: Duration = Duration::from_secs(1);
+
+/// A relayed session's ties to its origin: where to agree offsets, and the token cancelled
+/// when a local publisher takes the input over.
+#[derive(Clone)]
+pub struct Relayed {
+    agreement: Arc<dyn OffsetAgreement>,
+    preempted: CancellationToken,
+}
+
+impl fmt::Debug for Relayed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Relayed")
+    }
 }
 
 /// The most prologue a publisher may keep; codec headers are a few hundred bytes.
@@ -139,7 +168,25 @@ impl InputPort {
     /// of one) then stamp the same frames with the same times, so their segments interchange.
     /// A proposal far from the agreed offset means the source's timestamps jumped: it becomes
     /// the new agreement.
-    pub fn agree_offset(&self, session: u64, proposed_us: i64) -> i64 {
+    ///
+    /// A relayed session agrees on the publisher's node, where pipelines of other nodes agree
+    /// too; if that node cannot be asked within a second, the agreement is this node's.
+    pub async fn agree_offset(&self, session: u64, proposed_us: i64) -> i64 {
+        let relayed = match self.slot().as_ref() {
+            Some(live) if live.session == session => live.relayed.clone(),
+            _ => None,
+        };
+        if let Some(relayed) = relayed {
+            let remote = relayed.agreement.agree(proposed_us);
+            if let Ok(Some(agreed)) = tokio::time::timeout(REMOTE_AGREEMENT, remote).await {
+                return self.agree_local(session, agreed);
+            }
+        }
+        self.agree_local(session, proposed_us)
+    }
+
+    /// [`Self::agree_offset`] on this node alone: what the relay answers other nodes with.
+    pub fn agree_local(&self, session: u64, proposed_us: i64) -> i64 {
         match self.slot().as_mut() {
             Some(live) if live.session == session => match live.offset_us {
                 Some(agreed) if agreed.abs_diff(proposed_us) < SAME_TIMELINE_US => agreed,
@@ -150,14 +197,62 @@ impl InputPort {
     }
 
     /// Claims the input for `peer`. A second publisher is refused; the first keeps the input.
+    /// A session relayed from another node gives way: a publisher here is nearer the source.
     pub fn publish(self: &Arc<Self>, peer: &str, container: Container) -> Result<Publisher, Busy> {
         let mut slot = self.slot();
+        if let Some(current) = slot.as_ref() {
+            let Some(relayed) = &current.relayed else {
+                return Err(Busy {
+                    input: self.id.clone(),
+                    peer: current.peer.clone(),
+                });
+            };
+            relayed.preempted.cancel();
+            let session = current.session;
+            *slot = None;
+            self.ended(
+                session,
+                "a publisher connected to this node took the input over",
+            );
+        }
+        Ok(self.start(slot, peer, container, None))
+    }
+
+    /// Claims the input for a session relayed from another node, which `agreement` reaches.
+    /// The returned token is cancelled when a publisher here takes the input over.
+    pub fn publish_relayed(
+        self: &Arc<Self>,
+        peer: &str,
+        container: Container,
+        agreement: Arc<dyn OffsetAgreement>,
+    ) -> Result<(Publisher, CancellationToken), Busy> {
+        let slot = self.slot();
         if let Some(current) = slot.as_ref() {
             return Err(Busy {
                 input: self.id.clone(),
                 peer: current.peer.clone(),
             });
         }
+        let preempted = CancellationToken::new();
+        let relayed = Relayed {
+            agreement,
+            preempted: preempted.clone(),
+        };
+        Ok((self.start(slot, peer, container, Some(relayed)), preempted))
+    }
+
+    /// How many decoders (or relays) read this input now.
+    pub fn subscribers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        mut slot: std::sync::MutexGuard<'_, Option<LiveSession>>,
+        peer: &str,
+        container: Container,
+        relayed: Option<Relayed>,
+    ) -> Publisher {
         let session = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         *slot = Some(LiveSession {
             peer: peer.to_string(),
@@ -165,6 +260,7 @@ impl InputPort {
             container,
             prologue: Vec::new(),
             offset_us: None,
+            relayed,
         });
         drop(slot);
         let labels = self.labels();
@@ -179,11 +275,28 @@ impl InputPort {
             detail,
         );
         let _ = self.events.send(InputEvent::Started { session, container });
-        Ok(Publisher {
+        Publisher {
             port: self.clone(),
             session,
             reason: None,
-        })
+        }
+    }
+
+    /// Reports the end of `session`, whose slot is already cleared.
+    fn ended(&self, session: u64, reason: &str) {
+        tracing::info!(input = %self.id, session, %reason, "input ended");
+        let detail = format!("session {session}: {reason}");
+        self.log.emit(
+            &self.id.channel,
+            &self.source(),
+            EventKind::InputEnded,
+            detail,
+        );
+        metrics::gauge!("steadycast_input_connected", &self.labels()).set(0.0);
+        let _ = self.events.send(InputEvent::Ended {
+            session,
+            reason: reason.to_string(),
+        });
     }
 
     fn labels(&self) -> [(&'static str, String); 2] {
@@ -208,6 +321,9 @@ impl Publisher {
     }
 
     pub fn send(&self, bytes: Bytes) {
+        if !self.is_current() {
+            return;
+        }
         let labels = self.port.labels();
         metrics::counter!("steadycast_input_bytes_total", &labels).increment(bytes.len() as u64);
         // No subscriber is not an error: the input is live, nobody encodes it right now.
@@ -219,13 +335,26 @@ impl Publisher {
 
     /// Sends bytes that a decoder joining later also needs (see [`LiveSession::prologue`]).
     pub fn send_prologue(&self, bytes: Bytes) {
-        if let Some(live) = self.port.slot().as_mut() {
+        if let Some(live) = self
+            .port
+            .slot()
+            .as_mut()
+            .filter(|l| l.session == self.session)
+        {
             let kept: usize = live.prologue.iter().map(Bytes::len).sum();
             if kept + bytes.len() <= MAX_PROLOGUE {
                 live.prologue.push(bytes.clone());
             }
         }
         self.send(bytes);
+    }
+
+    /// Whether the session is still the input's (a relayed one may have been taken over).
+    fn is_current(&self) -> bool {
+        self.port
+            .slot()
+            .as_ref()
+            .is_some_and(|l| l.session == self.session)
     }
 
     /// Records why the session ends (reported when the publisher is dropped).
@@ -236,24 +365,16 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        let reason = self
-            .reason
-            .take()
-            .unwrap_or_else(|| "publisher left".to_string());
-        tracing::info!(input = %self.port.id, session = self.session, %reason, "input ended");
-        let detail = format!("session {}: {reason}", self.session);
-        self.port.log.emit(
-            &self.port.id.channel,
-            &self.port.source(),
-            EventKind::InputEnded,
-            detail,
-        );
-        metrics::gauge!("steadycast_input_connected", &self.port.labels()).set(0.0);
-        let _ = self.port.events.send(InputEvent::Ended {
-            session: self.session,
-            reason,
-        });
-        *self.port.slot() = None;
+        let mut slot = self.port.slot();
+        // A preempted relay's session has already ended.
+        if slot.as_ref().is_none_or(|l| l.session != self.session) {
+            return;
+        }
+        *slot = None;
+        drop(slot);
+        let reason = self.reason.take();
+        self.port
+            .ended(self.session, reason.as_deref().unwrap_or("publisher left"));
     }
 }
 
@@ -296,24 +417,74 @@ mod tests {
         let live = port.live().unwrap();
         assert_eq!((live.session, live.peer.as_str()), (2, "10.0.0.2:5000"));
         assert_eq!(live.prologue, [Bytes::from_static(b"FLV\x01")]);
-        assert_eq!(port.agree_offset(2, 1_000), 1_000);
+        assert_eq!(port.agree_local(2, 1_000), 1_000);
+        assert_eq!(port.agree_local(2, 2_000), 1_000, "the first proposal wins");
         assert_eq!(
-            port.agree_offset(2, 2_000),
-            1_000,
-            "the first proposal wins"
-        );
-        assert_eq!(
-            port.agree_offset(1, 3_000),
+            port.agree_local(1, 3_000),
             3_000,
             "an old session agrees on nothing"
         );
         assert_eq!(
-            port.agree_offset(2, 60_000_000),
+            port.agree_local(2, 60_000_000),
             60_000_000,
             "a jump in the source's timestamps makes a new agreement"
         );
-        assert_eq!(port.agree_offset(2, 60_500_000), 60_000_000);
+        assert_eq!(port.agree_local(2, 60_500_000), 60_000_000);
         drop(second);
+        assert!(port.live().is_none());
+    }
+
+    /// Agrees on whatever it is asked, plus one: shows the answer came from here.
+    struct Remote;
+
+    impl OffsetAgreement for Remote {
+        fn agree(&self, proposed_us: i64) -> BoxFuture<'_, Option<i64>> {
+            Box::pin(async move { Some(proposed_us + 1) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relayed_session_agrees_remotely_and_gives_way_to_a_local_publisher() {
+        let port = port();
+        let mut rx = port.subscribe();
+        let (relay, preempted) = port
+            .publish_relayed("10.0.0.9 via node-2", Container::Flv, Arc::new(Remote))
+            .unwrap();
+        assert!(
+            port.publish_relayed("again", Container::Flv, Arc::new(Remote))
+                .is_err(),
+            "one relay at a time"
+        );
+        assert_eq!(port.agree_offset(1, 5_000).await, 5_001);
+        assert_eq!(
+            port.agree_offset(1, 5_100).await,
+            5_001,
+            "the remote answer is the local agreement too"
+        );
+        relay.send(Bytes::from_static(b"relayed"));
+        let local = port.publish("10.0.0.1:5000", Container::Flv).unwrap();
+        assert!(preempted.is_cancelled());
+        relay.send(Bytes::from_static(b"late"));
+        local.send(Bytes::from_static(b"local"));
+        drop(relay);
+        let mut seen = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            seen.push(match event {
+                InputEvent::Started { session, .. } => format!("start {session}"),
+                InputEvent::Data { session, bytes } => {
+                    format!("{session}:{}", String::from_utf8_lossy(&bytes))
+                }
+                InputEvent::Ended { session, .. } => format!("end {session}"),
+            });
+        }
+        assert_eq!(
+            seen,
+            ["start 1", "1:relayed", "end 1", "start 2", "2:local"],
+            "the relay's late bytes and its drop touch nothing of the local session"
+        );
+        assert_eq!(port.live().unwrap().peer, "10.0.0.1:5000");
+        assert_eq!(port.agree_offset(2, 7_000).await, 7_000, "agreed here");
+        drop(local);
         assert!(port.live().is_none());
     }
 

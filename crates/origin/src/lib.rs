@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, put};
-use channel::{ChannelSpec, EventKind, Events};
+use channel::{ChannelSpec, EventKind, Events, Secret};
 use store::{BlobStore, Catalog};
 use tower_http::cors::{Any, CorsLayer};
 
@@ -31,6 +31,14 @@ pub use timeshift::parse_time;
 
 /// The largest object a pipeline may PUT: a 2 s segment at 100 Mb/s is 25 MB.
 pub const MAX_UPLOAD: usize = 32 << 20;
+
+/// How an origin takes part in a cluster.
+pub struct InCluster {
+    /// How long after its listing a segment appears in live manifests.
+    pub settle: Duration,
+    /// The credential pipeline nodes deliver with (beside each channel's own).
+    pub credential: Secret,
+}
 
 /// The origin's state: the durable store and each channel's live window.
 pub struct Origin {
@@ -43,6 +51,8 @@ pub struct Origin {
     fenced: bool,
     /// In a cluster: how long after its listing a segment appears in live manifests.
     settle_ms: u64,
+    /// In a cluster: the credential pipeline nodes deliver with.
+    cluster_credential: Option<Secret>,
     /// Whether the last write to each [`StorePart`] failed: failures and recoveries are
     /// reported once each, not once per segment.
     store_failing: [AtomicBool; 2],
@@ -65,20 +75,21 @@ impl StorePart {
 }
 
 impl Origin {
-    /// `cluster`: one of a cluster's packagers and origins, showing segments `settle` after
-    /// their listing; pipelines' uploads are then fenced by their leases.
+    /// `cluster`: one of a cluster's packagers and origins; pipelines' uploads are then fenced
+    /// by their leases.
     pub fn new(
         catalog: Catalog,
         blobs: BlobStore,
         events: Events,
-        cluster: Option<Duration>,
+        cluster: Option<InCluster>,
     ) -> Arc<Self> {
         Arc::new(Self {
             catalog,
             blobs,
             events,
             fenced: cluster.is_some(),
-            settle_ms: cluster.map_or(0, |d| d.as_millis() as u64),
+            settle_ms: cluster.as_ref().map_or(0, |c| c.settle.as_millis() as u64),
+            cluster_credential: cluster.map(|c| c.credential),
             channels: RwLock::new(HashMap::new()),
             store_failing: [AtomicBool::new(false), AtomicBool::new(false)],
         })
@@ -123,7 +134,8 @@ impl Origin {
         spec: ChannelSpec,
         credential: String,
     ) -> Result<(), OriginError> {
-        let mut channel = LiveChannel::new(spec, credential).map_err(OriginError::BadRequest)?;
+        let mut channel =
+            LiveChannel::new(spec, Secret::new(credential)).map_err(OriginError::BadRequest)?;
         channel.settle_ms = self.settle_ms;
         let channel = Arc::new(channel);
         restore::live_window(&channel, &self.catalog, &self.blobs).await?;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use channel::{AUDIO_RENDITION, ChannelSpec};
+use channel::{AUDIO_RENDITION, ChannelSpec, Secret};
 use manifest::HeaderId;
 use manifest::dash::PeriodStart;
 use media::cmaf::SegmentInfo;
@@ -19,7 +19,7 @@ const EXTRA_SEGMENTS: u64 = 5;
 pub struct LiveChannel {
     pub spec: ChannelSpec,
     pub grid: SegmentGrid,
-    pub credential: String,
+    pub credential: Secret,
     pub renditions: BTreeMap<String, Arc<LiveRendition>>,
     /// Where the DASH Periods begin (segment number → Unix ms): at each segment where some
     /// rendition's header changed. Few, and kept for the startover window.
@@ -33,7 +33,7 @@ pub struct LiveChannel {
 }
 
 impl LiveChannel {
-    pub fn new(spec: ChannelSpec, credential: String) -> Result<Self, String> {
+    pub fn new(spec: ChannelSpec, credential: Secret) -> Result<Self, String> {
         let grid = spec.grid()?;
         let mut renditions = BTreeMap::new();
         for r in &spec.ladder {
@@ -627,7 +627,7 @@ mod tests {
                 "inputs":{"main":{"type":"rtmp","stream_key":"k"}}}"#,
         )
         .unwrap();
-        let channel = LiveChannel::new(spec, String::new()).unwrap();
+        let channel = LiveChannel::new(spec, channel::Secret::new("")).unwrap();
         let names = ["360p", "audio"];
         assert_eq!(channel.periods_from(100, 200, &names), [PeriodStart::EPOCH]);
         // 360p changes its header at 150; audio never does.

@@ -102,7 +102,7 @@ async fn accept(
     let channel = origin
         .channel(channel_id)
         .ok_or_else(|| OriginError::NotFound(format!("unknown channel `{channel_id}`")))?;
-    authorize(&channel, headers)?;
+    authorize(&origin, &channel, headers)?;
     let body = read_body(headers, body).await?;
     check_digest(headers, &body)?;
     let feed: Feed = feed.parse().map_err(OriginError::BadRequest)?;
@@ -211,7 +211,13 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, OriginError
     })
 }
 
-fn authorize(channel: &LiveChannel, headers: &HeaderMap) -> Result<(), OriginError> {
+/// An upload carries the channel's ingest credential (a pipeline run anywhere) or, in a
+/// cluster, the cluster's credential (a pipeline node's).
+fn authorize(
+    origin: &Origin,
+    channel: &LiveChannel,
+    headers: &HeaderMap,
+) -> Result<(), OriginError> {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -219,7 +225,8 @@ fn authorize(channel: &LiveChannel, headers: &HeaderMap) -> Result<(), OriginErr
         .ok_or_else(|| {
             OriginError::Unauthorized("missing `Authorization: Bearer` credential".into())
         })?;
-    if !constant_time_eq(given.as_bytes(), channel.credential.as_bytes()) {
+    let cluster = origin.cluster_credential.as_ref();
+    if !(channel.credential.matches(given) || cluster.is_some_and(|c| c.matches(given))) {
         return Err(OriginError::Unauthorized("wrong ingest credential".into()));
     }
     Ok(())
@@ -237,10 +244,6 @@ fn check_digest(headers: &HeaderMap, body: &[u8]) -> Result<(), OriginError> {
         )),
         _ => Ok(()),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn accept_init(

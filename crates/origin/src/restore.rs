@@ -263,7 +263,7 @@ mod tests {
             "ladder": [{ "name": "v", "width": 160, "height": 90, "bitrate_kbps": 80 }],
         }))
         .unwrap();
-        let channel = LiveChannel::new(spec, String::new()).unwrap();
+        let channel = LiveChannel::new(spec, channel::Secret::new("")).unwrap();
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap();

@@ -141,7 +141,7 @@ impl InputDecoder {
                 LockMode::Source => lock,
                 // Every decoder of one session, on either pipeline, uses the offset agreed first.
                 LockMode::Clock => Lock {
-                    offset_us: self.port.agree_offset(session, lock.offset_us),
+                    offset_us: self.port.agree_offset(session, lock.offset_us).await,
                     ..lock
                 },
             };

@@ -113,6 +113,10 @@ pub struct NodeArgs {
     /// The base URL other nodes reach this node at [default: http://{listen}].
     #[arg(long, env = "STEADYCAST_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// The secret a cluster's nodes authenticate each other with (prefer the variable: an
+    /// argument shows in the process list).
+    #[arg(long, env = "STEADYCAST_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
 }
 
 impl NodeArgs {
@@ -155,6 +159,9 @@ impl NodeArgs {
         }
         if let Some(v) = &self.advertise_url {
             server.advertise_url = Some(v.clone());
+        }
+        if let Some(v) = &self.cluster_secret {
+            server.cluster_secret = Some(channel::Secret::new(v.clone()));
         }
     }
 }

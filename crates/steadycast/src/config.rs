@@ -71,6 +71,11 @@ pub struct ServerConfig {
     /// NTP-synced, as the pipelines' are).
     #[serde(default = "default_listing_settle")]
     pub listing_settle_ms: u64,
+    /// What nodes of a cluster authenticate each other with (segment deliveries, input
+    /// relays): the same on every node, at least 16 characters; required on PostgreSQL.
+    /// `STEADYCAST_CLUSTER_SECRET` keeps it out of the file.
+    #[serde(default)]
+    pub cluster_secret: Option<channel::Secret>,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +95,7 @@ impl Default for ServerConfig {
             advertise_url: None,
             leases: cluster::LeaseSettings::default(),
             listing_settle_ms: default_listing_settle(),
+            cluster_secret: None,
         }
     }
 }
@@ -150,6 +156,19 @@ impl ServerConfig {
                 "node id `{id}`: 1-64 of a-z, A-Z, 0-9, `-`, `_`, `.`"
             ));
         }
+        match &self.cluster_secret {
+            None if self.is_clustered() => problems.push(
+                "a node on a PostgreSQL catalog is one of a cluster: give the cluster's shared \
+                 secret (`cluster_secret` in [server] or STEADYCAST_CLUSTER_SECRET), which its \
+                 nodes authenticate segment deliveries and input relays with"
+                    .into(),
+            ),
+            Some(secret) if secret.len() < MIN_CLUSTER_SECRET => problems.push(format!(
+                "the cluster secret is {} characters; it needs at least {MIN_CLUSTER_SECRET}",
+                secret.len()
+            )),
+            _ => {}
+        }
         problems.extend(self.leases.problems());
         problems
     }
@@ -164,6 +183,9 @@ impl ServerConfig {
         })
     }
 }
+
+/// A cluster secret shorter than this is refused: it guards every node's ingest.
+const MIN_CLUSTER_SECRET: usize = 16;
 
 fn default_listing_settle() -> u64 {
     500
@@ -370,6 +392,40 @@ data_dir = \"/srv/sc\"\n",
             err.to_string()
                 .starts_with("b.toml:2: channel `x`: preset `warp`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_cluster_needs_shared_backends_and_a_strong_secret() {
+        let problems = |text: &str| parse(text, "c.toml").unwrap().server.cluster_problems();
+        assert!(problems("[server]\n").is_empty(), "the embedded default");
+        let split = problems("[server]\nroles = [\"pipeline\"]\n");
+        assert!(
+            split[0].contains("share one catalog and one store"),
+            "{split:?}"
+        );
+        let pg = "[server]\ncatalog = \"postgres://u@db/sc\"\n\
+                  blobs = { type = \"s3\", bucket = \"b\" }\nroles = [\"origin\"]\n";
+        let unkeyed = problems(pg);
+        assert_eq!(unkeyed.len(), 1, "{unkeyed:?}");
+        assert!(
+            unkeyed[0].contains("STEADYCAST_CLUSTER_SECRET"),
+            "{unkeyed:?}"
+        );
+        let short = problems(&format!("{pg}cluster_secret = \"tiny-secret\"\n"));
+        assert!(short[0].contains("11 characters"), "{short:?}");
+        assert!(
+            !short[0].contains("tiny"),
+            "a problem never shows the secret"
+        );
+        let keyed = format!("{pg}cluster_secret = \"0123456789abcdef\"\n");
+        assert!(problems(&keyed).is_empty());
+        let config = parse(&keyed, "c.toml").unwrap();
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        let unknown = problems("[server]\nroles = [\"encoder\"]\n");
+        assert!(
+            unknown[0].starts_with("unknown role `encoder`"),
+            "{unknown:?}"
         );
     }
 }

@@ -53,7 +53,7 @@ async fn wait_for_listing_past(node: &TestNode, n: u64) {
 async fn a_node_on_postgres_and_s3_plays_survives_kill_and_harvests() {
     let (pg, garage) = tokio::join!(Postgres::start(), Garage::start());
     let server = format!(
-        "catalog = \"{}\"\nblobs = {{ type = \"s3\", bucket = \"{}\", endpoint = \"{}\", \
+        "{CLUSTER_SECRET}\ncatalog = \"{}\"\nblobs = {{ type = \"s3\", bucket = \"{}\", endpoint = \"{}\", \
          region = \"{}\", prefix = \"node\", access_key_id = \"{}\", secret_access_key = \"{}\" }}",
         pg.url,
         garage.bucket,
@@ -267,7 +267,7 @@ async fn a_full_disk_is_reported_and_what_is_listed_stays_served() {
 async fn a_catalog_outage_is_reported_and_what_is_listed_stays_served() {
     let mut pg = Postgres::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let server = format!("catalog = \"{}\"", pg.url);
+    let server = format!("{CLUSTER_SECRET}\ncatalog = \"{}\"", pg.url);
     let node = TestNode::serve_with(dir.path(), &server, &channel_toml("scale", PATTERN)).await;
     node.wait_for_segments("scale", &RENDITIONS, 3).await;
 

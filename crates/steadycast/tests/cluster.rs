@@ -304,7 +304,7 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
     // Each node on its own Garage node; every object is kept on all three.
     let on_garage = |i: usize| {
         format!(
-            "catalog = \"{}\"\nblobs = {{ type = \"s3\", bucket = \"{}\", endpoint = \"{}\", \
+            "{CLUSTER_SECRET}\ncatalog = \"{}\"\nblobs = {{ type = \"s3\", bucket = \"{}\", endpoint = \"{}\", \
              region = \"{}\", access_key_id = \"{}\", secret_access_key = \"{}\" }}",
             pg.url,
             garage.bucket,

@@ -128,6 +128,21 @@ impl Node {
             .collect())
     }
 
+    /// The packager nodes at `urls`, as a pipeline here delivers to them: with the cluster's
+    /// credential, which no viewer or API caller ever sees.
+    fn packager_targets(&self, urls: &[String]) -> Vec<PackagerTarget> {
+        let credential = self.server.cluster_secret.as_ref();
+        let credential = credential
+            .map(|c| c.expose().to_string())
+            .unwrap_or_default();
+        urls.iter()
+            .map(|url| PackagerTarget {
+                base_url: url.clone(),
+                credential: credential.clone(),
+            })
+            .collect()
+    }
+
     /// Points this node's pipelines at the packager nodes alive now (one joined, one came
     /// back at another address); a pipeline keeps its targets while none is seen.
     async fn follow_packagers(&self) {
@@ -138,8 +153,7 @@ impl Node {
         for channel in self.lock_running().values() {
             for pipeline in &channel.pipelines {
                 pipeline.packagers.send_if_modified(|targets| {
-                    let credential = targets.first().map(|t| t.credential.clone());
-                    let fresh = targets_of(&urls, &credential.unwrap_or_default());
+                    let fresh = self.packager_targets(&urls);
                     let changed = *targets != fresh;
                     *targets = fresh;
                     changed
@@ -153,12 +167,11 @@ impl Node {
         let row = self.catalog.channel(id).await.map_err(|e| e.to_string())?;
         let row = row.ok_or_else(|| format!("channel `{id}` is gone"))?;
         let spec: ChannelSpec = serde_json::from_str(&row.spec).map_err(|e| e.to_string())?;
-        let credential = spec.ingest_credential.clone().unwrap_or_default();
         let urls = self.packager_urls().await?;
         if urls.is_empty() {
             return Err("no packager node is up".into());
         }
-        let packagers = targets_of(&urls, &credential);
+        let packagers = self.packager_targets(&urls);
         let mut inputs = Vec::new();
         for name in spec.inputs_of(feed) {
             let port = match self.inputs.port(id, name) {
@@ -204,15 +217,6 @@ fn running_apart(pipeline: &RunningPipeline, feed: Feed) -> bool {
         pipeline.task.abort();
     }
     pipeline.feed != feed
-}
-
-fn targets_of(urls: &[String], credential: &str) -> Vec<PackagerTarget> {
-    urls.iter()
-        .map(|url| PackagerTarget {
-            base_url: url.clone(),
-            credential: credential.to_string(),
-        })
-        .collect()
 }
 
 /// The keeper's hands on this node.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use channel::{ChannelSpec, Event, Events, InputSpec};
 use ingest::InputRegistry;
-use origin::Origin;
+use origin::{InCluster, Origin};
 use pipeline::{Faults, PackagerTarget, PipelineConfig, PipelineState, PipelineStatus};
 use rand::Rng;
 use store::{BlobStore, Catalog, DirStore, S3Store};
@@ -98,13 +98,15 @@ impl Node {
         let events = event_log(catalog.clone());
         let clustered = server.is_clustered();
         let packager = server.has_role(::cluster::ROLE_PACKAGER);
-        let settle = Duration::from_millis(server.listing_settle_ms);
-        let origin = Origin::new(
-            catalog.clone(),
-            blobs,
-            events.clone(),
-            clustered.then_some(settle),
-        );
+        let in_cluster = server
+            .cluster_secret
+            .clone()
+            .filter(|_| clustered)
+            .map(|credential| InCluster {
+                settle: Duration::from_millis(server.listing_settle_ms),
+                credential,
+            });
+        let origin = Origin::new(catalog.clone(), blobs, events.clone(), in_cluster);
         let inputs = Arc::new(InputRegistry::with_events(events.clone()));
         // Before anything is served or written: a crash may have left the two apart. In a
         // cluster other packagers are writing meanwhile: what no row lists yet may be theirs.

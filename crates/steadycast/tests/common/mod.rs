@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
+/// The secret a test cluster's nodes authenticate each other with.
+pub const CLUSTER_SECRET: &str = "cluster_secret = \"test-cluster-secret-0123456789\"";
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_steadycast");
 
 /// A free loopback port (bound then released; the node binds it right after).
