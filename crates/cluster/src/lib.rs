@@ -5,6 +5,7 @@
 
 pub mod keeper;
 pub mod placement;
+pub mod relay;
 
 use std::time::Duration;
 

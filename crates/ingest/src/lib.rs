@@ -12,5 +12,8 @@ pub mod testsrc;
 mod udp;
 
 pub use channel::InputSpec;
-pub use hub::{Busy, Container, InputEvent, InputId, InputPort, LiveSession, Publisher};
+pub use hub::{
+    Busy, Container, InputEvent, InputId, InputPort, LiveSession, OffsetAgreement, Publisher,
+    Relayed,
+};
 pub use registry::{InputRegistry, RegistryError};
