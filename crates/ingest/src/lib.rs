@@ -16,4 +16,4 @@ pub use hub::{
     Busy, Container, InputEvent, InputId, InputPort, LiveSession, OffsetAgreement, Publisher,
     Relayed,
 };
-pub use registry::{InputRegistry, RegistryError};
+pub use registry::{InputRegistry, RegistryError, Relay};

@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::future::BoxFuture;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -72,12 +73,19 @@ struct Inner {
     binds: HashMap<(Proto, SocketAddr), InputId>,
 }
 
+/// What relays an input from other nodes into its port here (a cluster's input relay); it
+/// runs until the input is removed.
+pub type Relay = Arc<dyn Fn(Arc<InputPort>) -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// All inputs of this node. `Send + Sync`; share it behind an `Arc`. Dropping it aborts every
 /// per-input task.
 #[derive(Default)]
 pub struct InputRegistry {
     inner: Mutex<Inner>,
     events: channel::Events,
+    relay: Option<Relay>,
+    /// A node without the ingest role binds no UDP/TCP input: its inputs come by relay.
+    relay_only: bool,
 }
 
 /// What the shared listeners get for an input: its port and the token cancelled on removal.
@@ -102,10 +110,17 @@ impl InputRegistry {
 
     /// A registry whose ports report publishers coming and going to `events`.
     pub fn with_events(events: channel::Events) -> Self {
-        Self {
-            inner: Mutex::default(),
-            events,
-        }
+        let mut registry = Self::default();
+        registry.events = events;
+        registry
+    }
+
+    /// Feeds every contribution input (not a test pattern, made wherever it is encoded) by
+    /// `relay` too; with `relay_only`, UDP and TCP inputs bind nothing here.
+    pub fn relaying(mut self, relay: Relay, relay_only: bool) -> Self {
+        self.relay = Some(relay);
+        self.relay_only = relay_only;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -176,11 +191,16 @@ impl InputRegistry {
                     }
                     None
                 }
+                InputSpec::Udp { .. } | InputSpec::Tcp { .. } if self.relay_only => None,
                 InputSpec::Udp { bind, .. } => Some((Proto::Udp, *bind)),
                 InputSpec::Tcp { bind } => Some((Proto::Tcp, *bind)),
                 InputSpec::TestPattern { .. } => None,
             }
         };
+        let relay = self
+            .relay
+            .clone()
+            .filter(|_| !matches!(spec, InputSpec::TestPattern { .. }));
         if let Some(key) = bind
             && key.1.port() != 0
             && let Some(existing) = self.lock().binds.get(&key)
@@ -192,7 +212,8 @@ impl InputRegistry {
             });
         }
 
-        let needs_runtime = !matches!(spec, InputSpec::Rtmp { .. } | InputSpec::Srt { .. });
+        let needs_runtime =
+            !matches!(spec, InputSpec::Rtmp { .. } | InputSpec::Srt { .. }) || relay.is_some();
         let runtime = if needs_runtime {
             Some(tokio::runtime::Handle::try_current().map_err(|_| RegistryError::NoRuntime)?)
         } else {
@@ -219,7 +240,7 @@ impl InputRegistry {
                     interface,
                 },
                 Some(rt),
-            ) => {
+            ) if !self.relay_only => {
                 let _guard = rt.enter();
                 let socket = crate::udp::bind(*bind, *multicast, *interface)
                     .map_err(bind_error("UDP", *bind))?;
@@ -227,7 +248,7 @@ impl InputRegistry {
                 let task = rt.spawn(crate::udp::run(socket, port.clone()));
                 (Some(task.abort_handle()), local)
             }
-            (InputSpec::Tcp { bind }, Some(rt)) => {
+            (InputSpec::Tcp { bind }, Some(rt)) if !self.relay_only => {
                 let _guard = rt.enter();
                 let listener = std::net::TcpListener::bind(bind)
                     .and_then(|l| {
@@ -291,6 +312,16 @@ impl InputRegistry {
             inner.binds.insert((proto, addr), id.clone());
         }
         tracing::info!(input = %id, kind = spec_kind(&spec), local_addr = ?local_addr, "input added");
+        let removed = CancellationToken::new();
+        if let (Some(relay), Ok(rt)) = (relay, tokio::runtime::Handle::try_current()) {
+            let (relayed, removed) = (relay(port.clone()), removed.clone());
+            rt.spawn(async move {
+                tokio::select! {
+                    _ = removed.cancelled() => {}
+                    _ = relayed => {}
+                }
+            });
+        }
         inner.inputs.insert(
             id,
             Entry {
@@ -298,7 +329,7 @@ impl InputRegistry {
                 spec,
                 task,
                 local_addr,
-                removed: CancellationToken::new(),
+                removed,
             },
         );
         Ok(port)
@@ -307,13 +338,25 @@ impl InputRegistry {
     /// Removes every input of `channel`: aborts their tasks (which ends UDP/TCP sessions), ends
     /// RTMP/SRT sessions on them and forgets their ports. Returns how many inputs were removed.
     pub fn remove_channel(&self, channel: &str) -> usize {
+        self.remove_where(channel, |_| true)
+    }
+
+    /// Removes the test patterns of `channel` (made where they are encoded) and keeps its
+    /// contribution inputs.
+    pub fn remove_generated(&self, channel: &str) -> usize {
+        self.remove_where(channel, |spec| {
+            matches!(spec, InputSpec::TestPattern { .. })
+        })
+    }
+
+    fn remove_where(&self, channel: &str, which: impl Fn(&InputSpec) -> bool) -> usize {
         let removed: Vec<(InputId, Entry)> = {
             let mut inner = self.lock();
             let ids: Vec<InputId> = inner
                 .inputs
-                .keys()
-                .filter(|id| id.channel == channel)
-                .cloned()
+                .iter()
+                .filter(|(id, entry)| id.channel == channel && which(&entry.spec))
+                .map(|(id, _)| id.clone())
                 .collect();
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
@@ -321,8 +364,12 @@ impl InputRegistry {
                     out.push((id, entry));
                 }
             }
-            inner.stream_keys.retain(|_, id| id.channel != channel);
-            inner.binds.retain(|_, id| id.channel != channel);
+            inner
+                .stream_keys
+                .retain(|_, id| !out.iter().any(|(gone, _)| gone == id));
+            inner
+                .binds
+                .retain(|_, id| !out.iter().any(|(gone, _)| gone == id));
             out
         };
         for (id, entry) in &removed {

@@ -298,6 +298,12 @@ async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask
     if roles.has_role(cluster::ROLE_PACKAGER) {
         app = app.merge(node.origin.ingest_router());
     }
+    if let Some(secret) = roles.cluster_secret.clone()
+        && roles.has_role(cluster::ROLE_INGEST)
+        && roles.is_clustered()
+    {
+        app = app.merge(cluster::relay::router(node.inputs.clone(), secret));
+    }
     if roles.has_role(cluster::ROLE_API) {
         app = app
             .merge(api::router(node.clone()))

@@ -102,6 +102,8 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
 fn request_kind(path: &str) -> &'static str {
     if path.starts_with("/ingest/") {
         "ingest"
+    } else if path.starts_with("/relay/") {
+        "relay"
     } else if path.starts_with("/api/") {
         "api"
     } else if path.starts_with("/live/") {

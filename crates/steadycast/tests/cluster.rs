@@ -1,13 +1,14 @@
-//! A channel across machines: two packager/origin/API nodes and two pipeline nodes, separate
-//! processes on one PostgreSQL catalog and a three-node Garage, behind HAProxy and an nginx
-//! shield with the configurations in `ops/`. Pipelines a and b sit on the two pipeline nodes
-//! by their leases and deliver to both packagers. A viewer alternating its requests between
-//! the two origins sees one consistent stream; fifty viewers through the shield cost the
-//! origins one request per object. Then, with `steadycast verify` watching through HAProxy,
-//! an origin node is killed (-9), the node holding pipeline a is killed, restarted (the lone
-//! survivor gives it a pipeline back), frozen past its lease (SIGSTOP, then SIGCONT: it stops
-//! its pipeline and lists nothing under its old epoch), drained and stopped: the viewer sees
-//! nothing.
+//! A channel across machines: two ingest/packager/origin/API nodes and two pipeline nodes,
+//! separate processes on one PostgreSQL catalog and a three-node Garage, behind HAProxy and an
+//! nginx shield with the configurations in `ops/`. A publisher pushes the channel's RTMP input
+//! to both ingest nodes; pipelines a and b sit on the two pipeline nodes by their leases,
+//! relay the input from an ingest node and deliver to both packagers. A viewer alternating
+//! its requests between the two origins sees one consistent stream; fifty viewers through the
+//! shield cost the origins one request per object. Then, with `steadycast verify` watching
+//! through HAProxy, the ingest node the relays use (a packager and origin too) is killed (-9),
+//! the node holding pipeline a is killed, restarted (the lone survivor gives it a pipeline
+//! back), frozen past its lease (SIGSTOP, then SIGCONT: it stops its pipeline and lists
+//! nothing under its old epoch), drained and stopped: the viewer sees nothing.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -21,8 +22,8 @@ use serde_json::Value;
 use store::Catalog;
 use test_servers::{Garage, Haproxy, Nginx, Postgres};
 
-const PATTERN: &str =
-    "[channels.inputs.pattern]\ntype = \"test-pattern\"\nsize = \"320x180\"\nframe_rate = \"15\"";
+/// One RTMP input, published to both ingest nodes; the pipeline nodes relay it.
+const INPUT: &str = "[channels.inputs.main]\ntype = \"rtmp\"\nstream_key = \"scale-key\"";
 /// Short leases, so that a takeover fits a test: expired 2 s after the last renewal.
 const LEASES: &str = "leases = { ttl_ms = 2000, renew_interval_ms = 400, claim_interval_ms = 400 }";
 
@@ -107,6 +108,17 @@ impl Cluster {
             .filter(|l| l.starts_with("steadycast_segments_received_total{") && l.contains(&label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
+    }
+
+    /// Waits until `count` relayed sessions from ingest node `from` started (an input event
+    /// names the node a session is relayed from), as the second API node tells.
+    async fn wait_for_relays(&self, from: &TestNode, count: usize) {
+        let via = format!("via {}", from.url(""));
+        let relayed = || async {
+            let started = events_of(&self.second, "scale", "input_started").await;
+            (started.iter().filter(|e| e.contains(&via)).count() >= count).then_some(())
+        };
+        wait_for("relayed input sessions", Duration::from_secs(30), relayed).await;
     }
 
     /// Waits until the packager has compared `more` further copies: both pipelines deliver.
@@ -319,15 +331,22 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
     let dirs = [(); 4].map(|_| tempfile::tempdir().unwrap());
     // 2 s segments: on two loaded cores, a listing's jitter is a smaller part of a segment.
     let channel =
-        channel_toml("scale", PATTERN).replace("segment_seconds = 1.0", "segment_seconds = 2.0");
+        channel_toml("scale", INPUT).replace("segment_seconds = 1.0", "segment_seconds = 2.0");
     assert!(channel.contains("segment_seconds = 2.0"));
     let edge = |server: &str, id: &str| {
         format!(
-            "{server}\nroles = [\"packager\", \"origin\", \"api\"]\nnode_id = \"{id}\"\n{LEASES}"
+            "{server}\nroles = [\"ingest\", \"packager\", \"origin\", \"api\"]\n\
+             node_id = \"{id}\"\n{LEASES}"
         )
     };
     let packager = TestNode::serve_with(dirs[0].path(), &edge(&server, "edge"), &channel).await;
     let second = TestNode::serve_with(dirs[3].path(), &edge(&second_server, "edge2"), "").await;
+    // The publisher pushes to both ingest nodes, as to a managed encoder's two addresses.
+    let rtmp = |node: &TestNode| format!("rtmp://{}/live/scale-key", node.rtmp);
+    let _publishers = [
+        publish("flv", &rtmp(&packager)),
+        publish("flv", &rtmp(&second)),
+    ];
     let balancer = Haproxy::start(&[packager.http, second.http]).await;
     let mut cluster = Cluster {
         pg,
@@ -367,14 +386,20 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
     alternate_between_origins(&cluster.packager, &cluster.second, Duration::from_secs(20)).await;
     fifty_viewers_through_the_shield(&cluster, Duration::from_secs(30)).await;
 
-    // An origin node dies under the viewers; HAProxy retries elsewhere. It comes back.
-    let viewer = watch(&cluster, 15);
+    // Both pipeline nodes relay the input from the first ingest node (by id).
+    cluster.wait_for_relays(&cluster.packager, 2).await;
+
+    // That node (ingest, packager and origin) dies under the viewers: the relays move to the
+    // other ingest node, HAProxy retries elsewhere. It comes back.
+    let viewer = watch(&cluster, 20);
     cluster.wait_for_both_feeds(3, "verify under way").await;
-    cluster.second.child.start_kill().unwrap();
-    cluster.second.child.wait().await.unwrap();
+    cluster.packager.child.start_kill().unwrap();
+    cluster.packager.child.wait().await.unwrap();
+    cluster.wait_for_relays(&cluster.second, 2).await;
     let seen = viewer.await.unwrap();
-    assert_seamless("kill -9 of an origin node", seen, &[&cluster.packager]);
-    cluster.second.restart().await;
+    let what = "kill -9 of an ingest, packager and origin node";
+    assert_seamless(what, seen, &[&cluster.second, &x, &y]);
+    cluster.packager.restart().await;
 
     if ha == "y" {
         std::mem::swap(&mut x, &mut y);

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use channel::ChannelSpec;
-use cluster::{Keeper, PipelineHost, ROLE_ORIGIN, ROLE_PACKAGER, ROLE_PIPELINE};
+use channel::{ChannelSpec, InputSpec, Secret};
+use cluster::{Keeper, PipelineHost, ROLE_INGEST, ROLE_ORIGIN, ROLE_PACKAGER, ROLE_PIPELINE};
 use pipeline::{PackagerTarget, Phase};
 use store::NodeInfo;
 use timeline::Feed;
+use tokio::sync::watch;
 
 use super::{Node, NodeError, RunningPipeline};
 use crate::config::ServerConfig;
@@ -89,7 +90,7 @@ impl Node {
             return;
         }
         if self.server.has_role(ROLE_PIPELINE) {
-            tokio::spawn(follow_packagers(self.clone(), leases.claim_interval()));
+            tokio::spawn(follow_nodes(self.clone(), leases.claim_interval()));
             let keeper = Keeper::new(
                 self.catalog.clone(),
                 self.info.clone(),
@@ -100,32 +101,62 @@ impl Node {
             let task = tokio::spawn(keeper.run(self.cancel.clone()));
             *self.keeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         }
-        if self.server.has_role(ROLE_PACKAGER) || self.server.has_role(ROLE_ORIGIN) {
+        let serves = self.server.has_role(ROLE_PACKAGER) || self.server.has_role(ROLE_ORIGIN);
+        if serves || self.server.has_role(ROLE_INGEST) {
             tokio::spawn(follow_channels(self.clone(), leases.claim_interval()));
+        }
+        if serves {
             tokio::spawn(follow_listings(self.clone(), leases.claim_interval()));
         }
     }
 
-    /// In a cluster, a channel is served here by the packager and origin roles; its pipelines
-    /// start where the leases place them.
+    /// In a cluster, a channel is served here by the packager and origin roles, and its
+    /// contribution inputs wait for publishers here on an ingest node; its pipelines start
+    /// where the leases place them. Adds only what is not here yet.
     pub(super) async fn follow_channel(&self, spec: &ChannelSpec) -> Result<(), NodeError> {
-        if !(self.server.has_role(ROLE_PACKAGER) || self.server.has_role(ROLE_ORIGIN)) {
-            return Ok(());
+        if self.server.has_role(ROLE_INGEST) {
+            for (name, input) in &spec.inputs {
+                let generated = matches!(input, InputSpec::TestPattern { .. });
+                if !generated && self.inputs.port(&spec.id, name).is_none() {
+                    self.inputs.add(&spec.id, name, input.clone())?;
+                }
+            }
         }
-        let credential = spec.ingest_credential.clone().unwrap_or_default();
-        self.origin.add_channel(spec.clone(), credential).await?;
+        let serves = self.server.has_role(ROLE_PACKAGER) || self.server.has_role(ROLE_ORIGIN);
+        if serves && self.origin.channel(&spec.id).is_none() {
+            let credential = spec.ingest_credential.clone().unwrap_or_default();
+            self.origin.add_channel(spec.clone(), credential).await?;
+        }
         Ok(())
     }
 
-    /// Where pipelines deliver: every packager node seen alive, by URL.
-    async fn packager_urls(&self) -> Result<Vec<String>, String> {
-        let nodes = self.catalog.nodes().await.map_err(|e| e.to_string())?;
+    /// The URLs of the other nodes with `role` seen alive, by node id.
+    async fn urls_of(&self, role: &str) -> Result<Vec<String>, String> {
+        let mut nodes = self.catalog.nodes().await.map_err(|e| e.to_string())?;
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
         let ttl = self.server.leases.ttl_ms;
         Ok(nodes
             .into_iter()
-            .filter(|n| n.has_role(ROLE_PACKAGER) && n.seen_ago_ms <= ttl)
+            .filter(|n| n.has_role(role) && n.seen_ago_ms <= ttl)
             .map(|n| n.url)
             .collect())
+    }
+
+    /// Where pipelines deliver: every packager node seen alive.
+    async fn packager_urls(&self) -> Result<Vec<String>, String> {
+        self.urls_of(ROLE_PACKAGER).await
+    }
+
+    /// Points the input relay at the ingest nodes alive now, other than this one.
+    async fn follow_ingest_nodes(&self) {
+        if let Ok(mut urls) = self.urls_of(ROLE_INGEST).await {
+            urls.retain(|url| *url != self.info.url);
+            self.ingest_nodes.send_if_modified(|known| {
+                let changed = *known != urls;
+                *known = urls;
+                changed
+            });
+        }
     }
 
     /// The packager nodes at `urls`, as a pipeline here delivers to them: with the cluster's
@@ -205,7 +236,12 @@ impl Node {
         if channel.pipelines.is_empty() {
             running.remove(id);
             drop(running);
-            self.inputs.remove_channel(id);
+            // An ingest node keeps waiting for (or serving) the channel's publishers.
+            if self.server.has_role(ROLE_INGEST) {
+                self.inputs.remove_generated(id);
+            } else {
+                self.inputs.remove_channel(id);
+            }
         }
         tracing::info!(channel = %id, %feed, "pipeline stopped: its lease went");
     }
@@ -258,9 +294,6 @@ async fn follow_channels(node: Arc<Node>, every: Duration) {
             }
         };
         for row in &rows {
-            if node.origin.channel(&row.id).is_some() {
-                continue;
-            }
             let added = match serde_json::from_str::<ChannelSpec>(&row.spec) {
                 Ok(spec) => node.follow_channel(&spec).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -269,9 +302,15 @@ async fn follow_channels(node: Arc<Node>, every: Duration) {
                 tracing::warn!(channel = %row.id, error = %e, "cannot serve channel; retrying");
             }
         }
+        let gone = |id: &str| !rows.iter().any(|r| r.id == id);
         for id in node.origin.channel_ids() {
-            if !rows.iter().any(|r| r.id == id) {
+            if gone(&id) {
                 node.origin.remove_channel(&id);
+            }
+        }
+        for input in node.inputs.inputs() {
+            if gone(&input.channel) {
+                node.inputs.remove_channel(&input.channel);
             }
         }
     }
@@ -329,14 +368,23 @@ async fn catch_up(node: &Node, id: &str) {
     }
 }
 
-/// Keeps a pipeline node's deliveries pointed at the packager nodes alive.
-async fn follow_packagers(node: Arc<Node>, every: Duration) {
+/// Keeps a pipeline node's deliveries pointed at the packager nodes alive, and its input
+/// relay at the ingest nodes.
+async fn follow_nodes(node: Arc<Node>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = node.cancel.cancelled() => return,
-            _ = tick.tick() => node.follow_packagers().await,
+            _ = tick.tick() => {
+                node.follow_packagers().await;
+                node.follow_ingest_nodes().await;
+            }
         }
     }
+}
+
+/// Relays an input into this node from the ingest nodes `nodes` names.
+pub(super) fn relay_from(nodes: watch::Receiver<Vec<String>>, secret: Secret) -> ingest::Relay {
+    Arc::new(move |port| Box::pin(::cluster::relay::pull(port, nodes.clone(), secret.clone())))
 }

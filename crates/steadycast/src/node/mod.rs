@@ -73,6 +73,8 @@ pub struct Node {
     /// The lease keeper (a cluster's pipeline node), awaited at shutdown: it gives the leases
     /// up, so that other nodes take the pipelines over at once rather than at expiry.
     keeper: Mutex<Option<JoinHandle<()>>>,
+    /// The ingest nodes this node's inputs are relayed from (a cluster's pipeline node).
+    ingest_nodes: tokio::sync::watch::Sender<Vec<String>>,
 }
 
 impl Node {
@@ -107,7 +109,16 @@ impl Node {
                 credential,
             });
         let origin = Origin::new(catalog.clone(), blobs, events.clone(), in_cluster);
-        let inputs = Arc::new(InputRegistry::with_events(events.clone()));
+        let ingest = server.has_role(::cluster::ROLE_INGEST);
+        let (ingest_nodes, relay_from) = tokio::sync::watch::channel(Vec::new());
+        let inputs = InputRegistry::with_events(events.clone());
+        let inputs = match server.cluster_secret.clone() {
+            Some(secret) if clustered && server.has_role(::cluster::ROLE_PIPELINE) => {
+                inputs.relaying(cluster::relay_from(relay_from, secret), !ingest)
+            }
+            _ => inputs,
+        };
+        let inputs = Arc::new(inputs);
         // Before anything is served or written: a crash may have left the two apart. In a
         // cluster other packagers are writing meanwhile: what no row lists yet may be theirs.
         if packager {
@@ -125,9 +136,6 @@ impl Node {
             server.retention_interval_seconds,
             cancel.clone(),
         ));
-        // Until the input relay, a cluster's RTMP and SRT inputs are reached on the node
-        // running their pipeline, which must also have the ingest role.
-        let ingest = server.has_role(::cluster::ROLE_INGEST);
         if let Some(addr) = server.rtmp_listen.filter(|_| ingest) {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -165,6 +173,7 @@ impl Node {
             cancel,
             started: AtomicBool::new(false),
             keeper: Mutex::new(None),
+            ingest_nodes,
         });
         node.spawn_cluster_tasks();
         Ok(node)
