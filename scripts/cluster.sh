@@ -63,6 +63,8 @@ replication_factor = 3
 rpc_bind_addr = "127.0.0.1:3${i}901"
 rpc_public_addr = "127.0.0.1:3${i}901"
 rpc_secret = "$secret"
+# A killed peer is otherwise waited on until the next status exchange (up to 10 s).
+rpc_timeout_msec = 1000
 [s3_api]
 s3_region = "garage"
 api_bind_addr = "127.0.0.1:3${i}900"

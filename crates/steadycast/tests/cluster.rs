@@ -6,7 +6,7 @@
 //! its requests between the two origins sees one consistent stream; fifty viewers through the
 //! shield cost the origins one request per object. Then, with `steadycast verify` watching
 //! through HAProxy, the ingest node the relays use (a packager and origin too) is killed (-9),
-//! the node holding pipeline a is killed, restarted (the lone survivor gives it a pipeline
+//! a Garage node is killed, the node holding pipeline a is killed, restarted (the lone survivor gives it a pipeline
 //! back), frozen past its lease (SIGSTOP, then SIGCONT: it stops its pipeline and lists
 //! nothing under its old epoch), drained and stopped: the viewer sees nothing.
 
@@ -312,7 +312,7 @@ async fn last_listed_under(catalog: &Catalog, feed: &str, epoch: u64) -> Option<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
-    let (pg, garage) = tokio::join!(Postgres::start(), Garage::cluster(3));
+    let (pg, mut garage) = tokio::join!(Postgres::start(), Garage::cluster(3));
     // Each node on its own Garage node; every object is kept on all three.
     let on_garage = |i: usize| {
         format!(
@@ -400,6 +400,15 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
     let what = "kill -9 of an ingest, packager and origin node";
     assert_seamless(what, seen, &[&cluster.second, &x, &y]);
     cluster.packager.restart().await;
+
+    // A Garage node dies (not one a steadycast node talks to: that is its machine dying):
+    // the other two hold every object and make the write quorum. The rest runs on them.
+    let viewer = watch(&cluster, 15);
+    cluster.wait_for_both_feeds(3, "verify under way").await;
+    garage.kill(2).await;
+    let seen = viewer.await.unwrap();
+    let what = "kill -9 of a Garage node";
+    assert_seamless(what, seen, &[&cluster.packager, &cluster.second, &x, &y]);
 
     if ha == "y" {
         std::mem::swap(&mut x, &mut y);

@@ -6,6 +6,11 @@ use tokio::process::{Child, Command};
 
 use crate::{free_port, run, wait_for_port};
 
+/// How long a Garage node waits on a peer before asking another (default 300 s). A peer
+/// killed mid-connection is only noticed at the next write to it, so a quorum read sent there
+/// would otherwise wait for the next status exchange (up to 10 s).
+const RPC_TIMEOUT_MS: u64 = 1000;
+
 /// Garage on loopback ports: one node (replication factor 1), or a cluster of `n` nodes in
 /// `n` zones keeping every object on each (replication factor `n`), with one bucket and one
 /// key allowed to read and write it.
@@ -58,7 +63,7 @@ impl Garage {
                     "metadata_dir = \"{root}/meta\"\ndata_dir = \"{root}/data\"\n\
                      db_engine = \"sqlite\"\nreplication_factor = {count}\n\
                      rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\n\
-                     rpc_secret = \"{secret}\"\n\
+                     rpc_secret = \"{secret}\"\nrpc_timeout_msec = {RPC_TIMEOUT_MS}\n\
                      [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
                      [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
                     root = root.display()
