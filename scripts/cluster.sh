@@ -14,6 +14,7 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 root=$(mktemp -d /tmp/steadycast-cluster.XXXXXX)
 chmod 755 "$root" # PostgreSQL runs as its own account
 pids=()
+garage_pids=()
 
 as_postgres() {
     if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -22,13 +23,22 @@ as_postgres() {
 stop() {
     trap - EXIT INT TERM
     echo "stopping the cluster (files kept in $root)" >&2
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do
+        children=$(pgrep -P "$pid" || true) # a supervised process
+        kill "$pid" $children 2>/dev/null || true
+    done
     # The server runs under runuser, which a signal to the job does not reach.
     [ -d "$root/pg/data" ] && as_postgres "$pgbin/pg_ctl" -D "$root/pg/data" -m fast stop \
         >/dev/null 2>&1 || true
     wait 2>/dev/null || true
 }
 trap stop EXIT INT TERM
+
+# Runs a command again a second after it exits, as systemd's Restart=always does: a node
+# killed by hand (or by `steadycast chaos`) comes back.
+supervise() {
+    while true; do "$@" || true; sleep 1; done
+}
 
 wait_port() {
     for _ in $(seq 1 150); do
@@ -73,6 +83,7 @@ api_bind_addr = "127.0.0.1:3${i}903"
 EOF
     RUST_LOG=warn "$garage" -c "$dir/garage.toml" server >"$dir/server.log" 2>&1 &
     pids+=($!)
+    garage_pids+=($!)
 done
 for i in 1 2 3; do wait_port "3${i}900" "Garage $i"; done
 g() { "$garage" -c "$root/garage1/garage.toml" "$@"; }
@@ -102,10 +113,9 @@ ladder = [
   { name = "360p", width = 640, height = 360, bitrate_kbps = 800 },
   { name = "180p", width = 320, height = 180, bitrate_kbps = 300 },
 ]
-[channels.inputs.pattern]
-type = "test-pattern"
-size = "640x360"
-frame_rate = "30"
+[channels.inputs.main]
+type = "rtmp"
+stream_key = "demo-key"
 EOF
 roles=("ingest,pipeline,packager,origin,api" "ingest,pipeline,packager,origin,api" "pipeline,origin,api")
 for i in 1 2 3; do
@@ -124,9 +134,20 @@ for i in 1 2 3; do
         echo "blobs = { type = \"s3\", bucket = \"steadycast\", endpoint = \"http://127.0.0.1:3${i}900\", region = \"garage\", access_key_id = \"$key_id\", secret_access_key = \"$key_secret\" }"
         [ "$i" -eq 1 ] && cat "$root/demo.toml"
     } >"$dir/steadycast.toml"
-    "$bin" serve --config "$dir/steadycast.toml" >"$dir/stdout.log" 2>"$dir/node.log" &
+    supervise "$bin" serve --config "$dir/steadycast.toml" >>"$dir/stdout.log" 2>>"$dir/node.log" &
     pids+=($!)
     wait_port "808$i" "steadycast node$i"
+done
+
+# The publisher: a test pattern pushed to both ingest nodes (node1 and node2), as an encoder
+# pushes to a managed service's two input addresses. node3 has no ingest role: a pipeline
+# placed there relays the input from an ingest node.
+for i in 1 2; do
+    supervise ffmpeg -hide_banner -nostats -loglevel error -re \
+        -f lavfi -i "testsrc2=size=640x360:rate=30" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+        -c:v libx264 -preset veryfast -tune zerolatency -g 60 -c:a aac -b:a 96k \
+        -f flv "rtmp://127.0.0.1:193$i/live/demo-key" >"$root/publisher$i.log" 2>&1 &
+    pids+=($!)
 done
 
 # HAProxy over the three origins, and the nginx shield in front of it: the shipped configs
@@ -166,10 +187,17 @@ steadycast cluster on loopback (files and logs in $root)
 
 EOF
 "$bin" node list --api http://127.0.0.1:8081
+if [ "$(id -u)" -eq 0 ]; then restart_pg="runuser -u postgres -- "; else restart_pg=""; fi
+restart_pg+="$pgbin/pg_ctl -D $root/pg/data -w restart -m fast"
+chaos="$bin chaos --node http://127.0.0.1:8081 --watch http://127.0.0.1:8090/live/demo/main.m3u8"
 cat <<EOF
 
-Try: kill -9 a node (pids below), SIGSTOP one, "$bin node drain node1 --api http://127.0.0.1:8082",
-or kill a Garage node; the channel keeps playing. Ctrl-C stops everything.
+Try any single fault; the channel keeps playing, and a killed node comes back a second later.
+steadycast chaos injects one while verify watches through HAProxy, and prints the verdict:
+  $chaos --scenario kill-lease-holder
+  (also freeze-lease-holder, kill-origin, kill-ingest, drain-lease-holder)
+  $chaos --scenario kill-store-node --pid ${garage_pids[2]}
+  $chaos --scenario restart-catalog --command "$restart_pg"
+Ctrl-C stops everything.
 EOF
-jobs -l
 wait

@@ -275,11 +275,12 @@ fn peers(nodes: &[NodeRow], ttl_ms: u64) -> Vec<Peer> {
         .collect()
 }
 
-/// Registers the node and renews its heartbeat every `interval` until `cancel`; the other
-/// nodes count on it while it is seen within a lease TTL.
+/// Registers the node and renews its heartbeat every `interval` until `cancel`, with the
+/// inputs `publishing` names; the other nodes count on it while it is seen within a lease TTL.
 pub async fn heartbeat(
     catalog: Catalog,
     node: NodeInfo,
+    publishing: impl Fn() -> Vec<String>,
     interval: std::time::Duration,
     cancel: CancellationToken,
 ) {
@@ -291,7 +292,7 @@ pub async fn heartbeat(
             _ = cancel.cancelled() => return,
             _ = every.tick() => {}
         }
-        match catalog.heartbeat(&node).await {
+        match catalog.heartbeat(&node, &publishing()).await {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("heartbeats reach the catalog again");

@@ -382,6 +382,20 @@ impl InputRegistry {
         removed.len()
     }
 
+    /// The inputs a publisher is connected to here (not relayed from elsewhere), as
+    /// `channel/input`.
+    pub fn publishing(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .lock()
+            .inputs
+            .iter()
+            .filter(|(_, e)| e.port.live().is_some_and(|l| l.relayed.is_none()))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     pub fn port(&self, channel: &str, input: &str) -> Option<Arc<InputPort>> {
         let id = InputId {
             channel: channel.to_string(),

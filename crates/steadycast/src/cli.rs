@@ -207,7 +207,8 @@ pub enum ChannelCommand {
 
 #[derive(Subcommand)]
 pub enum NodeCommand {
-    /// Every node on the catalog: roles, pid, when last seen, the leases it holds.
+    /// Every node on the catalog: roles, pid, when last seen, the leases it holds, the inputs
+    /// a publisher is connected to there.
     List(ApiArgs),
     /// Move a node's pipelines to other nodes, one at a time, before a restart or an upgrade.
     Drain {

@@ -84,9 +84,13 @@ pub async fn node_command(command: NodeCommand) -> anyhow::Result<()> {
 /// `GET /api/v1/nodes` as a table: a line per node.
 fn node_table(nodes: &Value) -> String {
     let mut out = format!(
-        "{:<20} {:<36} {:>8} {:>8}  {:<8} {}\n",
-        "NODE", "ROLES", "PID", "SEEN", "STATE", "LEASES"
+        "{:<20} {:<36} {:>8} {:>8}  {:<8} {:<24} {}\n",
+        "NODE", "ROLES", "PID", "SEEN", "STATE", "LEASES", "PUBLISHING"
     );
+    let list = |v: &Value| {
+        let items = v.as_array().into_iter().flatten().filter_map(Value::as_str);
+        items.collect::<Vec<_>>().join(",")
+    };
     for n in nodes["nodes"].as_array().into_iter().flatten() {
         let leases: Vec<String> = n["leases"]
             .as_array()
@@ -103,19 +107,14 @@ fn node_table(nodes: &Value) -> String {
             .collect();
         let seen = n["seen_ago_ms"].as_u64().unwrap_or_default() as f64 / 1000.0;
         out.push_str(&format!(
-            "{:<20} {:<36} {:>8} {:>7.1}s  {:<8} {}\n",
+            "{:<20} {:<36} {:>8} {:>7.1}s  {:<8} {:<24} {}\n",
             n["id"].as_str().unwrap_or_default(),
-            n["roles"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(","),
+            list(&n["roles"]),
             n["pid"],
             seen,
             n["state"].as_str().unwrap_or_default(),
-            leases.join(" ")
+            leases.join(" "),
+            list(&n["publishing"]),
         ));
     }
     out

@@ -375,13 +375,18 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
         .wait_for_both_feeds(6, "copies from both pipeline nodes")
         .await;
     let nodes = cluster.nodes().await;
-    for id in ["edge", "edge2", "x", "y"] {
+    // The ingest nodes have the publisher; the pipeline nodes' relayed sessions are not theirs.
+    for (id, publishing) in [("edge", 1), ("edge2", 1), ("x", 0), ("y", 0)] {
         let node = nodes["nodes"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|n| n["id"] == id);
-        assert_eq!(node.unwrap()["state"], "up", "{nodes:#}");
+            .find(|n| n["id"] == id)
+            .unwrap();
+        assert_eq!(node["state"], "up", "{nodes:#}");
+        let inputs = node["publishing"].as_array().unwrap();
+        assert_eq!(inputs.len(), publishing, "{nodes:#}");
+        assert!(inputs.iter().all(|i| i == "scale/main"), "{nodes:#}");
     }
     alternate_between_origins(&cluster.packager, &cluster.second, Duration::from_secs(20)).await;
     fifty_viewers_through_the_shield(&cluster, Duration::from_secs(30)).await;

@@ -39,6 +39,8 @@ pub struct NodeRow {
     /// How long ago, by the database's clock, the node last said it was alive.
     pub seen_ago_ms: u64,
     pub draining: bool,
+    /// The inputs (`channel/input`) a publisher is connected to on this node.
+    pub publishing: Vec<String>,
 }
 
 impl NodeRow {
@@ -92,13 +94,14 @@ impl Catalog {
 
     /// Registers a node or renews its heartbeat (and its roles, URL and pid, which a restart
     /// may change). A draining mark stays until [`Catalog::set_draining`] clears it.
-    pub async fn heartbeat(&self, node: &NodeInfo) -> Result<()> {
+    pub async fn heartbeat(&self, node: &NodeInfo, publishing: &[String]) -> Result<()> {
         let now = self.clock();
         sqlx::query(&format!(
-            "INSERT INTO nodes (id, roles, url, version, pid, started_ms, seen_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, {now}) ON CONFLICT (id) DO UPDATE SET
+            "INSERT INTO nodes (id, roles, url, version, pid, started_ms, seen_ms, inputs)
+             VALUES ($1, $2, $3, $4, $5, $6, {now}, $7) ON CONFLICT (id) DO UPDATE SET
              roles = excluded.roles, url = excluded.url, version = excluded.version,
-             pid = excluded.pid, started_ms = excluded.started_ms, seen_ms = excluded.seen_ms"
+             pid = excluded.pid, started_ms = excluded.started_ms, seen_ms = excluded.seen_ms,
+             inputs = excluded.inputs"
         ))
         .bind(&node.id)
         .bind(&node.roles)
@@ -106,6 +109,7 @@ impl Catalog {
         .bind(&node.version)
         .bind(i64::from(node.pid))
         .bind(node.started_ms as i64)
+        .bind(publishing.join(","))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -114,7 +118,7 @@ impl Catalog {
     /// Every registered node, by id.
     pub async fn nodes(&self) -> Result<Vec<NodeRow>> {
         let rows = sqlx::query(&format!(
-            "SELECT id, roles, url, version, pid, started_ms, draining,
+            "SELECT id, roles, url, version, pid, started_ms, draining, inputs,
              {} - seen_ms AS seen_ago_ms FROM nodes ORDER BY id",
             self.clock()
         ))
@@ -306,14 +310,18 @@ impl ListingListener {
 }
 
 fn node_row(r: &AnyRow) -> Result<NodeRow> {
-    let roles: String = r.try_get("roles")?;
-    Ok(NodeRow {
-        id: r.try_get("id")?,
-        roles: roles
+    let list = |column: &str| -> Result<Vec<String>> {
+        let text: String = r.try_get(column)?;
+        Ok(text
             .split(',')
             .filter(|s| !s.is_empty())
             .map(String::from)
-            .collect(),
+            .collect())
+    };
+    Ok(NodeRow {
+        id: r.try_get("id")?,
+        roles: list("roles")?,
+        publishing: list("inputs")?,
         url: r.try_get("url")?,
         version: r.try_get("version")?,
         pid: u32::try_from(r.try_get::<i64, _>("pid")?).unwrap_or(0),

@@ -52,14 +52,18 @@ fn node(id: &str, roles: &str) -> NodeInfo {
 }
 
 async fn nodes_register_and_drain(catalog: &Catalog) {
-    catalog.heartbeat(&node("n2", "origin")).await.unwrap();
+    let publishing = ["news/main".to_string(), "news/backup".to_string()];
+    catalog.heartbeat(&node("n2", "origin"), &[]).await.unwrap();
     catalog
-        .heartbeat(&node("n1", "pipeline,packager"))
+        .heartbeat(&node("n1", "pipeline,packager"), &publishing[..1])
         .await
         .unwrap();
     assert!(catalog.set_draining("n1", true).await.unwrap());
     // A heartbeat renews the node but leaves its drain mark.
-    catalog.heartbeat(&node("n1", "pipeline")).await.unwrap();
+    catalog
+        .heartbeat(&node("n1", "pipeline"), &publishing)
+        .await
+        .unwrap();
     let nodes = catalog.nodes().await.unwrap();
     assert_eq!(
         nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
@@ -68,6 +72,8 @@ async fn nodes_register_and_drain(catalog: &Catalog) {
     assert_eq!(nodes[0].roles, ["pipeline"]);
     assert!(nodes[0].has_role("pipeline") && !nodes[0].has_role("origin"));
     assert!(nodes[0].draining && !nodes[1].draining);
+    assert_eq!(nodes[0].publishing, publishing);
+    assert!(nodes[1].publishing.is_empty());
     assert!(nodes[0].seen_ago_ms < 5_000, "{nodes:?}");
     assert!(!catalog.set_draining("nobody", true).await.unwrap());
 }

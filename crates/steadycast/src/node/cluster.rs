@@ -80,9 +80,11 @@ impl Node {
     /// the channel follower of a packager or origin.
     pub(super) fn spawn_cluster_tasks(self: &Arc<Self>) {
         let leases = self.server.leases;
+        let inputs = self.inputs.clone();
         tokio::spawn(cluster::heartbeat(
             self.catalog.clone(),
             self.info.clone(),
+            move || inputs.publishing(),
             leases.renew_interval(),
             self.cancel.clone(),
         ));

@@ -157,7 +157,7 @@ impl Node {
         }
         let info = cluster::node_info(&server, http)?;
         catalog
-            .heartbeat(&info)
+            .heartbeat(&info, &[])
             .await
             .context("registering the node in the catalog")?;
         tracing::info!(node = %info.id, roles = %info.roles, url = %info.url, "node registered");

@@ -1,7 +1,9 @@
-//! `steadycast chaos`: injects one failure into a running node while `verify` watches the
-//! channel as a viewer, and reports verify's verdict with the scenario's timeline. The node must
-//! run on this machine (encoders are signalled by pid) and, for delivery faults, with
-//! `--allow-faults`.
+//! `steadycast chaos`: injects one failure into a running node or cluster while `verify`
+//! watches the channel as a viewer, and reports verify's verdict with the scenario's timeline.
+//! The node must run on this machine (encoders and nodes are signalled by pid) and, for
+//! delivery faults, with `--allow-faults`.
+
+mod cluster;
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,16 @@ pub struct ChaosArgs {
     /// How long verify watches; the failure is injected after a third of it.
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
+    /// What verify watches [default: the node's `/live/{channel}/main.m3u8`]; for a cluster,
+    /// the load balancer's.
+    #[arg(long)]
+    pub watch: Option<String>,
+    /// kill-store-node: the pid of the store node (a Garage server) to kill.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// restart-catalog: the shell command that restarts the catalog (e.g. `pg_ctl restart -D …`).
+    #[arg(long)]
+    pub command: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -38,11 +50,50 @@ pub enum Scenario {
     CutAllInputsOfOnePipeline,
     FlapInput,
     UnsynchronisedFeeds,
+    KillLeaseHolder,
+    FreezeLeaseHolder,
+    KillOrigin,
+    KillIngest,
+    DrainLeaseHolder,
+    KillStoreNode,
+    RestartCatalog,
 }
 
 impl Scenario {
     fn explain(self) -> &'static str {
         match self {
+            Scenario::KillLeaseHolder => {
+                "cluster: kill -9 the node holding pipeline a. Another pipeline node takes the \
+                 lease over at expiry and delivers on the same grid; b's copies cover meanwhile. \
+                 Expect: seamless."
+            }
+            Scenario::FreezeLeaseHolder => {
+                "cluster: SIGSTOP the node holding pipeline a until another node has taken its \
+                 lease, then SIGCONT: the woken node's uploads are fenced and it stops its \
+                 pipeline. Expect: seamless."
+            }
+            Scenario::KillOrigin => {
+                "cluster: kill -9 an origin node (one holding no pipeline): the load balancer \
+                 retries the other origins. Expect: seamless."
+            }
+            Scenario::KillIngest => {
+                "cluster: kill -9 the ingest node the pipelines relay the channel's input from: \
+                 they relay it from another ingest node the publisher also pushes to (or fill). \
+                 Expect: seamless timeline."
+            }
+            Scenario::DrainLeaseHolder => {
+                "cluster: drain the node holding pipeline a until it holds no lease, then \
+                 undrain it. Expect: seamless."
+            }
+            Scenario::KillStoreNode => {
+                "cluster: kill -9 the store node --pid names (one of three Garage nodes): the \
+                 other two keep every object. Expect: seamless."
+            }
+            Scenario::RestartCatalog => {
+                "cluster: restart the catalog with --command: origins serve what is listed \
+                 meanwhile and listing resumes. Expect: seamless if the restart takes less than \
+                 the players' buffer."
+            }
             Scenario::KillPipeline => {
                 "kill -9 pipeline a's encoder; once it has rejoined, kill pipeline b's. The \
                  supervisor restarts each; the other pipeline's copies cover. Expect: seamless."
@@ -96,16 +147,22 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     };
-    let api = Api {
+    let mut api = Api {
         client: reqwest::Client::new(),
         base: args.node.trim_end_matches('/').into(),
+        fallbacks: Vec::new(),
         channel: args.channel.clone(),
     };
     api.channel()
         .await
         .with_context(|| format!("channel `{}` on {}", args.channel, args.node))?;
+    // The other API nodes, should the fault hit this one (none on a single node).
+    api.fallbacks = cluster::api_nodes(&api).await.unwrap_or_default();
     let watch = verify::VerifyArgs {
-        url: format!("{}/live/{}/main.m3u8", api.base, args.channel),
+        url: args
+            .watch
+            .clone()
+            .unwrap_or_else(|| format!("{}/live/{}/main.m3u8", api.base, args.channel)),
         seconds: args.seconds as f64,
         renditions: Vec::new(),
         buffer_segments: 3,
@@ -119,7 +176,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         args.channel,
         scenario.explain()
     );
-    let timeline = inject(&api, scenario, Duration::from_secs(args.seconds / 3)).await?;
+    let timeline = inject(&api, scenario, &args).await?;
     for (at, what) in &timeline {
         println!("  +{:>6.1} s  {what}", (*at - started).as_secs_f64());
     }
@@ -135,17 +192,42 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 struct Api {
     client: reqwest::Client,
     base: String,
+    /// Other nodes' API addresses, asked when `base` does not answer (a cluster's node hurt).
+    fallbacks: Vec<String>,
     channel: String,
 }
 
 impl Api {
     async fn channel(&self) -> anyhow::Result<Value> {
-        let url = format!("{}/api/v1/channels/{}", self.base, self.channel);
-        let response = self.client.get(&url).send().await?;
-        if !response.status().is_success() {
-            bail!("GET {url}: {}", response.status());
+        self.get(&format!("/api/v1/channels/{}", self.channel))
+            .await
+    }
+
+    /// GET `path` from the first API node that answers.
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .request(reqwest::Method::GET, path)
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Sends a body-less `method` request for `path` to the first API node that answers.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut failed = None;
+        for base in std::iter::once(&self.base).chain(&self.fallbacks) {
+            let url = format!("{base}{path}");
+            match self.client.request(method.clone(), &url).send().await {
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) => bail!("{method} {url}: {}", r.status()),
+                Err(e) => failed = Some(e),
+            }
         }
-        Ok(response.json().await?)
+        Err(failed.map_or_else(|| anyhow::anyhow!("no API node answers"), Into::into))
     }
 
     async fn pipeline(&self, feed: &str) -> anyhow::Result<Value> {
@@ -242,10 +324,20 @@ fn note(timeline: &mut Vec<(Instant, String)>, what: String) {
 async fn inject(
     api: &Api,
     scenario: Scenario,
-    span: Duration,
+    args: &ChaosArgs,
 ) -> anyhow::Result<Vec<(Instant, String)>> {
+    let span = Duration::from_secs(args.seconds / 3);
     let mut timeline = Vec::new();
     match scenario {
+        Scenario::KillLeaseHolder
+        | Scenario::FreezeLeaseHolder
+        | Scenario::KillOrigin
+        | Scenario::KillIngest
+        | Scenario::DrainLeaseHolder
+        | Scenario::KillStoreNode
+        | Scenario::RestartCatalog => {
+            cluster::inject(api, scenario, args, &mut timeline).await?;
+        }
         Scenario::KillPipeline | Scenario::HangPipeline | Scenario::UnsynchronisedFeeds => {
             if scenario == Scenario::UnsynchronisedFeeds {
                 different_inputs(api).await?;
