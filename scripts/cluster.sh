@@ -23,10 +23,7 @@ as_postgres() {
 stop() {
     trap - EXIT INT TERM
     echo "stopping the cluster (files kept in $root)" >&2
-    for pid in "${pids[@]}"; do
-        children=$(pgrep -P "$pid" || true) # a supervised process
-        kill "$pid" $children 2>/dev/null || true
-    done
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     # The server runs under runuser, which a signal to the job does not reach.
     [ -d "$root/pg/data" ] && as_postgres "$pgbin/pg_ctl" -D "$root/pg/data" -m fast stop \
         >/dev/null 2>&1 || true
@@ -35,9 +32,16 @@ stop() {
 trap stop EXIT INT TERM
 
 # Runs a command again a second after it exits, as systemd's Restart=always does: a node
-# killed by hand (or by `steadycast chaos`) comes back.
+# killed by hand (or by `steadycast chaos`) comes back. Stopped, it stops its command.
 supervise() {
-    while true; do "$@" || true; sleep 1; done
+    local child=
+    trap 'kill $child 2>/dev/null; exit 0' INT TERM
+    while true; do
+        "$@" &
+        child=$!
+        wait "$child" || true
+        sleep 1
+    done
 }
 
 wait_port() {
@@ -188,7 +192,7 @@ steadycast cluster on loopback (files and logs in $root)
 EOF
 "$bin" node list --api http://127.0.0.1:8081
 if [ "$(id -u)" -eq 0 ]; then restart_pg="runuser -u postgres -- "; else restart_pg=""; fi
-restart_pg+="$pgbin/pg_ctl -D $root/pg/data -w restart -m fast"
+restart_pg+="$pgbin/pg_ctl -D $root/pg/data -l $root/pg/server.log -w restart -m fast"
 chaos="$bin chaos --node http://127.0.0.1:8081 --watch http://127.0.0.1:8090/live/demo/main.m3u8"
 cat <<EOF
 

@@ -22,6 +22,9 @@ pub enum OriginError {
     TooLarge(String),
     #[error("store: {0}")]
     Store(store::StoreError),
+    /// This origin cannot answer as the others would (it lags the catalog): ask another.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<store::StoreError> for OriginError {
@@ -44,7 +47,7 @@ impl OriginError {
             OriginError::Conflict(_) | OriginError::Fenced(_) => StatusCode::CONFLICT,
             OriginError::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             OriginError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            OriginError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OriginError::Store(_) | OriginError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

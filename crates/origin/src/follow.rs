@@ -88,13 +88,38 @@ impl Origin {
                 }
             }
             disc = Some(listing.disc);
+            live.write().unread_since.get_or_insert(row.listed_ms);
             let Some(segment) = load_segment(&self.blobs, &row, &listing).await? else {
                 continue;
             };
             live.insert(row.n, segment, listing.disc, keep);
             added += 1;
         }
+        live.write().unread_since = None;
         Ok(added)
+    }
+}
+
+impl LiveChannel {
+    /// Why this origin must not answer live manifests now, if so: a segment the catalog
+    /// lists is due in every origin's manifests (listed `settle_ms` ago) and this origin has
+    /// not read it (its store is slow or unreachable). Its manifests would lag the others', so
+    /// it answers 503 and the load balancer asks another origin.
+    pub fn lagging(&self, now_ms: u64) -> Option<String> {
+        if self.settle_ms == 0 {
+            return None;
+        }
+        self.renditions.values().find_map(|live| {
+            let since = live.read().unread_since?;
+            (since.saturating_add(self.settle_ms) <= now_ms).then(|| {
+                format!(
+                    "this origin has not yet read segments of `{}` the catalog listed {} ms \
+                     ago; another origin has them",
+                    live.name,
+                    now_ms.saturating_sub(since)
+                )
+            })
+        })
     }
 }
 
@@ -118,5 +143,28 @@ impl Origin {
                 )
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_lags_once_an_unread_listing_is_due_everywhere() {
+        let spec = serde_json::from_str(
+            r#"{"id":"demo","inputs":{"main":{"type":"rtmp","stream_key":"k"}}}"#,
+        )
+        .unwrap();
+        let mut channel = LiveChannel::new(spec, channel::Secret::new("")).unwrap();
+        let video = channel.renditions.values().next().unwrap().clone();
+        video.write().unread_since = Some(10_000);
+        assert_eq!(channel.lagging(20_000), None, "a single node never lags");
+        channel.settle_ms = 500;
+        assert_eq!(channel.lagging(10_499), None, "not yet due on any origin");
+        let why = channel.lagging(10_500).unwrap();
+        assert!(why.contains("500 ms ago"), "{why}");
+        video.write().unread_since = None;
+        assert_eq!(channel.lagging(10_500), None);
     }
 }

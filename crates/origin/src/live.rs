@@ -222,6 +222,9 @@ pub struct RenditionState {
     pub index: BTreeMap<u64, Listing>,
     /// Flawed copies waiting out their grace time for a better one, by N.
     pub held: BTreeMap<u64, HeldCopy>,
+    /// In a cluster: when the oldest segment the catalog lists that this origin has not read
+    /// yet was listed (see [`LiveChannel::lagging`]).
+    pub unread_since: Option<u64>,
 }
 
 /// Where a copy of segment N would sit among the listed ones.

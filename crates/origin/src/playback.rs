@@ -47,6 +47,9 @@ pub async fn manifest(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
+    if let Some(why) = channel.lagging(now.as_millis() as u64) {
+        return Err(OriginError::Unavailable(why));
+    }
     let plan = shift.plan(
         channel.grid,
         now,

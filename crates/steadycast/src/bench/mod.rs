@@ -33,11 +33,31 @@ pub struct BenchArgs {
     /// Measure on this catalog (`postgres://…`, an empty database) instead of a fresh SQLite.
     #[arg(long)]
     pub catalog: Option<String>,
+    /// Measure a running cluster instead (`make cluster`), through this node's API: visibility
+    /// on every origin, the shield's collapse, CPU and memory per node.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// With `--cluster`: the channel.
+    #[arg(long, default_value = "demo")]
+    pub channel: String,
+    /// With `--cluster`: the shield viewers play through (none: no viewers).
+    #[arg(long)]
+    pub shield: Option<String>,
+    /// With `--cluster`: concurrent viewers through the shield.
+    #[arg(long, default_value_t = 50)]
+    pub viewers: usize,
+    /// With `--cluster`: how long to measure.
+    #[arg(long, default_value_t = 60)]
+    pub cluster_seconds: u64,
 }
 
+mod cluster;
 mod dvr;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(api) = &args.cluster {
+        return cluster::run(&args, api).await;
+    }
     let dir = tempfile::tempdir()?;
     // The DVR measurements reach back days: keep them inside the startover window.
     let spec = channel::ChannelSpec {

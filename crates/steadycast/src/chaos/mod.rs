@@ -147,8 +147,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     };
+    // A frozen node accepts connections and answers nothing: give up on it quickly.
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(3))
+        .build()?;
     let mut api = Api {
-        client: reqwest::Client::new(),
+        client,
         base: args.node.trim_end_matches('/').into(),
         fallbacks: Vec::new(),
         channel: args.channel.clone(),
