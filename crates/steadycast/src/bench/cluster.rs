@@ -81,18 +81,21 @@ pub(super) async fn run(args: &BenchArgs, api: &str) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let after = OriginCounters::read(&client, &origins).await;
 
+    let (polled, seen) = seen;
     visibility(&seen, &grid, origins.len());
+    let reads = after.followed - before.followed;
+    println!(
+        "store: the origins read {reads} segments in {elapsed:.0} s (once per segment and \
+         rendition on each origin that did not list it itself, whatever the audience)"
+    );
     if let Some((viewer_requests, segments)) = viewers {
-        let origin_requests = after.requests - before.requests;
-        let reads = after.followed - before.followed;
+        // What reached the origins, less the visibility poller's own requests.
+        let origin_requests = (after.requests - before.requests).saturating_sub(polled);
         println!(
             "shield: {} viewers made {viewer_requests} requests for {segments} segments; the \
-             origins served {origin_requests} ({:.0} viewer requests per origin request); the \
-             origins read {reads} segments from the store ({:.2} per viewer, one per segment \
-             per origin whatever the audience)",
+             origins served {origin_requests} of them ({:.0} viewer requests per origin request)",
             args.viewers,
             viewer_requests as f64 / origin_requests.max(1) as f64,
-            reads as f64 / args.viewers.max(1) as f64,
         );
     }
     let ticks = clock_ticks();
@@ -120,19 +123,24 @@ pub(super) async fn run(args: &BenchArgs, api: &str) -> anyhow::Result<()> {
 /// left out.
 type FirstSeen = BTreeMap<u64, Vec<u64>>;
 
+/// Polls every origin's playlist for `time`; returns how many requests that took and when
+/// each origin first showed each segment.
 async fn first_seen(
     client: &reqwest::Client,
     origins: &[String],
     path: &str,
     time: Duration,
-) -> FirstSeen {
+) -> (u64, FirstSeen) {
     let seen = Arc::new(Mutex::new(FirstSeen::new()));
+    let polled = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let watchers = origins.iter().map(|origin| {
         let (client, seen, url) = (client.clone(), seen.clone(), format!("{origin}{path}.m3u8"));
+        let polled = polled.clone();
         async move {
             let started = Instant::now();
             let mut known = None::<u64>;
             while started.elapsed() < time {
+                polled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let body = match client.get(&url).send().await {
                     Ok(r) => r.text().await.unwrap_or_default(),
                     Err(_) => String::new(),
@@ -152,8 +160,8 @@ async fn first_seen(
         }
     });
     futures::future::join_all(watchers).await;
-    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-    seen.clone()
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (polled.load(std::sync::atomic::Ordering::Relaxed), seen)
 }
 
 /// The segment numbers a media playlist lists.
