@@ -120,6 +120,11 @@ impl Garage {
         format!("http://127.0.0.1:{}", self.nodes[i].port)
     }
 
+    /// The process of node `i`, while it runs.
+    pub fn pid_of(&self, i: usize) -> Option<u32> {
+        self.nodes[i].server.as_ref()?.id()
+    }
+
     /// Kills the first node (SIGKILL): a single-node store becomes unreachable.
     pub async fn stop(&mut self) {
         self.kill(0).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::{Api, ChaosArgs, Scenario, note};
+use super::{Api, ChaosArgs, Scenario, note, signal};
 
 /// How long a takeover or a drain may take before chaos gives up on it.
 const HEAL_WITHIN: Duration = Duration::from_secs(60);
@@ -86,18 +86,6 @@ impl Api {
         }
         bail!("nobody took pipeline a over from {old} within {HEAL_WITHIN:?}")
     }
-}
-
-/// Sends `signal` to `pid` (a process on this machine).
-async fn signal(signal: &str, pid: u64) -> anyhow::Result<()> {
-    let status = tokio::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .await?;
-    if !status.success() {
-        bail!("kill {signal} {pid} failed (is the process on this machine?)");
-    }
-    Ok(())
 }
 
 /// The API addresses of every node with the API role, for when the first one is hurt.

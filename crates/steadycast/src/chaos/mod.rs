@@ -266,13 +266,7 @@ impl Api {
             .as_u64()
             .with_context(|| format!("pipeline {feed} has no encoder running"))?;
         let restarts = before["restarts"].as_u64().unwrap_or(0);
-        let status = tokio::process::Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .await?;
-        if !status.success() {
-            bail!("kill {signal} {pid} failed (is the node on this machine?)");
-        }
+        self::signal(signal, pid).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut encoding = None;
         while Instant::now() < deadline {
@@ -319,6 +313,18 @@ impl Api {
         }
         bail!("pipeline {feed} did not change within a minute")
     }
+}
+
+/// Sends `signal` to `pid` (a process on this machine).
+async fn signal(signal: &str, pid: u64) -> anyhow::Result<()> {
+    let status = tokio::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("kill {signal} {pid} failed (is the process on this machine?)");
+    }
+    Ok(())
 }
 
 fn note(timeline: &mut Vec<(Instant, String)>, what: String) {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use channel::{ChannelSpec, InputSpec, Secret};
 use cluster::{Keeper, PipelineHost, ROLE_INGEST, ROLE_ORIGIN, ROLE_PACKAGER, ROLE_PIPELINE};
 use pipeline::{PackagerTarget, Phase};
-use store::NodeInfo;
+use store::{NodeInfo, NodeRow};
 use timeline::Feed;
 use tokio::sync::watch;
 
@@ -132,33 +132,23 @@ impl Node {
         Ok(())
     }
 
-    /// The URLs of the other nodes with `role` seen alive, by node id.
-    async fn urls_of(&self, role: &str) -> Result<Vec<String>, String> {
+    /// The nodes seen alive (within a lease TTL), by node id.
+    async fn alive(&self) -> Result<Vec<NodeRow>, String> {
         let mut nodes = self.catalog.nodes().await.map_err(|e| e.to_string())?;
+        nodes.retain(|n| n.seen_ago_ms <= self.server.leases.ttl_ms);
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        let ttl = self.server.leases.ttl_ms;
-        Ok(nodes
-            .into_iter()
-            .filter(|n| n.has_role(role) && n.seen_ago_ms <= ttl)
-            .map(|n| n.url)
-            .collect())
-    }
-
-    /// Where pipelines deliver: every packager node seen alive.
-    async fn packager_urls(&self) -> Result<Vec<String>, String> {
-        self.urls_of(ROLE_PACKAGER).await
+        Ok(nodes)
     }
 
     /// Points the input relay at the ingest nodes alive now, other than this one.
-    async fn follow_ingest_nodes(&self) {
-        if let Ok(mut urls) = self.urls_of(ROLE_INGEST).await {
-            urls.retain(|url| *url != self.info.url);
-            self.ingest_nodes.send_if_modified(|known| {
-                let changed = *known != urls;
-                *known = urls;
-                changed
-            });
-        }
+    fn follow_ingest_nodes(&self, alive: &[NodeRow]) {
+        let mut urls = urls_with(alive, ROLE_INGEST);
+        urls.retain(|url| *url != self.info.url);
+        self.ingest_nodes.send_if_modified(|known| {
+            let changed = *known != urls;
+            *known = urls;
+            changed
+        });
     }
 
     /// The packager nodes at `urls`, as a pipeline here delivers to them: with the cluster's
@@ -178,11 +168,11 @@ impl Node {
 
     /// Points this node's pipelines at the packager nodes alive now (one joined, one came
     /// back at another address); a pipeline keeps its targets while none is seen.
-    async fn follow_packagers(&self) {
-        let urls = match self.packager_urls().await {
-            Ok(urls) if !urls.is_empty() => urls,
-            _ => return,
-        };
+    fn follow_packagers(&self, alive: &[NodeRow]) {
+        let urls = urls_with(alive, ROLE_PACKAGER);
+        if urls.is_empty() {
+            return;
+        }
         for channel in self.lock_running().values() {
             for pipeline in &channel.pipelines {
                 pipeline.packagers.send_if_modified(|targets| {
@@ -200,7 +190,7 @@ impl Node {
         let row = self.catalog.channel(id).await.map_err(|e| e.to_string())?;
         let row = row.ok_or_else(|| format!("channel `{id}` is gone"))?;
         let spec: ChannelSpec = serde_json::from_str(&row.spec).map_err(|e| e.to_string())?;
-        let urls = self.packager_urls().await?;
+        let urls = urls_with(&self.alive().await?, ROLE_PACKAGER);
         if urls.is_empty() {
             return Err("no packager node is up".into());
         }
@@ -378,12 +368,18 @@ async fn follow_nodes(node: Arc<Node>, every: Duration) {
     loop {
         tokio::select! {
             _ = node.cancel.cancelled() => return,
-            _ = tick.tick() => {
-                node.follow_packagers().await;
-                node.follow_ingest_nodes().await;
+            _ = tick.tick() => if let Ok(alive) = node.alive().await {
+                node.follow_packagers(&alive);
+                node.follow_ingest_nodes(&alive);
             }
         }
     }
+}
+
+/// The URLs of the nodes among `nodes` with `role`.
+fn urls_with(nodes: &[NodeRow], role: &str) -> Vec<String> {
+    let with = nodes.iter().filter(|n| n.has_role(role));
+    with.map(|n| n.url.clone()).collect()
 }
 
 /// Relays an input into this node from the ingest nodes `nodes` names.
