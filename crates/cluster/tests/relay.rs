@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -34,18 +35,30 @@ async fn next_event(rx: &mut broadcast::Receiver<InputEvent>) -> InputEvent {
         .unwrap()
 }
 
-/// An ingest node's input `demo/main`, served by the relay on a loopback port.
-async fn ingest_node() -> (Arc<InputRegistry>, Arc<InputPort>, String) {
+/// An ingest node's input `demo/main`, served by the relay on a loopback port; the counter
+/// counts the requests it answered.
+async fn ingest_node() -> (Arc<InputRegistry>, Arc<InputPort>, String, Arc<AtomicUsize>) {
     let inputs = Arc::new(InputRegistry::new());
     let spec = InputSpec::Rtmp {
         stream_key: "k".into(),
     };
     let port = inputs.add("demo", "main", spec).unwrap();
-    let app = cluster::relay::router(inputs.clone(), Secret::new(SECRET));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counter = answered.clone();
+    let app = cluster::relay::router(inputs.clone(), Secret::new(SECRET)).layer(
+        axum::middleware::from_fn(move |request, next: axum::middleware::Next| {
+            let counter = counter.clone();
+            async move {
+                let response = next.run(request).await;
+                counter.fetch_add(1, Ordering::Relaxed);
+                response
+            }
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (inputs, port, url)
+    (inputs, port, url, answered)
 }
 
 fn pipeline_port() -> Arc<InputPort> {
@@ -57,7 +70,7 @@ fn pipeline_port() -> Arc<InputPort> {
 
 #[tokio::test]
 async fn a_session_crosses_nodes_and_the_relay_lets_go_when_unread() {
-    let (_inputs, here, url) = ingest_node().await;
+    let (_inputs, here, url, _) = ingest_node().await;
     let there = pipeline_port();
     let mut decoder = there.subscribe();
     // A node that is down comes first: the relay goes on to the next.
@@ -131,7 +144,7 @@ async fn a_session_crosses_nodes_and_the_relay_lets_go_when_unread() {
 
 #[tokio::test]
 async fn the_relay_needs_the_cluster_credential_and_yields_to_a_local_publisher() {
-    let (_inputs, here, url) = ingest_node().await;
+    let (_inputs, here, url, answered) = ingest_node().await;
     let _publisher = here.publish("10.0.0.1:5000", Container::Flv).unwrap();
     let client = reqwest::Client::new();
     for auth in [None, Some("Bearer wrong"), Some("Basic x")] {
@@ -161,8 +174,12 @@ async fn the_relay_needs_the_cluster_credential_and_yields_to_a_local_publisher(
         nodes,
         Secret::new("not-the-cluster-secret"),
     ));
-    // An absence, so a window: two of the relay's looks for a publisher.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Until the ingest node has refused two of the relay's looks for a publisher.
+    let before = answered.load(Ordering::Relaxed);
+    poll("the relay asking twice", || async {
+        (answered.load(Ordering::Relaxed) >= before + 2).then_some(())
+    })
+    .await;
     assert!(there.live().is_none(), "a wrong credential relays nothing");
     assert_eq!(here.subscribers(), 0);
     relay.abort();

@@ -254,6 +254,7 @@ impl InputPort {
         relayed: Option<Relayed>,
     ) -> Publisher {
         let session = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let preempted = relayed.as_ref().map(|r| r.preempted.clone());
         *slot = Some(LiveSession {
             peer: peer.to_string(),
             session,
@@ -279,6 +280,7 @@ impl InputPort {
             port: self.clone(),
             session,
             reason: None,
+            preempted,
         }
     }
 
@@ -313,6 +315,8 @@ pub struct Publisher {
     port: Arc<InputPort>,
     session: u64,
     reason: Option<String>,
+    /// A relayed session's: cancelled when a publisher here takes the input over.
+    preempted: Option<CancellationToken>,
 }
 
 impl Publisher {
@@ -321,7 +325,12 @@ impl Publisher {
     }
 
     pub fn send(&self, bytes: Bytes) {
-        if !self.is_current() {
+        // Only a relayed session is ever taken over; a local one sends without a lock.
+        if self
+            .preempted
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+        {
             return;
         }
         let labels = self.port.labels();
@@ -347,14 +356,6 @@ impl Publisher {
             }
         }
         self.send(bytes);
-    }
-
-    /// Whether the session is still the input's (a relayed one may have been taken over).
-    fn is_current(&self) -> bool {
-        self.port
-            .slot()
-            .as_ref()
-            .is_some_and(|l| l.session == self.session)
     }
 
     /// Records why the session ends (reported when the publisher is dropped).

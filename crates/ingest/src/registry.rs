@@ -232,7 +232,7 @@ impl InputRegistry {
 
         // Bind (synchronously) and start the task, but only register the abort handle once the
         // entry is in; the task only holds the port, never the registry.
-        let (task, local_addr) = match (&spec, runtime) {
+        let (task, local_addr) = match (&spec, runtime.clone()) {
             (
                 InputSpec::Udp {
                     bind,
@@ -313,7 +313,7 @@ impl InputRegistry {
         }
         tracing::info!(input = %id, kind = spec_kind(&spec), local_addr = ?local_addr, "input added");
         let removed = CancellationToken::new();
-        if let (Some(relay), Ok(rt)) = (relay, tokio::runtime::Handle::try_current()) {
+        if let (Some(relay), Some(rt)) = (relay, runtime) {
             let (relayed, removed) = (relay(port.clone()), removed.clone());
             rt.spawn(async move {
                 tokio::select! {

@@ -132,6 +132,14 @@ impl Node {
         Ok(())
     }
 
+    /// Whether channel `id` is already served here as [`Self::follow_channel`] would (a
+    /// channel with no contribution input is looked at again each time).
+    fn follows(&self, id: &str, inputs_here: &[ingest::InputId]) -> bool {
+        let serves = self.server.has_role(ROLE_PACKAGER) || self.server.has_role(ROLE_ORIGIN);
+        (!serves || self.origin.channel(id).is_some())
+            && (!self.server.has_role(ROLE_INGEST) || inputs_here.iter().any(|i| i.channel == id))
+    }
+
     /// The nodes seen alive (within a lease TTL), by node id.
     async fn alive(&self) -> Result<Vec<NodeRow>, String> {
         let mut nodes = self.catalog.nodes().await.map_err(|e| e.to_string())?;
@@ -285,7 +293,11 @@ async fn follow_channels(node: Arc<Node>, every: Duration) {
                 continue;
             }
         };
+        let inputs_here = node.inputs.inputs();
         for row in &rows {
+            if node.follows(&row.id, &inputs_here) {
+                continue;
+            }
             let added = match serde_json::from_str::<ChannelSpec>(&row.spec) {
                 Ok(spec) => node.follow_channel(&spec).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
