@@ -40,6 +40,18 @@ pub struct Keeper<H> {
     events: Events,
     /// The leases held, with their epochs.
     held: Mutex<HashMap<Key, u64>>,
+    /// Whether the catalog's last answer was an error, and since when it answers again.
+    outage: Mutex<Outage>,
+}
+
+/// A catalog outage as one keeper saw it. While the catalog is down every lease runs out on
+/// the database's clock; once it is back, a holder that lived through it renews within a
+/// renew interval. Until a TTL has passed, an expired lease with a holder is not claimed:
+/// a takeover then would restart every pipeline of the cluster after each outage.
+#[derive(Default)]
+struct Outage {
+    failing: bool,
+    back_since: Option<Instant>,
 }
 
 impl<H: PipelineHost> Keeper<H> {
@@ -57,11 +69,32 @@ impl<H: PipelineHost> Keeper<H> {
             host,
             events,
             held: Mutex::default(),
+            outage: Mutex::default(),
         }
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<Key, u64>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn catalog_answered(&self, answered: bool) {
+        let mut outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        if !answered {
+            outage.failing = true;
+        } else if outage.failing {
+            outage.failing = false;
+            outage.back_since = Some(Instant::now());
+            tracing::info!(
+                "catalog answers again; expired leases stay with their holders for a TTL"
+            );
+        }
+    }
+
+    /// Whether expired leases still count as their holders' (see [`Outage`]).
+    fn trusting_holders(&self) -> bool {
+        let outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        let ttl = std::time::Duration::from_millis(self.settings.ttl_ms);
+        outage.failing || outage.back_since.is_some_and(|t| t.elapsed() < ttl)
     }
 
     /// Runs until `cancel`, then stops its pipelines and releases their leases, so that other
@@ -77,7 +110,9 @@ impl<H: PipelineHost> Keeper<H> {
                 _ = cancel.cancelled() => break,
                 _ = renew.tick() => self.renew_all().await,
                 _ = claim.tick() => {
-                    if let Err(e) = self.place(&mut free_since).await {
+                    let placed = self.place(&mut free_since).await;
+                    self.catalog_answered(placed.is_ok());
+                    if let Err(e) = placed {
                         tracing::warn!(error = %e, "lease placement round failed; retrying");
                     }
                 }
@@ -101,7 +136,7 @@ impl<H: PipelineHost> Keeper<H> {
             .map(|c| c.id)
             .collect();
         self.drop_deleted(&channels).await;
-        let slots = slots(&channels, &leases, free_since);
+        let slots = slots(&channels, &leases, free_since, self.trusting_holders());
         let peers = peers(&nodes, self.settings.ttl_ms);
         let draining = nodes.iter().any(|n| n.id == self.node.id && n.draining);
         let grace = self.settings.claim_interval_ms * 3;
@@ -190,6 +225,7 @@ impl<H: PipelineHost> Keeper<H> {
                     self.host.delivers(&channel, feed),
                 )
                 .await;
+            self.catalog_answered(renewed.is_ok());
             match renewed {
                 Ok(true) => {}
                 Ok(false) => self.lost(&channel, feed, epoch),
@@ -227,11 +263,13 @@ impl<H: PipelineHost> Keeper<H> {
     }
 }
 
-/// Every pipeline of every channel, with how long this node has seen each one free.
+/// Every pipeline of every channel, with how long this node has seen each one free. An expired
+/// lease still counts as its holder's while `trust_holders`.
 fn slots(
     channels: &[String],
     leases: &[LeaseRow],
     free_since: &mut HashMap<Key, Instant>,
+    trust_holders: bool,
 ) -> Vec<Slot> {
     let now = Instant::now();
     let mut slots = Vec::new();
@@ -240,7 +278,7 @@ fn slots(
             let lease = leases
                 .iter()
                 .find(|l| &l.channel == channel && l.feed == feed);
-            let held = lease.filter(|l| !l.is_free());
+            let held = lease.filter(|l| !l.is_free() || (trust_holders && l.holder.is_some()));
             let holder = held.and_then(|l| l.holder.clone());
             let key = (channel.clone(), feed);
             let free_for_ms = if holder.is_some() {
@@ -304,5 +342,36 @@ pub async fn heartbeat(
             }
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(feed: Feed, holder: Option<&str>, remaining_ms: i64) -> LeaseRow {
+        LeaseRow {
+            channel: "ch".into(),
+            feed,
+            holder: holder.map(str::to_string),
+            epoch: 3,
+            remaining_ms,
+            ready: true,
+        }
+    }
+
+    #[test]
+    fn after_an_outage_an_expired_lease_stays_with_its_holder() {
+        let channels = ["ch".to_string()];
+        let leases = [lease(Feed::A, Some("n1"), -4000), lease(Feed::B, None, 0)];
+        let holders = |trust| {
+            slots(&channels, &leases, &mut HashMap::new(), trust)
+                .into_iter()
+                .map(|s| s.holder)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(holders(false), [None, None]);
+        // A released lease is free whatever happened.
+        assert_eq!(holders(true), [Some("n1".to_string()), None]);
     }
 }
