@@ -95,6 +95,11 @@ impl Origin {
         })
     }
 
+    /// Whether the catalog's last answer to the packager was a failure.
+    fn catalog_failing(&self) -> bool {
+        self.store_failing[StorePart::Catalog as usize].load(Ordering::Relaxed)
+    }
+
     /// Reports the outcome of a write to `part` of the store for `channel` (or of a read the
     /// packager needs before one): the first failure and the first success after failures
     /// become events; the gauge follows every outcome.

@@ -286,6 +286,17 @@ async fn a_catalog_outage_is_reported_and_what_is_listed_stays_served() {
     assert!(node.log().contains("StoreFailed"), "{}", node.log());
     let listed_during = playlist(&node, "180p").await;
     assert!(listed_during.len() >= 3);
+    let listed_before = *listed_during.last().unwrap();
+    // The packager stores what the pipelines make meanwhile and waits to list it.
+    wait_for(
+        "three segments stored while the catalog is down",
+        Duration::from_secs(60),
+        || async {
+            let (_, metrics) = get(&node.url("/metrics")).await?;
+            (deferred(&metrics, "180p") >= 3.0).then_some(())
+        },
+    )
+    .await;
     for n in &listed_during {
         let (status, _) = get_bytes(&node.url(&format!("/live/scale/180p/{n}.m4s"))).await;
         assert_eq!(status, 200, "segment {n} while the catalog is down");
@@ -304,6 +315,30 @@ async fn a_catalog_outage_is_reported_and_what_is_listed_stays_served() {
 
     pg.resume().await;
     wait_for_event(&node, "store_recovered", 60).await;
-    wait_for_listing_past(&node, *listed_during.last().unwrap() + 1).await;
+    wait_for_listing_past(&node, listed_before + 4).await;
     assert_eq!(get(&node.url("/readyz")).await.unwrap().0, 200);
+    // Nothing made during the outage is lost: listed, in order, once the catalog answered.
+    let (_, after) = get(&node.url("/live/scale/180p.m3u8")).await.unwrap();
+    assert!(!after.contains("EXT-X-GAP"), "{after}");
+    for n in listed_before + 1..=listed_before + 3 {
+        let (status, _) = get_bytes(&node.url(&format!("/live/scale/180p/{n}.m4s"))).await;
+        assert_eq!(status, 200, "segment {n}, made while the catalog was down");
+    }
+    let catalog = Catalog::open(&pg.url).await.unwrap();
+    let row = catalog.segment("scale", "180p", listed_before + 1).await;
+    assert!(
+        row.unwrap().is_some(),
+        "segment {} is in the catalog",
+        listed_before + 1
+    );
+}
+
+/// `steadycast_listings_deferred_total` of a rendition of `scale`.
+fn deferred(metrics: &str, rendition: &str) -> f64 {
+    let label = format!("rendition=\"{rendition}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("steadycast_listings_deferred_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -17,15 +17,48 @@ use http_body_util::LengthLimitError;
 use media::cmaf::{SegmentInfo, inspect_init, inspect_segment};
 use media::fmp4::TrackInfo;
 use std::time::Duration;
-use store::{FencedListing, HeaderRow, InitRow, SegmentRow};
+use store::{HeaderRow, InitRow};
 use timeline::{Feed, Offer, SegmentChoice};
 
-use crate::live::{
-    Header, HeldCopy, LiveChannel, LiveRendition, LiveSegment, content_etag, segment_key,
-};
+use crate::live::{Header, HeldCopy, LiveChannel, LiveRendition};
 use crate::{MAX_UPLOAD, Origin, OriginError, StorePart};
 
-type Reply = Result<(StatusCode, String), OriginError>;
+mod publish;
+
+pub use publish::Backlog;
+use publish::{Published, catalog_down, compare, publish};
+
+/// What became of an upload: its status for the pipeline and its outcome for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Stored,
+    /// A flawed copy, waiting a grace time for the other feed's.
+    Held,
+    /// Stored while the catalog does not answer; listed when it does.
+    Deferred,
+    Duplicate,
+}
+
+impl Taken {
+    fn status(self) -> StatusCode {
+        match self {
+            Taken::Stored => StatusCode::CREATED,
+            Taken::Held | Taken::Deferred => StatusCode::ACCEPTED,
+            Taken::Duplicate => StatusCode::OK,
+        }
+    }
+
+    fn outcome(self) -> &'static str {
+        match self {
+            Taken::Stored => "stored",
+            Taken::Held => "held",
+            Taken::Deferred => "deferred",
+            Taken::Duplicate => "duplicate",
+        }
+    }
+}
+
+type Reply = Result<(Taken, String), OriginError>;
 
 pub async fn put(
     State(origin): State<Arc<Origin>>,
@@ -44,9 +77,7 @@ pub async fn put(
     )
     .await;
     let outcome = match &reply {
-        Ok((StatusCode::CREATED, _)) => "stored",
-        Ok((StatusCode::ACCEPTED, _)) => "held",
-        Ok(_) => "duplicate",
+        Ok((taken, _)) => taken.outcome(),
         Err(OriginError::Fenced(_)) => "fenced",
         Err(e) => {
             tracing::warn!(channel = %channel_id, %feed, %rendition, %file, error = %e,
@@ -77,7 +108,7 @@ pub async fn put(
         "feed" => feed_label, "rendition" => rendition_label, "outcome" => outcome)
     .increment(1);
     match reply {
-        Ok(accepted) => accepted.into_response(),
+        Ok((taken, why)) => (taken.status(), why).into_response(),
         // A refusal may leave the body unread (a stranger's is never read): the connection
         // cannot carry another request, and a client must not take it back to its pool.
         Err(e) => {
@@ -156,8 +187,16 @@ async fn check_fence(
                 channel::LEASE_EPOCH_HEADER
             ))
         })?;
+    // A catalog that does not answer cannot say; the listing checks the epoch when it does,
+    // and until then only the writer's own key is written.
+    if origin.catalog_failing() {
+        return Ok(Some(epoch));
+    }
     let current = origin.catalog.lease_epoch(channel, feed).await;
-    let current = origin.store_write(channel, StorePart::Catalog, current)?;
+    let current = match origin.store_write(channel, StorePart::Catalog, current) {
+        Err(e) if catalog_down(&e) => return Ok(Some(epoch)),
+        current => current?,
+    };
     if current != Some(epoch) {
         return Err(fenced(origin, channel, feed, epoch, current));
     }
@@ -266,7 +305,7 @@ async fn accept_init(
     let (known, current) = {
         let state = live.read();
         if state.feed_headers.get(&feed) == Some(&header.id) {
-            return Ok((StatusCode::OK, "header already stored\n".into()));
+            return Ok((Taken::Duplicate, "header already stored\n".into()));
         }
         let current = state.current_header().map(|h| (h.id, h.track.timescale));
         (
@@ -314,7 +353,7 @@ async fn accept_init(
         "header stored\n"
     };
     state.headers.entry(header.id).or_insert(header);
-    Ok((StatusCode::CREATED, reply.into()))
+    Ok((Taken::Stored, reply.into()))
 }
 
 /// A feed now delivers another header than the one served (its encoder restarted with other
@@ -382,19 +421,11 @@ async fn accept_segment(
         info,
         epoch,
     };
-    let _guard = live.publish.lock().await;
+    let mut backlog = live.publish.lock().await;
     let in_memory = live.read().segments.get(&n).cloned();
     let kept = match &in_memory {
         Some(segment) => Some(segment.feed),
-        None => {
-            let found = origin
-                .catalog
-                .segment(&channel.spec.id, &live.name, n)
-                .await;
-            origin
-                .store_write(&channel.spec.id, StorePart::Catalog, found)?
-                .map(|s| s.feed)
-        }
+        None => kept_feed(origin, &channel.spec.id, &live.name, &backlog, n).await,
     };
     let (held, offered) = {
         let state = live.read();
@@ -406,51 +437,77 @@ async fn accept_segment(
             if let Some(segment) = in_memory.filter(|s| s.feed != feed) {
                 compare(origin, channel, live, n, &segment, &copy.info);
             }
-            Ok((
-                StatusCode::OK,
-                format!("segment {n} already kept from feed {kept}\n"),
-            ))
+            let why = format!("segment {n} already kept from feed {kept}\n");
+            Ok((Taken::Duplicate, why))
         }
         Offer::Keep => {
             let held = live.write().held.remove(&n);
-            let Some(listed) = publish(origin, channel, live, n, copy).await? else {
-                return Ok(listed_elsewhere(n));
-            };
-            if let Some(held) = held {
+            let published = publish(origin, channel, live, &mut backlog, n, copy).await?;
+            if let (Published::Listed(listed), Some(held)) = (&published, held) {
                 metrics::counter!("steadycast_segments_better_copy_total",
                     "channel" => channel.spec.id.clone(), "rendition" => live.name.clone())
                 .increment(1);
-                compare(origin, channel, live, n, &listed, &held.info);
+                compare(origin, channel, live, n, listed, &held.info);
             }
-            Ok((StatusCode::CREATED, format!("segment {n} stored\n")))
+            let why = format!("segment {n} stored\n");
+            Ok(published_reply(n, &published, (Taken::Stored, why)))
         }
         Offer::KeepHeld => {
             let Some(held) = live.write().held.remove(&n) else {
                 return Err(OriginError::Conflict(format!("segment {n}: no copy held")));
             };
             let kept = held.feed;
-            let Some(listed) = publish(origin, channel, live, n, held).await? else {
-                return Ok(listed_elsewhere(n));
-            };
-            compare(origin, channel, live, n, &listed, &copy.info);
-            Ok((
-                StatusCode::OK,
-                format!("segment {n}: feed {kept}'s copy is no worse and was kept\n"),
-            ))
+            let published = publish(origin, channel, live, &mut backlog, n, held).await?;
+            if let Published::Listed(listed) = &published {
+                compare(origin, channel, live, n, listed, &copy.info);
+            }
+            let why = format!("segment {n}: feed {kept}'s copy is no worse and was kept\n");
+            Ok(published_reply(n, &published, (Taken::Duplicate, why)))
         }
         Offer::Hold => {
+            drop(backlog);
             hold(origin, channel, live, n, copy);
-            Ok((
-                StatusCode::ACCEPTED,
-                format!("segment {n} held: the other feed's copy may be better\n"),
-            ))
+            let why = format!("segment {n} held: the other feed's copy may be better\n");
+            Ok((Taken::Held, why))
         }
     }
 }
 
-fn listed_elsewhere(n: u64) -> (StatusCode, String) {
-    let why = format!("segment {n}: another packager listed a copy first\n");
-    (StatusCode::OK, why)
+/// The feed whose copy of segment `n` is listed, or stored and waiting to be: `None` when
+/// there is none, or the catalog cannot say (the listing settles it then: a duplicate is a
+/// no-op).
+async fn kept_feed(
+    origin: &Origin,
+    channel: &str,
+    rendition: &str,
+    backlog: &Backlog,
+    n: u64,
+) -> Option<Feed> {
+    if let Some(feed) = backlog.feed_of(n) {
+        return Some(feed);
+    }
+    if !backlog.is_empty() || origin.catalog_failing() {
+        return None;
+    }
+    let found = origin.catalog.segment(channel, rendition, n).await;
+    let found = origin
+        .store_write(channel, StorePart::Catalog, found)
+        .ok()?;
+    found.map(|s| s.feed)
+}
+
+fn published_reply(n: u64, published: &Published, listed: (Taken, String)) -> (Taken, String) {
+    match published {
+        Published::Listed(_) => listed,
+        Published::Elsewhere => (
+            Taken::Duplicate,
+            format!("segment {n}: another packager listed a copy first\n"),
+        ),
+        Published::Deferred => (
+            Taken::Deferred,
+            format!("segment {n} stored; it is listed when the catalog answers again\n"),
+        ),
+    }
 }
 
 /// Keeps a flawed copy aside; it is listed when its grace time ends unless a better copy (or
@@ -473,11 +530,11 @@ fn hold(
     let (origin, channel, live) = (origin.clone(), channel.clone(), live.clone());
     tokio::spawn(async move {
         tokio::time::sleep(grace).await;
-        let _guard = live.publish.lock().await;
+        let mut backlog = live.publish.lock().await;
         let Some(copy) = live.write().held.remove(&n) else {
             return;
         };
-        if let Err(e) = publish(&origin, &channel, &live, n, copy).await {
+        if let Err(e) = publish(&origin, &channel, &live, &mut backlog, n, copy).await {
             tracing::warn!(channel = %channel.spec.id, rendition = %live.name, n, error = %e,
                 "held segment could not be listed");
         }
@@ -485,180 +542,6 @@ fn hold(
 }
 
 const MAX_HELD: usize = 32;
-
-/// Stores a copy, lists it in the catalog and the live window, and returns what was listed:
-/// `None` when another packager of the cluster listed a copy first (this node's window gets
-/// that one from the catalog). Called under `live.publish`.
-async fn publish(
-    origin: &Origin,
-    channel: &LiveChannel,
-    live: &LiveRendition,
-    n: u64,
-    copy: HeldCopy,
-) -> Result<Option<LiveSegment>, OriginError> {
-    let (timescale, placement) = {
-        let state = live.read();
-        let timescale = state.headers.get(&copy.header).map(|h| h.track.timescale);
-        let placement = state.placement(n, copy.header);
-        (timescale, placement)
-    };
-    let timescale = timescale
-        .ok_or_else(|| OriginError::Conflict(format!("PUT `{}/init.mp4` first", live.name)))?;
-    let placement = placement.map_err(OriginError::Conflict)?;
-    let key = segment_key(
-        &channel.spec.id,
-        &live.name,
-        n,
-        copy.epoch.map(|e| (copy.feed, e)),
-    );
-    let stored = origin.blobs.put(&key, &copy.body).await;
-    origin.store_write(&channel.spec.id, StorePart::Blobs, stored)?;
-    let row = SegmentRow {
-        channel: channel.spec.id.clone(),
-        rendition: live.name.clone(),
-        n,
-        feed: copy.feed,
-        start: copy.info.base_decode_time,
-        duration: copy.info.duration,
-        timescale,
-        byte_len: copy.body.len() as u64,
-        blob_key: key,
-        quality: copy.quality,
-        header: Some(copy.header.to_string()),
-        disc: placement.disc,
-        listed_ms: now_ms(),
-    };
-    if !placement.continues {
-        announce_discontinuity(origin, channel, live, n, copy.header).await?;
-    }
-    let Some(listed_ms) = list(origin, &row, copy.epoch).await? else {
-        return Ok(None);
-    };
-    let segment = LiveSegment {
-        start: copy.info.base_decode_time,
-        duration: copy.info.duration,
-        samples: copy.info.sample_count,
-        feed: copy.feed,
-        quality: copy.quality,
-        header: copy.header,
-        etag: content_etag(&copy.body),
-        bytes: copy.body,
-        listed_ms,
-    };
-    live.insert(
-        n,
-        segment.clone(),
-        placement.disc,
-        channel.window_segments(),
-    );
-    let (id, name) = (channel.spec.id.clone(), live.name.clone());
-    metrics::counter!("steadycast_segments_published_total", "channel" => id.clone(),
-        "feed" => copy.feed.as_str(), "rendition" => name.clone())
-    .increment(1);
-    if let Some(quality) = copy.quality {
-        metrics::histogram!("steadycast_segment_quality", "channel" => id, "rendition" => name)
-            .record(f64::from(quality));
-    }
-    Ok(Some(segment))
-}
-
-/// Lists a stored copy, fenced by its lease epoch in a cluster, and returns when the listed
-/// row was listed: another packager may have listed the same writer's bytes a moment before,
-/// and every origin must count from that row's time. `None` when another packager listed a
-/// copy of another writer first: this one's bytes are deleted (nothing lists them).
-async fn list(
-    origin: &Origin,
-    row: &SegmentRow,
-    epoch: Option<u64>,
-) -> Result<Option<u64>, OriginError> {
-    let channel = &row.channel;
-    let Some(epoch) = epoch else {
-        let listed = origin.catalog.insert_segment(row).await;
-        origin.store_write(channel, StorePart::Catalog, listed)?;
-        return Ok(Some(row.listed_ms));
-    };
-    let listed = origin.catalog.insert_segment_fenced(row, epoch).await;
-    let outcome = origin.store_write(channel, StorePart::Catalog, listed)?;
-    if outcome == FencedListing::Listed {
-        return Ok(Some(row.listed_ms));
-    }
-    // Another packager may have listed these very bytes (the same writer's key): they stay.
-    let kept = origin
-        .catalog
-        .segment(channel, &row.rendition, row.n)
-        .await?;
-    let ours = kept
-        .filter(|k| k.blob_key == row.blob_key)
-        .map(|k| k.listed_ms);
-    if ours.is_none() {
-        let _ = origin.blobs.delete(&row.blob_key).await;
-    }
-    match outcome {
-        FencedListing::Stale { current } => Err(fenced(origin, channel, row.feed, epoch, current)),
-        _ => Ok(ours),
-    }
-}
-
-/// Compares the other feed's copy with the listed one, for the alignment report.
-fn compare(
-    origin: &Origin,
-    channel: &LiveChannel,
-    live: &LiveRendition,
-    n: u64,
-    kept: &LiveSegment,
-    other: &SegmentInfo,
-) {
-    let other = (other.base_decode_time, other.duration, other.sample_count);
-    let aligned = live.compare_copies(n, kept, other);
-    if !aligned {
-        let detail = live.alignment().last_misaligned.unwrap_or_default();
-        let detail = format!("rendition {}: {detail}", live.name);
-        origin.events.emit(
-            &channel.spec.id,
-            "packager",
-            EventKind::CopiesMisaligned,
-            detail,
-        );
-    }
-    let result = if aligned { "aligned" } else { "misaligned" };
-    let (id, name) = (channel.spec.id.clone(), live.name.clone());
-    metrics::counter!("steadycast_feed_copies_compared_total", "channel" => id.clone(),
-        "rendition" => name.clone(), "result" => result)
-    .increment(1);
-    metrics::gauge!("steadycast_pipelines_locked", "channel" => id, "rendition" => name)
-        .set(f64::from(u8::from(aligned)));
-}
-
-/// Segment `n` is listed with another header than the one before it: playlists mark it with
-/// EXT-X-DISCONTINUITY, and the MPD starts a Period there, recorded before the segment is
-/// listed so that no MPD lists it in the Period before.
-async fn announce_discontinuity(
-    origin: &Origin,
-    channel: &LiveChannel,
-    live: &LiveRendition,
-    n: u64,
-    header: manifest::HeaderId,
-) -> Result<(), OriginError> {
-    let start_ms = channel.grid.start_of(n, 1000);
-    origin
-        .catalog
-        .put_period(&channel.spec.id, n, start_ms)
-        .await?;
-    channel.add_period(n, start_ms);
-    origin.events.emit(
-        &channel.spec.id,
-        "packager",
-        EventKind::Discontinuity,
-        format!(
-            "rendition {}: segment {n} starts header {header}",
-            live.name
-        ),
-    );
-    metrics::counter!("steadycast_discontinuities_total", "channel" => channel.spec.id.clone(),
-        "rendition" => live.name.clone())
-    .increment(1);
-    Ok(())
-}
 
 /// A segment must be the header's track, start inside [N·D, (N+1)·D), last about D and, for
 /// video, start with a keyframe: anything else would break the timeline players see.
@@ -701,13 +584,6 @@ fn check_on_grid(
         return bad("it does not start with a keyframe".into());
     }
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 #[cfg(test)]
