@@ -101,6 +101,10 @@ key_id="GK$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 key_secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 # What the nodes authenticate segment deliveries and input relays with.
 cluster_secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# The API's admin token, the same on every node (in the environment, not in their files).
+STEADYCAST_TOKEN="sct_$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export STEADYCAST_TOKEN
+export STEADYCAST_ADMIN_TOKEN="$STEADYCAST_TOKEN"
 g bucket create steadycast >/dev/null
 g key import --yes "$key_id" "$key_secret" >/dev/null
 g bucket allow --read --write --owner steadycast --key "$key_id" >/dev/null
@@ -185,7 +189,8 @@ cat <<EOF
 steadycast cluster on loopback (files and logs in $root)
   through HAProxy:     http://127.0.0.1:8090/live/demo/main.m3u8   (DASH: .../manifest.mpd)
   through the shield:  http://127.0.0.1:8088/live/demo/main.m3u8
-  dashboard:           http://127.0.0.1:8081/?channel=demo
+  dashboard:           http://127.0.0.1:8081/?channel=demo#token=$STEADYCAST_TOKEN
+  API token:           export STEADYCAST_TOKEN=$STEADYCAST_TOKEN
   nodes:               $bin node list --api http://127.0.0.1:8081
   watch as a viewer:   $bin verify http://127.0.0.1:8090/live/demo/main.m3u8 --seconds 60
 

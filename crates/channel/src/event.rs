@@ -51,6 +51,8 @@ pub enum EventKind {
     LeaseLost,
     /// The packager refused an upload from a pipeline whose lease epoch is no longer current.
     UploadFenced,
+    /// A change made through the control API, naming the token that made it.
+    ApiChange,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

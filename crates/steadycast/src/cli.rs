@@ -60,6 +60,10 @@ pub enum Command {
     /// The nodes of a cluster: list them, drain one before a restart.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// The control API's tokens (admin scope): create one (its secret is shown once), list
+    /// them, revoke one.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Measure the segmenter, the packager and the origin (run it from a release build).
     Bench(crate::bench::BenchArgs),
     /// Play a live HLS or DASH stream as a viewer would and check its steady state; exits
@@ -117,6 +121,10 @@ pub struct NodeArgs {
     /// argument shows in the process list).
     #[arg(long, env = "STEADYCAST_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// The control API's admin token, at least 32 characters [default: made at the first
+    /// start, written to DATA_DIR/admin-token and printed once]. Prefer the variable.
+    #[arg(long, env = "STEADYCAST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 impl NodeArgs {
@@ -159,6 +167,9 @@ impl NodeArgs {
         }
         if let Some(v) = &self.advertise_url {
             server.advertise_url = Some(v.clone());
+        }
+        if let Some(v) = &self.admin_token {
+            server.admin_token = Some(channel::Secret::new(v.clone()));
         }
         if let Some(v) = &self.cluster_secret {
             server.cluster_secret = Some(channel::Secret::new(v.clone()));
@@ -224,11 +235,63 @@ pub enum NodeCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; prints its secret, once.
+    Create {
+        /// 1 to 64 of a-z, 0-9, `.`, `_`, `-`.
+        name: String,
+        /// read (lists, status, events), operator (channels, harvests, drains, faults) or
+        /// admin (everything, tokens included).
+        #[arg(long, default_value = "read")]
+        scope: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Every token: name, scope, when created, when revoked.
+    List(ApiArgs),
+    /// Revoke a token at once, on every node.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
 #[derive(Args)]
 pub struct ApiArgs {
     /// The node's HTTP address.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "STEADYCAST_API")]
     pub api: String,
+    #[command(flatten)]
+    pub token: TokenArg,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct TokenArg {
+    /// The API token (prefer the variable: an argument shows in the process list).
+    #[arg(long = "token", env = "STEADYCAST_TOKEN", hide_env_values = true)]
+    pub value: Option<String>,
+}
+
+impl TokenArg {
+    /// An HTTP client that presents the token on every request.
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        self.client_builder().build().map_err(Into::into)
+    }
+
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(mut value) = self
+            .value
+            .as_ref()
+            .and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        reqwest::Client::builder().default_headers(headers)
+    }
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -253,6 +316,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let (node, http) = start_node(server).await?;
             let spec = node.ensure_channel(demo::channel()).await?;
             print_channel(&node, &spec);
+            // The demo runs on a laptop: its dashboard link carries the admin token in the
+            // fragment, which no server sees, so the page lists channels in one click.
+            let file = node.server.data_dir.join(crate::auth::TOKEN_FILE);
+            if let Ok(token) = std::fs::read_to_string(&file) {
+                let page = format!("http://{}/?channel={}", node.http, spec.id);
+                println!(
+                    "  dashboard with the API token: {page}#token={}",
+                    token.trim()
+                );
+            }
             serve_forever(node, http).await
         }
         Command::Serve {
@@ -275,6 +348,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Channel(command) => crate::client::channel_command(command).await,
         Command::Node(command) => crate::client::node_command(command).await,
+        Command::Token(command) => crate::client::token_command(command).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Verify(args) => verify::main(args).await,
         Command::Chaos(args) => crate::chaos::run(args).await,
@@ -292,6 +366,19 @@ async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask
     let http = listener.local_addr()?;
     let node = Node::open(server, http).await?;
     let roles = &node.server;
+    if roles.has_role(cluster::ROLE_API) {
+        let given = match &roles.admin_token {
+            Some(t) => Some(access::TokenSecret::given(t.expose()).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let made = crate::auth::bootstrap(&node.catalog, given.as_ref(), &roles.data_dir).await?;
+        if let Some(token) = made {
+            let file = roles.data_dir.join(crate::auth::TOKEN_FILE);
+            // Standard output, never the log: shown once, as a new token is.
+            println!("admin token (shown once; also in {}):", file.display());
+            println!("  {}", token.expose());
+        }
+    }
     let mut app = ops::router(node.clone(), metrics);
     if roles.has_role(cluster::ROLE_ORIGIN) {
         app = app.merge(node.origin.playback_router());
@@ -307,7 +394,10 @@ async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask
     }
     if roles.has_role(cluster::ROLE_API) {
         app = app
-            .merge(api::router(node.clone()))
+            .merge(api::router(
+                node.clone(),
+                crate::auth::ApiAuth::new(node.catalog.clone()),
+            ))
             .merge(crate::web::router(node.clone()));
     }
     let app = app.layer(axum::middleware::from_fn(ops::track_requests));

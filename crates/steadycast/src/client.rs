@@ -4,27 +4,28 @@ use anyhow::{Context, bail};
 use channel::ChannelSpec;
 use serde_json::Value;
 
-use crate::cli::{ChannelCommand, NodeCommand};
+use crate::cli::{ChannelCommand, NodeCommand, TokenCommand};
 
 pub async fn channel_command(command: ChannelCommand) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
     let (response, api) = match command {
         ChannelCommand::Create { file, api } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("{}: cannot read", file.display()))?;
             let spec = parse_spec(&text, &file.display().to_string())?;
             let url = format!("{}/api/v1/channels", api.api);
-            (client.post(&url).json(&spec).send().await, api)
+            (api.token.client()?.post(&url).json(&spec).send().await, api)
         }
         ChannelCommand::List(api) => (
-            client
+            api.token
+                .client()?
                 .get(format!("{}/api/v1/channels", api.api))
                 .send()
                 .await,
             api,
         ),
         ChannelCommand::Show { id, api } => (
-            client
+            api.token
+                .client()?
                 .get(format!("{}/api/v1/channels/{id}", api.api))
                 .send()
                 .await,
@@ -39,10 +40,11 @@ pub async fn channel_command(command: ChannelCommand) -> anyhow::Result<()> {
         } => {
             let url = format!("{}/api/v1/channels/{id}/harvests", api.api);
             let body = serde_json::json!({ "name": name, "start": start, "end": end });
-            (client.post(&url).json(&body).send().await, api)
+            (api.token.client()?.post(&url).json(&body).send().await, api)
         }
         ChannelCommand::Delete { id, api } => (
-            client
+            api.token
+                .client()?
                 .delete(format!("{}/api/v1/channels/{id}", api.api))
                 .send()
                 .await,
@@ -60,21 +62,24 @@ pub async fn channel_command(command: ChannelCommand) -> anyhow::Result<()> {
 }
 
 pub async fn node_command(command: NodeCommand) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
     let (response, api) = match command {
         NodeCommand::List(api) => {
-            let response = client.get(format!("{}/api/v1/nodes", api.api)).send();
+            let response = api
+                .token
+                .client()?
+                .get(format!("{}/api/v1/nodes", api.api))
+                .send();
             let body = answer(response.await, &api.api).await?;
             print!("{}", node_table(&serde_json::from_str(&body)?));
             return Ok(());
         }
         NodeCommand::Drain { id, api } => {
             let url = format!("{}/api/v1/nodes/{id}/drain", api.api);
-            (client.post(url).send().await, api)
+            (api.token.client()?.post(url).send().await, api)
         }
         NodeCommand::Undrain { id, api } => {
             let url = format!("{}/api/v1/nodes/{id}/drain", api.api);
-            (client.delete(url).send().await, api)
+            (api.token.client()?.delete(url).send().await, api)
         }
     };
     answer(response, &api.api).await?;
@@ -118,6 +123,51 @@ fn node_table(nodes: &Value) -> String {
         ));
     }
     out
+}
+
+pub async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { name, scope, api } => {
+            let url = format!("{}/api/v1/tokens", api.api);
+            let body = serde_json::json!({ "name": name, "scope": scope });
+            let response = api.token.client()?.post(&url).json(&body).send().await;
+            let created: Value = serde_json::from_str(&answer(response, &api.api).await?)?;
+            println!(
+                "{} token `{}` (shown once):",
+                created["scope"].as_str().unwrap_or_default(),
+                created["name"].as_str().unwrap_or_default()
+            );
+            println!("  {}", created["token"].as_str().unwrap_or_default());
+        }
+        TokenCommand::List(api) => {
+            let url = format!("{}/api/v1/tokens", api.api);
+            let response = api.token.client()?.get(&url).send().await;
+            let listed: Value = serde_json::from_str(&answer(response, &api.api).await?)?;
+            for t in listed["tokens"].as_array().into_iter().flatten() {
+                let state = match t["revoked_ms"].as_u64() {
+                    Some(ms) => format!("revoked {}", iso(ms)),
+                    None => "live".into(),
+                };
+                println!(
+                    "{:<24} {:<9} created {}  {state}",
+                    t["name"].as_str().unwrap_or_default(),
+                    t["scope"].as_str().unwrap_or_default(),
+                    iso(t["created_ms"].as_u64().unwrap_or_default()),
+                );
+            }
+        }
+        TokenCommand::Revoke { name, api } => {
+            let url = format!("{}/api/v1/tokens/{name}", api.api);
+            let response = api.token.client()?.delete(&url).send().await;
+            answer(response, &api.api).await?;
+            println!("token `{name}` revoked");
+        }
+    }
+    Ok(())
+}
+
+fn iso(ms: u64) -> String {
+    manifest::iso8601(ms)
 }
 
 /// The body of a successful answer; an error status becomes the API's error and details.

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     /// `STEADYCAST_CLUSTER_SECRET` keeps it out of the file.
     #[serde(default)]
     pub cluster_secret: Option<channel::Secret>,
+    /// The control API's `admin` token, at least 32 characters; made at the first start when
+    /// absent. `STEADYCAST_ADMIN_TOKEN` keeps it out of the file.
+    pub admin_token: Option<channel::Secret>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             leases: cluster::LeaseSettings::default(),
             listing_settle_ms: default_listing_settle(),
             cluster_secret: None,
+            admin_token: None,
         }
     }
 }

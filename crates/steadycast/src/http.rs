@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 const HEADER_READ: Duration = Duration::from_secs(10);
 /// The most a request head may take (hyper answers 431 beyond it); bodies stream through.
@@ -36,8 +40,8 @@ pub async fn serve(listener: TcpListener, app: Router) {
     let builder = Arc::new(builder);
     let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let socket = match listener.accept().await {
-            Ok((socket, _)) => socket,
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "accepting an HTTP connection failed");
                 metrics::counter!("steadycast_http_connections_refused_total", "why" => "accept")
@@ -52,7 +56,14 @@ pub async fn serve(listener: TcpListener, app: Router) {
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let (builder, service) = (builder.clone(), TowerToHyperService::new(app.clone()));
+        // Handlers that need the peer's address (the API's failure limiter) find it here.
+        let with_peer = app
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let (builder, service) = (builder.clone(), TowerToHyperService::new(with_peer));
         tokio::spawn(async move {
             let served = builder
                 .serve_connection_with_upgrades(TokioIo::new(socket), service)

@@ -1,6 +1,7 @@
 //! `steadycast`: a live channel that never goes dark. See `steadycast --help`.
 
 mod api;
+mod auth;
 mod bench;
 mod chaos;
 mod cli;

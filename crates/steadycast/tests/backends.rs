@@ -153,7 +153,7 @@ async fn a_node_on_postgres_and_s3_plays_survives_kill_and_harvests() {
 
     // A harvest writes its asset into the bucket and plays from the origin.
     let start = row.start / u64::from(row.timescale);
-    let created = reqwest::Client::new()
+    let created = api_client()
         .post(node.url("/api/v1/channels/scale/harvests"))
         .json(&serde_json::json!({ "name": "clip", "start": start, "end": start + 3 }))
         .send()

@@ -258,7 +258,9 @@ async fn failure(browser: &Browser, node: &TestNode, what: &str, snapshot: &Valu
 async fn plays(browser: &Browser, node: &TestNode, player: &str) {
     let started = Instant::now();
     browser
-        .navigate(&node.url(&format!("/?channel=web&player={player}")))
+        .navigate(&node.url(&format!(
+            "/?channel=web&player={player}#token={ADMIN_TOKEN}"
+        )))
         .await;
     let limit = Duration::from_secs(30);
     let deadline = started + limit;

@@ -47,6 +47,7 @@ async fn seamless_on(scenario: &str, config: &str) -> (TestNode, String) {
 /// Runs the scenario on the node's `chaos` channel; returns the report of a seamless run.
 async fn run_chaos(node: &TestNode, scenario: &str) -> String {
     let out = Command::new(BIN)
+        .env("STEADYCAST_TOKEN", ADMIN_TOKEN)
         .args([
             "chaos",
             "--scenario",
@@ -188,6 +189,7 @@ async fn unsynchronised_feeds_interchange_without_a_jump() {
 #[tokio::test]
 async fn list_explains_every_scenario() {
     let out = Command::new(BIN)
+        .env("STEADYCAST_TOKEN", ADMIN_TOKEN)
         .args(["chaos", "--list"])
         .output()
         .await

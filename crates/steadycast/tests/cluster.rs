@@ -94,6 +94,7 @@ impl Cluster {
     /// `steadycast node ARGS… --api` the first packager/API node.
     fn node_command(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(BIN)
+            .env("STEADYCAST_TOKEN", ADMIN_TOKEN)
             .arg("node")
             .args(args)
             .args(["--api", &self.packager.url("")])
@@ -449,6 +450,7 @@ async fn pipelines_move_between_nodes_and_the_viewer_sees_nothing() {
         .await;
     let pid = garage.pid_of(1).unwrap().to_string();
     let chaos = tokio::process::Command::new(BIN)
+        .env("STEADYCAST_TOKEN", ADMIN_TOKEN)
         .args(["chaos", "--channel", "scale", "--seconds", "30"])
         .args(["--node", &cluster.packager.url("")])
         .args([

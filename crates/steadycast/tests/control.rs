@@ -5,25 +5,8 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::*;
 use serde_json::json;
-use tokio::process::Command;
-
-async fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
 
 #[tokio::test]
 async fn a_broken_config_names_file_and_line() {
@@ -45,11 +28,16 @@ async fn a_broken_config_names_file_and_line() {
     ];
     for (text, says) in cases {
         std::fs::write(&path, text).unwrap();
-        let (ok, _, stderr) = cli(&["serve", "--config", path.to_str().unwrap()]).await;
+        let (ok, _, stderr) =
+            cli_as(ADMIN_TOKEN, &["serve", "--config", path.to_str().unwrap()]).await;
         assert!(!ok, "a broken config was accepted:\n{text}");
         assert!(stderr.contains(says), "`{stderr}` does not say `{says}`");
     }
-    let (ok, _, stderr) = cli(&["serve", "--config", "/nonexistent/steadycast.toml"]).await;
+    let (ok, _, stderr) = cli_as(
+        ADMIN_TOKEN,
+        &["serve", "--config", "/nonexistent/steadycast.toml"],
+    )
+    .await;
     assert!(
         !ok && stderr.contains("/nonexistent/steadycast.toml: cannot read"),
         "{stderr}"
@@ -61,7 +49,7 @@ async fn channels_are_managed_by_api_and_cli_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::serve_in(dir.path(), "").await;
     let api = node.url("/api/v1/channels");
-    let client = reqwest::Client::new();
+    let client = api_client();
     let port = free_udp_port();
     let spec = json!({
         "id": "news",
@@ -114,17 +102,20 @@ async fn channels_are_managed_by_api_and_cli_and_survive_a_restart() {
     )
     .unwrap();
     let base = node.url("");
-    let (ok, out, err) = cli(&[
-        "channel",
-        "create",
-        channel_file.to_str().unwrap(),
-        "--api",
-        &base,
-    ])
+    let (ok, out, err) = cli_as(
+        ADMIN_TOKEN,
+        &[
+            "channel",
+            "create",
+            channel_file.to_str().unwrap(),
+            "--api",
+            &base,
+        ],
+    )
     .await;
     assert!(ok, "{err}");
     assert!(out.contains("\"sports\""), "{out}");
-    let (ok, out, _) = cli(&["channel", "list", "--api", &base]).await;
+    let (ok, out, _) = cli_as(ADMIN_TOKEN, &["channel", "list", "--api", &base]).await;
     assert!(
         ok && out.contains("\"news\"") && out.contains("\"sports\""),
         "{out}"
@@ -133,12 +124,20 @@ async fn channels_are_managed_by_api_and_cli_and_survive_a_restart() {
         !out.contains("ingest_credential"),
         "the list shows secrets: {out}"
     );
-    let (ok, _, err) = cli(&["channel", "delete", "nothing", "--api", &base]).await;
+    let (ok, _, err) = cli_as(
+        ADMIN_TOKEN,
+        &["channel", "delete", "nothing", "--api", &base],
+    )
+    .await;
     assert!(
         !ok && err.contains("404") && err.contains("no channel `nothing`"),
         "{err}"
     );
-    let (ok, _, _) = cli(&["channel", "delete", "sports", "--api", &base]).await;
+    let (ok, _, _) = cli_as(
+        ADMIN_TOKEN,
+        &["channel", "delete", "sports", "--api", &base],
+    )
+    .await;
     assert!(ok);
     assert_eq!(
         get(&node.url("/api/v1/channels/sports")).await.unwrap().0,

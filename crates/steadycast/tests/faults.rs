@@ -55,7 +55,7 @@ async fn damaged_uploads_of_one_feed_never_reach_viewers() {
             .then_some(())
     })
     .await;
-    let client = reqwest::Client::new();
+    let client = api_client();
     let faults = node.url("/api/v1/channels/cf/faults");
 
     for (feed, kind) in [("a", "corrupt"), ("b", "truncate")] {

@@ -609,21 +609,21 @@ async fn a_harvested_range_plays_as_vod_from_the_origin_and_from_the_store() {
             "{url} lasts {seconds} s, not about 5 s"
         );
     }
-    let again = reqwest::Client::new()
+    let again = api_client()
         .post(node.url("/api/v1/channels/live2vod/harvests"))
         .json(&serde_json::json!({ "name": "clip", "start": start, "end": start + 5 }))
         .send()
         .await
         .unwrap();
     assert_eq!(again.status(), 409);
-    let future = reqwest::Client::new()
+    let future = api_client()
         .post(node.url("/api/v1/channels/live2vod/harvests"))
         .json(&serde_json::json!({ "name": "later", "start": start + 3600, "end": start + 3605 }))
         .send()
         .await
         .unwrap();
     assert_eq!(future.status(), 404, "{}", future.text().await.unwrap());
-    let long = reqwest::Client::new()
+    let long = api_client()
         .post(node.url("/api/v1/channels/live2vod/harvests"))
         .json(&serde_json::json!({ "name": "long", "start": start, "end": start + 11 }))
         .send()
@@ -636,6 +636,7 @@ async fn a_harvested_range_plays_as_vod_from_the_origin_and_from_the_store() {
 
 async fn cli(args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(BIN)
+        .env("STEADYCAST_TOKEN", ADMIN_TOKEN)
         .args(args)
         .output()
         .await

@@ -9,6 +9,7 @@ mod cluster;
 mod dir;
 mod harvests;
 mod s3;
+mod tokens;
 
 pub use blobs::{Blob, BlobStore};
 pub use catalog::{Backend, Catalog, ChannelRow, HeaderRow, InitRow, SegmentRow, redact};
@@ -16,6 +17,7 @@ pub use cluster::{FencedListing, LeaseRow, ListingListener, NodeInfo, NodeRow};
 pub use dir::DirStore;
 pub use harvests::HarvestRow;
 pub use s3::{S3Config, S3Store};
+pub use tokens::TokenRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

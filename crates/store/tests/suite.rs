@@ -170,6 +170,7 @@ async fn catalog_suite(url: &str, backend: Backend) {
     headers_are_kept_once_and_periods_pruned(&catalog).await;
     harvest_jobs_are_recorded_and_updated(&catalog).await;
     put_channels_and_inits(&catalog).await;
+    tokens_are_kept_as_hashes_and_revoked(&catalog).await;
     catalog.close().await;
 
     // Everything survives a reopen, and migrating again changes nothing.
@@ -207,6 +208,42 @@ fn segment(n: u64, feed: Feed) -> SegmentRow {
         disc: 3,
         listed_ms: 1_764_000_000_000 + n,
     }
+}
+
+async fn tokens_are_kept_as_hashes_and_revoked(catalog: &Catalog) {
+    assert!(!catalog.has_live_token().await.unwrap());
+    assert!(catalog.insert_token("ci", "operator", "h1").await.unwrap());
+    assert!(
+        !catalog.insert_token("ci", "admin", "h2").await.unwrap(),
+        "a live token's name is taken"
+    );
+    assert!(catalog.has_live_token().await.unwrap());
+    assert_eq!(
+        catalog.token_by_hash("h1").await.unwrap(),
+        Some(("ci".into(), "operator".into()))
+    );
+    assert_eq!(catalog.token_by_hash("h2").await.unwrap(), None);
+    assert!(catalog.revoke_token("ci").await.unwrap());
+    assert!(!catalog.revoke_token("ci").await.unwrap());
+    assert_eq!(catalog.token_by_hash("h1").await.unwrap(), None);
+    assert!(!catalog.has_live_token().await.unwrap());
+    let listed = catalog.tokens().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].revoked_ms.is_some());
+    // A revoked token's name goes to a new one; a token from config replaces whatever was.
+    assert!(catalog.insert_token("ci", "read", "h3").await.unwrap());
+    assert_eq!(
+        catalog.token_by_hash("h3").await.unwrap(),
+        Some(("ci".into(), "read".into()))
+    );
+    catalog.put_token("admin", "admin", "h4").await.unwrap();
+    catalog.put_token("admin", "admin", "h5").await.unwrap();
+    assert_eq!(catalog.token_by_hash("h4").await.unwrap(), None);
+    assert_eq!(
+        catalog.token_by_hash("h5").await.unwrap(),
+        Some(("admin".into(), "admin".into()))
+    );
+    assert_eq!(catalog.tokens().await.unwrap().len(), 2);
 }
 
 async fn first_copy_of_a_segment_wins(catalog: &Catalog) {

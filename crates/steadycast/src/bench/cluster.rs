@@ -25,9 +25,10 @@ struct BenchNode {
 
 pub(super) async fn run(args: &BenchArgs, api: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
+    let api_client = args.token.client()?;
     let api = api.trim_end_matches('/');
     let get = |url: String| {
-        let client = client.clone();
+        let client = api_client.clone();
         async move {
             let response = client.get(&url).send().await?.error_for_status()?;
             anyhow::Ok(response.json::<Value>().await?)

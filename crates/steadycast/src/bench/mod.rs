@@ -49,6 +49,9 @@ pub struct BenchArgs {
     /// With `--cluster`: how long to measure.
     #[arg(long, default_value_t = 60)]
     pub cluster_seconds: u64,
+    /// With `--cluster`: a read token for the API.
+    #[command(flatten)]
+    pub token: crate::cli::TokenArg,
 }
 
 mod cluster;

@@ -38,6 +38,9 @@ pub struct ChaosArgs {
     /// restart-catalog: the shell command that restarts the catalog (e.g. `pg_ctl restart -D …`).
     #[arg(long)]
     pub command: Option<String>,
+    /// An operator token for the node's API (faults, drains).
+    #[command(flatten)]
+    pub token: crate::cli::TokenArg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -148,7 +151,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     // A frozen node accepts connections and answers nothing: give up on it quickly.
-    let client = reqwest::Client::builder()
+    let client = args
+        .token
+        .client_builder()
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(3))
         .build()?;

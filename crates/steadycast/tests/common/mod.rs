@@ -76,8 +76,15 @@ impl TestNode {
     }
 
     /// As [`TestNode::serve_in`], with more keys of the `[server]` table (`server_toml`, one
-    /// `key = value` per line: the catalog URL, the blob store as an inline table).
+    /// `key = value` per line: the catalog URL, the blob store as an inline table). Its API
+    /// takes [`ADMIN_TOKEN`].
     pub async fn serve_with(dir: &Path, server_toml: &str, channels_toml: &str) -> TestNode {
+        let server_toml = format!("admin_token = \"{ADMIN_TOKEN}\"\n{server_toml}");
+        Self::serve_bare(dir, &server_toml, channels_toml).await
+    }
+
+    /// As [`TestNode::serve_with`], with no admin token given: the node makes one.
+    pub async fn serve_bare(dir: &Path, server_toml: &str, channels_toml: &str) -> TestNode {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let rtmp = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let srt = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
@@ -162,9 +169,23 @@ fn spawn_node(dir: &Path) -> Child {
         .expect("spawn steadycast")
 }
 
-/// GET `url`: status and body as text, or `None` if the request failed.
+/// The admin token of every node [`TestNode::serve_with`] starts.
+pub const ADMIN_TOKEN: &str = "sct_test-admin-token-of-every-test-node";
+
+/// A client that presents [`ADMIN_TOKEN`] (playback ignores it).
+pub fn api_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    headers.insert("authorization", bearer.parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// GET `url` with the admin token: status and body as text, or `None` if the request failed.
 pub async fn get(url: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(url).await.ok()?;
+    let response = api_client().get(url).send().await.ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().await.ok()?))
 }
@@ -373,7 +394,7 @@ pub async fn events_of(node: &TestNode, channel: &str, kind: &str) -> Vec<String
 
 /// Injects `fault` (the API's JSON) into `channel` of a node started with `allow_faults`.
 pub async fn inject_fault(node: &TestNode, channel: &str, fault: serde_json::Value) {
-    let response = reqwest::Client::new()
+    let response = api_client()
         .post(node.url(&format!("/api/v1/channels/{channel}/faults")))
         .json(&fault)
         .send()
@@ -398,4 +419,20 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> (S
             Err(_) => return (String::from_utf8_lossy(&answer).into(), false),
         }
     }
+}
+
+/// `steadycast ARGS…` with `token` in `STEADYCAST_TOKEN`: success, stdout, stderr.
+pub async fn cli_as(token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("STEADYCAST_TOKEN", token)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run steadycast");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }

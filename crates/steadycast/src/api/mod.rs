@@ -1,21 +1,26 @@
-//! The control API: `/api/v1/channels` (list, create, show, delete). JSON in, JSON out; errors
-//! are `{"error": "...", "details": [...]}` with a 4xx status.
+//! The control API: `/api/v1/channels` (list, create, show, delete), harvests, faults, nodes
+//! and tokens. JSON in, JSON out; errors are `{"error": "...", "details": [...]}` with a 4xx
+//! status. Every route is behind [`crate::auth::require_token`]; every change is an event
+//! naming the token that made it.
+
+mod tokens;
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use channel::ChannelSpec;
+use axum::{Extension, Json};
+use channel::{ChannelSpec, EventKind};
 use serde_json::{Value, json};
 
+use crate::auth::{ApiAuth, Caller, require_token};
 use crate::node::{Node, NodeError};
 
-pub fn router(node: Arc<Node>) -> Router {
+pub fn router(node: Arc<Node>, auth: Arc<ApiAuth>) -> Router {
     Router::new()
         .route("/api/v1/channels", get(list).post(create))
         .route("/api/v1/channels/{id}", get(show).delete(delete))
@@ -35,10 +40,29 @@ pub fn router(node: Arc<Node>) -> Router {
             "/api/v1/nodes/{id}/drain",
             axum::routing::post(drain).delete(undrain),
         )
+        .route("/api/v1/events", get(cluster_events))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route(
+            "/api/v1/tokens/{name}",
+            axum::routing::delete(tokens::revoke),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(auth, require_token))
         .with_state(node)
 }
 
 struct ApiError(StatusCode, String, Vec<String>);
+
+fn store_error(e: store::StoreError) -> ApiError {
+    ApiError::from(NodeError::from(e))
+}
+
+/// Records a change made through the API, naming the token that made it: under the channel
+/// it changed, or under no channel (`GET /api/v1/events`) for nodes and tokens.
+fn audit(node: &Node, caller: &Caller, channel: &str, detail: String) {
+    let detail = format!("token `{}`: {detail}", caller.token);
+    node.events
+        .emit(channel, "api", EventKind::ApiChange, detail);
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -94,11 +118,7 @@ fn describe(node: &Node, spec: &ChannelSpec, with_secret: bool) -> Value {
 }
 
 async fn stored(node: &Node, id: &str) -> Result<ChannelSpec, ApiError> {
-    let row = node
-        .catalog
-        .channel(id)
-        .await
-        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    let row = node.catalog.channel(id).await.map_err(store_error)?;
     let row =
         row.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no channel `{id}`"), vec![]))?;
     serde_json::from_str(&row.spec).map_err(|e| {
@@ -111,11 +131,7 @@ async fn stored(node: &Node, id: &str) -> Result<ChannelSpec, ApiError> {
 }
 
 async fn list(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
-    let rows = node
-        .catalog
-        .channels()
-        .await
-        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    let rows = node.catalog.channels().await.map_err(store_error)?;
     let channels: Vec<Value> = rows
         .iter()
         .filter_map(|row| serde_json::from_str::<ChannelSpec>(&row.spec).ok())
@@ -126,6 +142,7 @@ async fn list(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
 
 async fn create(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<ChannelSpec>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(spec) = body.map_err(|e| {
@@ -136,6 +153,7 @@ async fn create(
         )
     })?;
     let spec = node.create_channel(spec).await?;
+    audit(&node, &caller, &spec.id, "created the channel".into());
     // The credential is shown once, at creation, for pipelines run elsewhere.
     Ok((StatusCode::CREATED, Json(describe(&node, &spec, true))))
 }
@@ -150,9 +168,11 @@ async fn show(
 
 async fn delete(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if node.delete_channel(&id).await? {
+        audit(&node, &caller, &id, "deleted the channel".into());
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError(
@@ -200,11 +220,7 @@ async fn events(
     axum::extract::Query(query): axum::extract::Query<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = query.limit.unwrap_or(100).min(1000);
-    let events = node
-        .catalog
-        .events(&id, limit)
-        .await
-        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    let events = node.catalog.events(&id, limit).await.map_err(store_error)?;
     Ok(Json(json!({ "channel": id, "events": events })))
 }
 
@@ -226,6 +242,7 @@ fn faults_allowed(node: &Node) -> Result<(), ApiError> {
 /// Damages or delays one pipeline's deliveries, or cuts its inputs, for a while (chaos runs).
 async fn inject_fault(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<FaultRequest>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
@@ -250,12 +267,20 @@ async fn inject_fault(
     })?;
     let lasting = std::time::Duration::from_secs(request.seconds.min(3600));
     tracing::warn!(channel = %id, feed = %request.feed, fault = ?request.fault, seconds = lasting.as_secs(), "fault injected");
+    let detail = format!(
+        "injected {:?} into pipeline {} for {} s",
+        request.fault,
+        request.feed,
+        lasting.as_secs()
+    );
     faults.inject(request.fault, lasting);
+    audit(&node, &caller, &id, detail);
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn clear_faults(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     faults_allowed(&node)?;
@@ -264,6 +289,7 @@ async fn clear_faults(
             faults.clear();
         }
     }
+    audit(&node, &caller, &id, "cleared the faults".into());
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -300,6 +326,7 @@ fn describe_harvest(node: &Node, job: &store::HarvestRow) -> Value {
 /// Starts a live-to-VOD harvest of a past range.
 async fn create_harvest(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<HarvestRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -322,6 +349,12 @@ async fn create_harvest(
         .harvest(&id, &request.name, range, now)
         .await
         .map_err(origin_error)?;
+    audit(
+        &node,
+        &caller,
+        &id,
+        format!("started harvest `{}`", job.name),
+    );
     Ok((StatusCode::CREATED, Json(describe_harvest(&node, &job))))
 }
 
@@ -329,11 +362,7 @@ async fn harvest(
     State(node): State<Arc<Node>>,
     Path((id, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let job = node
-        .catalog
-        .harvest(&name)
-        .await
-        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    let job = node.catalog.harvest(&name).await.map_err(store_error)?;
     let job = job.filter(|j| j.channel == id).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
@@ -348,11 +377,7 @@ async fn harvests(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let jobs = node
-        .catalog
-        .harvests(&id)
-        .await
-        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+    let jobs = node.catalog.harvests(&id).await.map_err(store_error)?;
     let jobs: Vec<Value> = jobs.iter().map(|j| describe_harvest(&node, j)).collect();
     Ok(Json(json!({ "channel": id, "harvests": jobs })))
 }
@@ -360,7 +385,6 @@ async fn harvests(
 /// Every node on the catalog: roles, where it is reached, its pid, when it was last seen
 /// (`up` within a lease TTL, else `gone`; or `draining`) and the pipeline leases it holds.
 async fn nodes(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
-    let store_error = |e| ApiError::from(NodeError::from(e));
     let rows = node.catalog.nodes().await.map_err(store_error)?;
     let leases = node.catalog.leases().await.map_err(store_error)?;
     let ttl = node.server.leases.ttl_ms;
@@ -390,24 +414,31 @@ async fn nodes(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
 
 async fn drain(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    set_draining(&node, &id, true).await
+    set_draining(&node, &caller, &id, true).await
 }
 
 async fn undrain(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    set_draining(&node, &id, false).await
+    set_draining(&node, &caller, &id, false).await
 }
 
-async fn set_draining(node: &Node, id: &str, draining: bool) -> Result<StatusCode, ApiError> {
+async fn set_draining(
+    node: &Node,
+    caller: &Caller,
+    id: &str,
+    draining: bool,
+) -> Result<StatusCode, ApiError> {
     let found = node
         .catalog
         .set_draining(id, draining)
         .await
-        .map_err(|e| ApiError::from(NodeError::from(e)))?;
+        .map_err(store_error)?;
     if !found {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -415,6 +446,17 @@ async fn set_draining(node: &Node, id: &str, draining: bool) -> Result<StatusCod
             vec![],
         ));
     }
-    tracing::info!(node = %id, draining, "node drain changed");
+    let change = if draining { "drained" } else { "undrained" };
+    audit(node, caller, "", format!("{change} node `{id}`"));
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Events of no channel: changes to nodes and tokens, newest first.
+async fn cluster_events(
+    State(node): State<Arc<Node>>,
+    axum::extract::Query(query): axum::extract::Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(100).min(1000);
+    let events = node.catalog.events("", limit).await.map_err(store_error)?;
+    Ok(Json(json!({ "events": events })))
 }

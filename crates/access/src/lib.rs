@@ -1,0 +1,9 @@
+//! Who may do what. [`token`]: the control API's bearer tokens (scopes, how a secret is made
+//! and kept: only its hash is stored). [`limiter`]: how repeated failures from one address are
+//! slowed down. Pure: randomness and time come from the caller.
+
+pub mod limiter;
+pub mod token;
+
+pub use limiter::FailureLimiter;
+pub use token::{Scope, TokenSecret, bearer, token_hash, valid_token_name};
