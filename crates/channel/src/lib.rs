@@ -128,7 +128,27 @@ pub const AUDIO_RENDITION: &str = "audio";
 /// it runs under; the packager lists nothing from an epoch that is no longer current.
 pub const LEASE_EPOCH_HEADER: &str = "steadycast-lease-epoch";
 
+/// What a redacted secret reads as.
+pub const REDACTED: &str = "…";
+
 impl ChannelSpec {
+    /// The definition without its secrets (stream keys, SRT passphrases, the ingest
+    /// credential), as it is shown after the answer that created it.
+    pub fn redacted(&self) -> ChannelSpec {
+        let mut shown = self.clone();
+        shown.ingest_credential = None;
+        for input in shown.inputs.values_mut() {
+            match input {
+                InputSpec::Rtmp { stream_key } => *stream_key = REDACTED.into(),
+                InputSpec::Srt {
+                    passphrase: Some(p),
+                } => *p = REDACTED.into(),
+                _ => {}
+            }
+        }
+        shown
+    }
+
     /// The epoch grid: `segment_seconds` rounded to whole frames.
     pub fn grid(&self) -> Result<SegmentGrid, String> {
         SegmentGrid::nearest(self.frame_rate, self.segment_seconds).map_err(|e| e.to_string())

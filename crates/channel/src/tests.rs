@@ -156,3 +156,17 @@ fn a_backup_must_exist_and_differ_from_the_primary() {
         assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
     }
 }
+
+#[test]
+fn a_redacted_definition_keeps_no_secret() {
+    let mut spec = parse(
+        "id = \"x\"\n[inputs.a]\ntype = \"rtmp\"\nstream_key = \"key-1\"\n\
+         [inputs.b]\ntype = \"srt\"\npassphrase = \"pass-0123456789\"\n",
+    );
+    spec.ingest_credential = Some("credential-1".into());
+    let shown = format!("{:?}", spec.redacted());
+    for secret in ["key-1", "pass-0123456789", "credential-1"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    assert_eq!(spec.redacted().inputs.len(), 2);
+}

@@ -426,7 +426,8 @@ fn print_channel(node: &Node, spec: &channel::ChannelSpec) {
     println!("  watch: http://{}/?channel={}", node.http, spec.id);
     println!("  HLS:  {base}/main.m3u8");
     println!("  DASH: {base}/manifest.mpd");
-    for (name, url) in node.input_urls(spec) {
+    // Standard output may end in a journal: the stream keys stay in the config they came from.
+    for (name, url) in node.input_urls(&spec.redacted()) {
         println!("  input {name}: {url}");
     }
 }

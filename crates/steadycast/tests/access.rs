@@ -12,6 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use common::*;
 use serde_json::{Value, json};
 
+const STREAM_KEY: &str = "news-stream-key-5f1c9a";
+const PASSPHRASE: &str = "news-srt-passphrase-77c2";
+
 /// `method url` with `token` (if any): status, `WWW-Authenticate`, JSON body.
 async fn call(
     method: &str,
@@ -130,7 +133,10 @@ async fn the_api_is_locked_and_tokens_have_scopes() {
     // Read reads; a change needs an operator; tokens need the admin.
     let spec = json!({
         "id": "news",
-        "inputs": { "main": { "type": "udp", "bind": format!("127.0.0.1:{}", free_udp_port()) } },
+        "inputs": {
+            "a": { "type": "rtmp", "stream_key": STREAM_KEY },
+            "b": { "type": "srt", "passphrase": PASSPHRASE },
+        },
         "preset": "ultrafast",
         "ladder": [{ "name": "90p", "width": 160, "height": 90, "bitrate_kbps": 80 }],
     });
@@ -143,6 +149,30 @@ async fn the_api_is_locked_and_tokens_have_scopes() {
     );
     let (status, _, body) = call("POST", &channels, Some(&operator), Some(spec)).await;
     assert_eq!(status, 201, "{body}");
+    // The input secrets are in the answer that creates the channel, and nowhere after.
+    let created = body.to_string();
+    assert!(
+        created.contains(STREAM_KEY) && created.contains(PASSPHRASE),
+        "{body}"
+    );
+    let credential = body["channel"]["ingest_credential"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut answers = String::new();
+    for path in [
+        "/api/v1/channels",
+        "/api/v1/channels/news",
+        "/api/v1/channels/news/events",
+    ] {
+        let (status, _, body) = call("GET", &node.url(path), Some(&admin), None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        answers.push_str(&body.to_string());
+    }
+    assert!(answers.contains("rtmp://"), "{answers}");
+    for secret in [STREAM_KEY, PASSPHRASE, &credential] {
+        assert!(!answers.contains(secret), "a secret in a GET: {answers}");
+    }
     let (status, _, _) = call("GET", &node.url("/api/v1/tokens"), Some(&operator), None).await;
     assert_eq!(status, 403);
     let events = node.url("/api/v1/channels/news/events");
@@ -181,8 +211,15 @@ async fn the_api_is_locked_and_tokens_have_scopes() {
 
     // No secret in the log.
     let log = node.log();
-    for secret in [&admin, &reader, &operator] {
-        assert!(!log.contains(secret.as_str()), "a token in the log");
+    for secret in [
+        &admin,
+        &reader,
+        &operator,
+        STREAM_KEY,
+        PASSPHRASE,
+        &credential,
+    ] {
+        assert!(!log.contains(secret), "a secret in the log");
     }
 
     // An address that guesses is refused for a while, before its guesses cost a lookup.

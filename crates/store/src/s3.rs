@@ -14,7 +14,7 @@ use crate::{Result, StoreError};
 /// Where blobs go on an S3-compatible store. Fields left out fall back to the standard AWS
 /// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
 /// `AWS_ENDPOINT_URL`…).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     pub bucket: String,
@@ -26,6 +26,23 @@ pub struct S3Config {
     pub prefix: String,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+}
+
+/// Everything but the secret key, which no log line or panic message may show.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "redacted"),
+            )
+            .finish()
+    }
 }
 
 /// The largest blob read back whole: far above any segment, header or VOD manifest, so that a
@@ -167,5 +184,26 @@ fn s3_error(key: &str, source: object_store::Error) -> StoreError {
     StoreError::S3 {
         key: key.to_string(),
         source: Box::new(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_key_never_prints() {
+        let config = S3Config {
+            bucket: "b".into(),
+            secret_access_key: Some("s3-secret-value".into()),
+            access_key_id: Some("GK123".into()),
+            ..Default::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3-secret-value"), "{shown}");
+        assert!(
+            shown.contains("GK123") && shown.contains("redacted"),
+            "{shown}"
+        );
     }
 }

@@ -85,15 +85,16 @@ impl From<NodeError> for ApiError {
     }
 }
 
-/// A channel as the API shows it: its spec (credential hidden unless asked for), its input
-/// URLs and its playback URLs.
+/// A channel as the API shows it: its spec and its input URLs (with their secrets only in the
+/// answer that creates it), and its playback URLs.
 fn describe(node: &Node, spec: &ChannelSpec, with_secret: bool) -> Value {
-    let mut shown = spec.clone();
-    if !with_secret {
-        shown.ingest_credential = None;
-    }
+    let shown = if with_secret {
+        spec.clone()
+    } else {
+        spec.redacted()
+    };
     let inputs: serde_json::Map<String, Value> = node
-        .input_urls(spec)
+        .input_urls(&shown)
         .into_iter()
         .map(|(name, url)| (name, Value::String(url)))
         .collect();

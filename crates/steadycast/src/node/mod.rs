@@ -388,7 +388,8 @@ impl Node {
             .map(|p| p.faults.clone())
     }
 
-    /// The URLs a user gives their encoder, one per input.
+    /// The URLs a user gives their encoder, one per input (give it `spec.redacted()` for
+    /// URLs without the stream keys).
     pub fn input_urls(&self, spec: &ChannelSpec) -> Vec<(String, String)> {
         spec.inputs
             .iter()
