@@ -4,6 +4,7 @@
 
 mod event;
 mod input;
+mod playback;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ pub use failover::FailoverSpec;
 
 pub use event::{Event, EventKind, Events};
 pub use input::InputSpec;
+pub use playback::PlaybackAccess;
 pub use secret::Secret;
 
 /// A channel definition.
@@ -57,6 +59,9 @@ pub struct ChannelSpec {
     /// absent; never shown in listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_credential: Option<String>,
+    /// Signed playback URLs and a CDN's header; both off by default.
+    #[serde(default)]
+    pub playback: PlaybackAccess,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +142,7 @@ impl ChannelSpec {
     pub fn redacted(&self) -> ChannelSpec {
         let mut shown = self.clone();
         shown.ingest_credential = None;
+        shown.playback.redact();
         for input in shown.inputs.values_mut() {
             match input {
                 InputSpec::Rtmp { stream_key } => *stream_key = REDACTED.into(),
@@ -216,6 +222,7 @@ impl ChannelSpec {
             }
         }
         errors.extend(self.failover.validate());
+        self.playback.validate(&mut errors);
         self.validate_ladder(&mut errors);
         if !(6..=86_400).contains(&self.live_window_seconds) {
             errors.push("live_window_seconds: give 6 to 86400".to_string());

@@ -8,6 +8,9 @@ pub enum OriginError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// A playback request without what its channel asks for (a signed token, a CDN header).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -43,6 +46,7 @@ impl OriginError {
         match self {
             OriginError::BadRequest(_) => StatusCode::BAD_REQUEST,
             OriginError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            OriginError::Forbidden(_) => StatusCode::FORBIDDEN,
             OriginError::NotFound(_) => StatusCode::NOT_FOUND,
             OriginError::Conflict(_) | OriginError::Fenced(_) => StatusCode::CONFLICT,
             OriginError::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,

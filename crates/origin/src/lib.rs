@@ -4,6 +4,7 @@
 
 mod error;
 mod follow;
+mod gate;
 mod harvest;
 mod live;
 mod manifests;
@@ -56,6 +57,8 @@ pub struct Origin {
     /// Whether the last write to each [`StorePart`] failed: failures and recoveries are
     /// reported once each, not once per segment.
     store_failing: [AtomicBool; 2],
+    /// The keys signed playback URLs are checked with (channels that ask for them).
+    playback_keys: access::PlaybackKeys,
 }
 
 /// The two halves of the store, which fail apart (a full disk, a database down).
@@ -82,11 +85,13 @@ impl Origin {
         blobs: BlobStore,
         events: Events,
         cluster: Option<InCluster>,
+        playback_keys: access::PlaybackKeys,
     ) -> Arc<Self> {
         Arc::new(Self {
             catalog,
             blobs,
             events,
+            playback_keys,
             fenced: cluster.is_some(),
             settle_ms: cluster.as_ref().map_or(0, |c| c.settle.as_millis() as u64),
             cluster_credential: cluster.map(|c| c.credential),

@@ -35,10 +35,12 @@ pub fn multivariant(channel: &LiveChannel, query: &str) -> Result<String, Origin
     Ok(hls::multivariant(&renditions(channel)?, &query))
 }
 
+/// A media playlist; `children` (`?st=…` or nothing) goes on every URL it names.
 pub fn media_playlist(
     channel: &LiveChannel,
     name: &str,
     plan: Plan,
+    children: &str,
 ) -> Result<String, OriginError> {
     let live = channel
         .renditions
@@ -58,7 +60,7 @@ pub fn media_playlist(
         discontinuity_sequence: listed.discontinuity_sequence,
         ended,
         playlist_type,
-        query: "",
+        query: children,
     };
     Ok(hls::media_playlist(&rendition, &listed.refs, &params))
 }
@@ -70,8 +72,14 @@ pub(crate) fn target_duration(channel: &LiveChannel) -> u32 {
     hls::target_duration(channel.grid.duration_secs() + audio_frame)
 }
 
-/// The MPD: dynamic for live, delayed or open-start requests, static for a closed range.
-pub fn mpd(channel: &LiveChannel, plan: Plan, now: Duration) -> Result<String, OriginError> {
+/// The MPD: dynamic for live, delayed or open-start requests, static for a closed range;
+/// `children` goes on every URL it names.
+pub fn mpd(
+    channel: &LiveChannel,
+    plan: Plan,
+    now: Duration,
+    children: &str,
+) -> Result<String, OriginError> {
     let renditions = renditions(channel)?;
     let mut windows = Vec::with_capacity(renditions.len());
     for r in &renditions {
@@ -99,7 +107,7 @@ pub fn mpd(channel: &LiveChannel, plan: Plan, now: Duration) -> Result<String, O
                 &slices,
                 &clip,
                 2.0 * d,
-                "",
+                children,
                 dash::Addressing::Time,
             ));
         }
@@ -113,7 +121,7 @@ pub fn mpd(channel: &LiveChannel, plan: Plan, now: Duration) -> Result<String, O
         suggested_presentation_delay_secs: 3.0 * d,
         min_buffer_time_secs: 2.0 * d,
         utc_timing_url: "/time",
-        query: "",
+        query: children,
         periods: &periods,
     };
     Ok(dash::live_mpd(&renditions, &slices, &params))

@@ -5,13 +5,17 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use failover::cmsd;
 use store::SegmentRow;
 
+use crate::gate::{Token, admit, child_query};
 use crate::live::{LiveChannel, LiveRendition, content_etag};
 use crate::manifests;
 use crate::timeshift::{Plan, TimeShift};
@@ -33,10 +37,13 @@ pub async fn manifest(
     State(origin): State<Arc<Origin>>,
     Path((channel_id, file)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    uri: Uri,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, OriginError> {
-    let channel = find_channel(&origin, &channel_id)?;
     let query = query.unwrap_or_default();
+    let (channel, token) = admitted(&origin, &channel_id, &uri, &query, &headers, peer)?;
+    let children = child_query(&token);
     // Child playlist URIs carry the query on; HLS cannot quote these characters.
     if query.contains(['"', '\n', '\r']) {
         return Err(OriginError::BadRequest(
@@ -62,9 +69,10 @@ pub async fn manifest(
             "application/vnd.apple.mpegurl",
         )
     } else if file == "manifest.mpd" {
-        (manifests::mpd(&channel, plan, now)?, "application/dash+xml")
+        let mpd = manifests::mpd(&channel, plan, now, &children)?;
+        (mpd, "application/dash+xml")
     } else if let Some(name) = file.strip_suffix(".m3u8") {
-        let playlist = manifests::media_playlist(&channel, name, plan)?;
+        let playlist = manifests::media_playlist(&channel, name, plan, &children)?;
         (playlist, "application/vnd.apple.mpegurl")
     } else {
         return Err(OriginError::NotFound(format!(
@@ -112,9 +120,13 @@ pub async fn vod(
 pub async fn media(
     State(origin): State<Arc<Origin>>,
     Path((channel_id, rendition, file)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    uri: Uri,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, OriginError> {
-    let channel = find_channel(&origin, &channel_id)?;
+    let query = query.unwrap_or_default();
+    let (channel, _) = admitted(&origin, &channel_id, &uri, &query, &headers, peer)?;
     let live = channel.renditions.get(&rendition).ok_or_else(|| {
         OriginError::NotFound(format!(
             "channel `{channel_id}` has no rendition `{rendition}`"
@@ -178,6 +190,27 @@ fn header_of(live: &LiveRendition, file: &str) -> Option<Option<Bytes>> {
     let id = file.strip_prefix("init-")?.strip_suffix(".mp4")?;
     let header = id.parse().ok().and_then(|id| state.headers.get(&id));
     Some(header.map(|h| h.bytes.clone()))
+}
+
+/// The channel a playback request names, if the request may play it (see [`admit`]).
+fn admitted(
+    origin: &Origin,
+    channel_id: &str,
+    uri: &Uri,
+    query: &str,
+    headers: &HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Result<(Arc<LiveChannel>, Token), OriginError> {
+    let channel = find_channel(origin, channel_id)?;
+    let token = admit(
+        origin,
+        &channel,
+        uri.path(),
+        query,
+        headers,
+        peer.map(|p| p.0),
+    )?;
+    Ok((channel, token))
 }
 
 fn find_channel(origin: &Origin, id: &str) -> Result<Arc<LiveChannel>, OriginError> {

@@ -64,6 +64,9 @@ pub enum Command {
     /// them, revoke one.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Make a signed playback token for a channel (offline, with the node's playback keys):
+    /// append it to the playback URL as `?st=TOKEN`.
+    Sign(SignArgs),
     /// Measure the segmenter, the packager and the origin (run it from a release build).
     Bench(crate::bench::BenchArgs),
     /// Play a live HLS or DASH stream as a viewer would and check its steady state; exits
@@ -125,6 +128,31 @@ pub struct NodeArgs {
     /// start, written to DATA_DIR/admin-token and printed once]. Prefer the variable.
     #[arg(long, env = "STEADYCAST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Added to the config's.
+    #[command(flatten)]
+    pub playback_keys: PlaybackKeysArg,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct PlaybackKeysArg {
+    /// Keys for signed playback URLs, `id=secret,id=secret`.
+    #[arg(
+        long = "playback-keys",
+        env = "STEADYCAST_PLAYBACK_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub pairs: Vec<String>,
+}
+
+impl PlaybackKeysArg {
+    /// `(id, secret)` pairs; one without `=` is left to `PlaybackKeys::parse` to refuse.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        self.pairs
+            .iter()
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .collect()
+    }
 }
 
 impl NodeArgs {
@@ -167,6 +195,11 @@ impl NodeArgs {
         }
         if let Some(v) = &self.advertise_url {
             server.advertise_url = Some(v.clone());
+        }
+        for (id, secret) in self.playback_keys.pairs() {
+            server
+                .playback_keys
+                .insert(id.to_string(), channel::Secret::new(secret));
         }
         if let Some(v) = &self.admin_token {
             server.admin_token = Some(channel::Secret::new(v.clone()));
@@ -233,6 +266,24 @@ pub enum NodeCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+#[derive(Args)]
+pub struct SignArgs {
+    /// The channel the token opens (`/live/{channel}/`).
+    #[arg(long)]
+    pub channel: String,
+    /// How long it opens it, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_seconds: u64,
+    /// Only for this client address.
+    #[arg(long)]
+    pub client: Option<std::net::IpAddr>,
+    /// The key to sign with [default: the first by id].
+    #[arg(long)]
+    pub key_id: Option<String>,
+    #[command(flatten)]
+    pub playback_keys: PlaybackKeysArg,
 }
 
 #[derive(Subcommand)]
@@ -349,10 +400,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Channel(command) => crate::client::channel_command(command).await,
         Command::Node(command) => crate::client::node_command(command).await,
         Command::Token(command) => crate::client::token_command(command).await,
+        Command::Sign(args) => sign(&args),
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Verify(args) => verify::main(args).await,
         Command::Chaos(args) => crate::chaos::run(args).await,
     }
+}
+
+fn sign(args: &SignArgs) -> anyhow::Result<()> {
+    let pairs = args.playback_keys.pairs();
+    let keys = access::PlaybackKeys::parse(pairs.iter().copied()).map_err(anyhow::Error::msg)?;
+    let key_id = match &args.key_id {
+        Some(id) => id.as_str(),
+        None => pairs
+            .iter()
+            .map(|(id, _)| *id)
+            .min()
+            .context("give the node's playback keys (STEADYCAST_PLAYBACK_KEYS=id=secret,…)")?,
+    };
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + args.ttl_seconds;
+    let prefix = format!("/live/{}/", args.channel);
+    let token = keys
+        .sign(key_id, &prefix, expires, args.client)
+        .map_err(anyhow::Error::msg)?;
+    println!("{token}");
+    Ok(())
 }
 
 type HttpTask = tokio::task::JoinHandle<()>;

@@ -79,6 +79,11 @@ pub struct ServerConfig {
     /// The control API's `admin` token, at least 32 characters; made at the first start when
     /// absent. `STEADYCAST_ADMIN_TOKEN` keeps it out of the file.
     pub admin_token: Option<channel::Secret>,
+    /// The keys signed playback URLs are made and checked with, by id (`{ k1 = "…" }`, each
+    /// at least 32 characters): the same on every origin node; several at once while one is
+    /// rotated. `STEADYCAST_PLAYBACK_KEYS=k1=…,k2=…` keeps them out of the file.
+    #[serde(default)]
+    pub playback_keys: std::collections::BTreeMap<String, channel::Secret>,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +105,7 @@ impl Default for ServerConfig {
             listing_settle_ms: default_listing_settle(),
             cluster_secret: None,
             admin_token: None,
+            playback_keys: Default::default(),
         }
     }
 }

@@ -40,6 +40,7 @@ pub fn channel() -> ChannelSpec {
         max_harvest_seconds: 24 * 3600,
         failover: Default::default(),
         ingest_credential: None,
+        playback: Default::default(),
     }
 }
 

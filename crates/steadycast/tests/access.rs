@@ -8,6 +8,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
@@ -244,4 +245,190 @@ async fn the_api_is_locked_and_tokens_have_scopes() {
         metrics.contains("steadycast_api_auth_refused_total{reason=\"limited\"}"),
         "{metrics}"
     );
+}
+
+const K1: &str = "playback-key-one-0123456789abcdefghij";
+const K2: &str = "playback-key-two-0123456789abcdefghij";
+const CDN_VALUES: [&str; 2] = ["cdn-value-one-0123456", "cdn-value-two-0123456"];
+
+/// GET `url` from `local` (a loopback address), with `headers`: status and body.
+async fn fetch_from(local: [u8; 4], url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(local))
+        .build()
+        .unwrap();
+    let mut request = client.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_playback_urls_and_the_cdn_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let signed = format!(
+        "{}[channels.playback]\nsigned_urls = true\n",
+        light_channel_toml("locked", "15")
+    );
+    let cdn = format!(
+        "{}[channels.playback]\ncdn_header = \"X-CDN-Auth\"\ncdn_values = [\"{}\", \"{}\"]\n",
+        light_channel_toml("shielded", "15"),
+        CDN_VALUES[0],
+        CDN_VALUES[1]
+    );
+    let server = format!("playback_keys = {{ k1 = \"{K1}\", k2 = \"{K2}\" }}");
+    let node = TestNode::serve_with(dir.path(), &server, &format!("{signed}\n{cdn}")).await;
+    let keys = access::PlaybackKeys::parse([("k1", K1), ("k2", K2)]).unwrap();
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let sign = |key: &str, prefix: &str, expires: u64, client: Option<[u8; 4]>| {
+        keys.sign(key, prefix, expires, client.map(std::net::IpAddr::from))
+            .unwrap()
+    };
+    let token = sign("k1", "/live/locked/", in_an_hour, None);
+    let main = node.url("/live/locked/main.m3u8");
+
+    // Wait for media, then follow every URL the playlists name: each carries the token.
+    let playlist = node.url(&format!("/live/locked/90p.m3u8?st={token}"));
+    let body = wait_for(
+        "segments of the signed channel",
+        Duration::from_secs(60),
+        || {
+            let playlist = playlist.clone();
+            async move {
+                let (status, body) = fetch_from([127, 0, 0, 1], &playlist, &[]).await;
+                (status == 200 && body.matches(".m4s").count() >= 2).then_some(body)
+            }
+        },
+    )
+    .await;
+    let (status, _) = fetch_from([127, 0, 0, 1], &format!("{main}?st={token}"), &[]).await;
+    assert_eq!(status, 200);
+    let uris: Vec<&str> = body
+        .lines()
+        .filter(|l| l.ends_with(&format!("?st={token}")) || l.contains(&format!("?st={token}\"")))
+        .collect();
+    assert!(uris.len() >= 3, "URLs without the token:\n{body}");
+    let segment = body.lines().find(|l| l.contains(".m4s?st=")).unwrap();
+    let segment_url = node.url(&format!("/live/locked/{segment}"));
+    assert_eq!(fetch_from([127, 0, 0, 1], &segment_url, &[]).await.0, 200);
+    let bare = segment_url.split('?').next().unwrap();
+    let (status, refusal) = fetch_from([127, 0, 0, 1], bare, &[]).await;
+    assert_eq!(status, 403);
+    assert!(
+        refusal.contains("needs a valid, unexpired token"),
+        "{refusal}"
+    );
+    let (_, mpd) = fetch_from(
+        [127, 0, 0, 1],
+        &node.url(&format!("/live/locked/manifest.mpd?st={token}")),
+        &[],
+    )
+    .await;
+    assert!(mpd.contains(&format!(".m4s?st={token}\"")), "{mpd}");
+
+    // Refused: expired, tampered, another channel's, another key's secret, another client's.
+    let past = in_an_hour - 7200;
+    let mut tampered = token.clone();
+    tampered.replace_range(tampered.len() - 2.., "AA");
+    let other_keys = access::PlaybackKeys::parse([("k1", K2)]).unwrap();
+    let forged = other_keys
+        .sign("k1", "/live/locked/", in_an_hour, None)
+        .unwrap();
+    for (what, bad) in [
+        ("expired", sign("k1", "/live/locked/", past, None)),
+        ("tampered", tampered),
+        (
+            "another channel's",
+            sign("k1", "/live/shielded/", in_an_hour, None),
+        ),
+        ("forged", forged),
+        (
+            "another client's",
+            sign("k1", "/live/locked/", in_an_hour, Some([127, 0, 0, 2])),
+        ),
+    ] {
+        let (status, _) = fetch_from([127, 0, 0, 1], &format!("{main}?st={bad}"), &[]).await;
+        assert_eq!(status, 403, "a token {what} opened the channel");
+    }
+    // Accepted: bound to this client, and signed with the second key (rotation).
+    let mine = sign("k2", "/live/locked/", in_an_hour, Some([127, 0, 0, 2]));
+    let (status, _) = fetch_from([127, 0, 0, 2], &format!("{main}?st={mine}"), &[]).await;
+    assert_eq!(status, 200);
+
+    // A player follows the signed URLs.
+    let (ok, report, _) = verify(&format!("{main}?st={token}"), &["--seconds", "6"]).await;
+    assert!(ok, "{report:#}");
+
+    // The token from the CLI opens the channel too.
+    let (ok, out, err) = cli_as(
+        ADMIN_TOKEN,
+        &[
+            "sign",
+            "--channel",
+            "locked",
+            "--playback-keys",
+            &format!("k1={K1}"),
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (status, _) = fetch_from([127, 0, 0, 1], &format!("{main}?st={}", out.trim()), &[]).await;
+    assert_eq!(status, 200);
+
+    // The CDN header: either accepted value opens the channel; none or another does not.
+    let shielded = node.url("/live/shielded/main.m3u8");
+    wait_for(
+        "the shielded channel's media",
+        Duration::from_secs(60),
+        || {
+            let shielded = shielded.clone();
+            async move {
+                let (status, _) =
+                    fetch_from([127, 0, 0, 1], &shielded, &[("x-cdn-auth", CDN_VALUES[1])]).await;
+                (status == 200).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        fetch_from([127, 0, 0, 1], &shielded, &[("X-CDN-Auth", CDN_VALUES[0])])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(fetch_from([127, 0, 0, 1], &shielded, &[]).await.0, 403);
+    assert_eq!(
+        fetch_from(
+            [127, 0, 0, 1],
+            &shielded,
+            &[("X-CDN-Auth", "cdn-value-three-012345")]
+        )
+        .await
+        .0,
+        403
+    );
+    // Signing is off there, and on nowhere else: the API does not show the CDN values.
+    let (_, described) = get(&node.url("/api/v1/channels/shielded")).await.unwrap();
+    assert!(!described.contains(CDN_VALUES[0]), "{described}");
+    let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
+    for reason in [
+        "missing",
+        "expired",
+        "bad_signature",
+        "other_path",
+        "other_client",
+        "cdn_header",
+    ] {
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "{reason}: {metrics}"
+        );
+    }
 }

@@ -78,6 +78,7 @@ pub async fn run(
         blobs.clone(),
         channel::Events::default(),
         None,
+        Default::default(),
     );
     restarted.repair(&spec.id, None).await?;
     let repaired = started.elapsed().as_secs_f64();

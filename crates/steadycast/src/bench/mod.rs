@@ -106,6 +106,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         blobs.clone(),
         channel::Events::default(),
         None,
+        Default::default(),
     );
     origin
         .add_channel(spec.clone(), "bench".to_string())

@@ -108,7 +108,20 @@ impl Node {
                 settle: Duration::from_millis(server.listing_settle_ms),
                 credential,
             });
-        let origin = Origin::new(catalog.clone(), blobs, events.clone(), in_cluster);
+        let playback_keys = access::PlaybackKeys::parse(
+            server
+                .playback_keys
+                .iter()
+                .map(|(id, secret)| (id.as_str(), secret.expose())),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let origin = Origin::new(
+            catalog.clone(),
+            blobs,
+            events.clone(),
+            in_cluster,
+            playback_keys,
+        );
         let ingest = server.has_role(::cluster::ROLE_INGEST);
         let (ingest_nodes, relay_from) = tokio::sync::watch::channel(Vec::new());
         let inputs = InputRegistry::with_events(events.clone());
@@ -182,6 +195,7 @@ impl Node {
     /// Validates, completes (credential), persists and starts a new channel.
     pub async fn create_channel(&self, mut spec: ChannelSpec) -> Result<ChannelSpec, NodeError> {
         spec.validate().map_err(NodeError::Invalid)?;
+        self.check_playback(&spec)?;
         if self.catalog.channel(&spec.id).await?.is_some() {
             return Err(NodeError::Exists(spec.id));
         }
@@ -201,6 +215,7 @@ impl Node {
     /// Makes a channel from the config file or the demo run; updates the stored definition.
     pub async fn ensure_channel(&self, mut spec: ChannelSpec) -> Result<ChannelSpec, NodeError> {
         spec.validate().map_err(NodeError::Invalid)?;
+        self.check_playback(&spec)?;
         if spec.ingest_credential.is_none() {
             let stored = self.catalog.channel(&spec.id).await?;
             let previous =
@@ -386,6 +401,18 @@ impl Node {
             .iter()
             .find(|p| p.feed == feed)
             .map(|p| p.faults.clone())
+    }
+
+    /// A channel with signed URLs needs keys to check them with (on every origin node).
+    fn check_playback(&self, spec: &ChannelSpec) -> Result<(), NodeError> {
+        if spec.playback.signed_urls && self.server.playback_keys.is_empty() {
+            return Err(NodeError::Invalid(vec![
+                "playback.signed_urls: this node has no playback_keys to check tokens with \
+                 ([server] playback_keys or STEADYCAST_PLAYBACK_KEYS)"
+                    .into(),
+            ]));
+        }
+        Ok(())
     }
 
     /// The URLs a user gives their encoder, one per input (give it `spec.redacted()` for
