@@ -62,6 +62,10 @@ pub struct ChannelSpec {
     /// Signed playback URLs and a CDN's header; both off by default.
     #[serde(default)]
     pub playback: PlaybackAccess,
+    /// Per input, the source networks that may publish to it (`{ main = ["203.0.113.0/24"] }`),
+    /// as a managed encoder's input security group; an input not named here takes any source.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allowed_sources: BTreeMap<String, Vec<access::Cidr>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +159,11 @@ impl ChannelSpec {
         shown
     }
 
+    /// The networks that may publish to `input` (empty: any).
+    pub fn allowed_sources_of(&self, input: &str) -> Vec<access::Cidr> {
+        self.allowed_sources.get(input).cloned().unwrap_or_default()
+    }
+
     /// The epoch grid: `segment_seconds` rounded to whole frames.
     pub fn grid(&self) -> Result<SegmentGrid, String> {
         SegmentGrid::nearest(self.frame_rate, self.segment_seconds).map_err(|e| e.to_string())
@@ -223,6 +232,14 @@ impl ChannelSpec {
         }
         errors.extend(self.failover.validate());
         self.playback.validate(&mut errors);
+        for (input, networks) in &self.allowed_sources {
+            if !self.inputs.contains_key(input) {
+                errors.push(format!("allowed_sources.{input}: no input named `{input}`"));
+            }
+            if networks.is_empty() || networks.len() > 64 {
+                errors.push(format!("allowed_sources.{input}: give 1 to 64 networks"));
+            }
+        }
         self.validate_ladder(&mut errors);
         if !(6..=86_400).contains(&self.live_window_seconds) {
             errors.push("live_window_seconds: give 6 to 86400".to_string());

@@ -170,3 +170,25 @@ fn a_redacted_definition_keeps_no_secret() {
     }
     assert_eq!(spec.redacted().inputs.len(), 2);
 }
+
+#[test]
+fn allowed_sources_name_inputs_and_networks() {
+    let mut spec = parse(
+        "id = \"x\"\n[inputs.main]\ntype = \"rtmp\"\nstream_key = \"k\"\n\
+         [allowed_sources]\nmain = [\"203.0.113.0/24\", \"2001:db8::/32\"]\n",
+    );
+    assert!(spec.validate().is_ok());
+    assert_eq!(spec.allowed_sources_of("main").len(), 2);
+    assert!(spec.allowed_sources_of("other").is_empty());
+    spec.allowed_sources.insert("nope".into(), Vec::new());
+    let errors = spec.validate().unwrap_err().join("\n");
+    assert!(
+        errors.contains("allowed_sources.nope: no input named `nope`"),
+        "{errors}"
+    );
+    assert!(errors.contains("give 1 to 64 networks"), "{errors}");
+    let bad =
+        "id = \"x\"\n[inputs.main]\ntype = \"srt\"\n[allowed_sources]\nmain = [\"10.0.0.0/33\"]\n";
+    let refused = toml::from_str::<ChannelSpec>(bad).unwrap_err().to_string();
+    assert!(refused.contains("10.0.0.0/33"), "{refused}");
+}

@@ -1,8 +1,10 @@
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use access::Cidr;
 use bytes::Bytes;
 use channel::{EventKind, Events};
 use futures::future::BoxFuture;
@@ -80,6 +82,10 @@ pub struct InputPort {
     live: Mutex<Option<LiveSession>>,
     sessions: AtomicU64,
     log: Events,
+    /// The source networks that may publish here; empty: any.
+    allowed: Vec<Cidr>,
+    /// Sources refused so far, to log the first of a flood and then fewer.
+    refused: AtomicU64,
 }
 
 /// The session in progress, for a subscriber that joins (or restarts) in the middle of it.
@@ -131,6 +137,11 @@ impl InputPort {
 
     /// A port that reports its publishers coming and going to `log`.
     pub fn with_events(id: InputId, log: Events) -> Arc<Self> {
+        Self::allowing(id, log, Vec::new())
+    }
+
+    /// A port only sources in `allowed` may publish to (any, when empty).
+    pub fn allowing(id: InputId, log: Events, allowed: Vec<Cidr>) -> Arc<Self> {
         let (events, _) = broadcast::channel(PORT_CAPACITY);
         Arc::new(Self {
             id,
@@ -138,7 +149,27 @@ impl InputPort {
             live: Mutex::new(None),
             sessions: AtomicU64::new(0),
             log,
+            allowed,
+            refused: AtomicU64::new(0),
         })
+    }
+
+    /// Whether `peer` may publish here. Listeners ask before they read anything of a session
+    /// (RTMP at its publish command, SRT at its handshake, TCP at accept, UDP per datagram);
+    /// a refusal is counted, and logged for the 1st, 2nd, 4th, 8th… of them.
+    pub fn admits(&self, peer: IpAddr, protocol: &'static str) -> bool {
+        if access::cidr::allowed(&self.allowed, peer) {
+            return true;
+        }
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if refused.is_power_of_two() {
+            tracing::warn!(input = %self.id, %peer, protocol, refused,
+                "source refused: not in the input's allowed networks");
+        }
+        metrics::counter!("steadycast_input_sources_refused_total",
+            "channel" => self.id.channel.clone(), "input" => self.id.input.clone())
+        .increment(1);
+        false
     }
 
     fn source(&self) -> String {

@@ -137,6 +137,18 @@ impl InputRegistry {
         input: &str,
         spec: InputSpec,
     ) -> Result<Arc<InputPort>, RegistryError> {
+        self.add_allowing(channel, input, spec, Vec::new())
+    }
+
+    /// [`InputRegistry::add`], for publishers from the networks in `allowed` only (any, when
+    /// empty): set before the input can be found or bound, so no other source gets a byte in.
+    pub fn add_allowing(
+        &self,
+        channel: &str,
+        input: &str,
+        spec: InputSpec,
+        allowed: Vec<access::Cidr>,
+    ) -> Result<Arc<InputPort>, RegistryError> {
         if !valid_name(channel) {
             return Err(RegistryError::InvalidName {
                 what: "channel name",
@@ -219,7 +231,7 @@ impl InputRegistry {
         } else {
             None
         };
-        let port = InputPort::with_events(id.clone(), self.events.clone());
+        let port = InputPort::allowing(id.clone(), self.events.clone(), allowed);
         let bind_error = |protocol: &'static str, addr: SocketAddr| {
             let id = id.clone();
             move |source| RegistryError::Bind {

@@ -8,7 +8,7 @@
 //! implementation (e.g. an FFI to libsrt) replaces one module.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +64,8 @@ enum Refusal {
     Busy,
     /// Too many connections.
     Overload,
+    /// The caller's address is not in the input's allowed networks.
+    Source,
 }
 
 /// Decodes `%XX` escapes (ffmpeg passes `streamid=%23!::r=…` through undecoded).
@@ -117,12 +119,19 @@ fn parse_stream_id(sid: &str) -> Result<(&str, &str), Refusal> {
 
 /// Decides whether to accept a caller, before the handshake completes. The passphrase is
 /// checked by the SRT handshake itself (a caller cannot be seen to encrypt before that).
-fn decide(registry: &InputRegistry, stream_id: Option<&str>) -> Result<Lookup, Refusal> {
+fn decide(
+    registry: &InputRegistry,
+    stream_id: Option<&str>,
+    peer: IpAddr,
+) -> Result<Lookup, Refusal> {
     let sid = percent_decode(stream_id.ok_or(Refusal::UnknownInput)?);
     let (channel, input) = parse_stream_id(&sid)?;
     let lookup = registry
         .lookup_srt(channel, input)
         .ok_or(Refusal::UnknownInput)?;
+    if !lookup.port.admits(peer, "srt") {
+        return Err(Refusal::Source);
+    }
     if lookup.port.live().is_some() {
         return Err(Refusal::Busy);
     }
@@ -202,6 +211,7 @@ mod backend {
             Refusal::BadPassphrase => RejectReason::Core(CoreRejectReason::BadSecret),
             Refusal::Busy => RejectReason::Server(ServerRejectReason::Conflict),
             Refusal::Overload => RejectReason::Server(ServerRejectReason::Overload),
+            Refusal::Source => RejectReason::Server(ServerRejectReason::Forbidden),
         }
     }
 
@@ -288,7 +298,7 @@ mod backend {
         // uses AES-128, libsrt's default. It must be passed back unchanged: srt-protocol hits
         // `unimplemented!` on a mismatch.
         let key_size = request.key_size();
-        let lookup = match decide(&registry, stream_id.as_deref()) {
+        let lookup = match decide(&registry, stream_id.as_deref(), request.remote().ip()) {
             Ok(l) => l,
             Err(refusal) => {
                 let sid: String = stream_id
@@ -382,12 +392,12 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(decide(&reg, Some("demo/open")).is_ok());
-        let locked = decide(&reg, Some("%23!::r=demo/locked,m=publish"))
+        assert!(decide(&reg, Some("demo/open"), LOCAL).is_ok());
+        let locked = decide(&reg, Some("%23!::r=demo/locked,m=publish"), LOCAL)
             .ok()
             .unwrap();
         assert_eq!(locked.passphrase.as_deref(), Some("0123456789"));
-        let refusal = |sid| decide(&reg, sid).err();
+        let refusal = |sid| decide(&reg, sid, LOCAL).err();
         assert_eq!(refusal(None), Some(Refusal::UnknownInput));
         assert_eq!(refusal(Some("demo/nope")), Some(Refusal::UnknownInput));
         assert_eq!(refusal(Some("demo/rtmp")), Some(Refusal::UnknownInput));
@@ -395,7 +405,16 @@ mod tests {
         let _p = port.publish("someone", Container::MpegTs).unwrap();
         assert_eq!(refusal(Some("demo/open")), Some(Refusal::Busy));
         assert_eq!(percent_decode("%23!::r=a/b%2"), "#!::r=a/b%2");
+        // An input with allowed networks: other sources are refused before anything else.
+        let only = vec!["192.0.2.0/24".parse().unwrap()];
+        reg.add_allowing("demo", "guarded", InputSpec::Srt { passphrase: None }, only)
+            .unwrap();
+        assert_eq!(refusal(Some("demo/guarded")), Some(Refusal::Source));
+        let inside = IpAddr::from([192, 0, 2, 9]);
+        assert!(decide(&reg, Some("demo/guarded"), inside).is_ok());
     }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 }
 
 #[cfg(test)]

@@ -149,6 +149,7 @@ pub(crate) async fn run(listener: TcpListener, port: Arc<InputPort>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((_, peer)) if !port.admits(peer.ip(), "tcp") => {}
                 Ok((stream, peer)) => {
                     let peer = peer.to_string();
                     match port.publish(&peer, Container::MpegTs) {

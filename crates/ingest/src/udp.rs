@@ -80,7 +80,7 @@ pub(crate) async fn run(socket: UdpSocket, port: Arc<InputPort>) {
                 continue;
             }
         };
-        if !accept_datagram(&buf[..n], &from, &mut malformed) {
+        if !port.admits(from.ip(), "udp") || !accept_datagram(&buf[..n], &from, &mut malformed) {
             continue;
         }
         if session.is_none() {
@@ -100,7 +100,9 @@ pub(crate) async fn run(socket: UdpSocket, port: Arc<InputPort>) {
         for _ in 0..MAX_COALESCED {
             match socket.try_recv_from(&mut buf) {
                 Ok((n, from)) => {
-                    if !accept_datagram(&buf[..n], &from, &mut malformed) {
+                    if !port.admits(from.ip(), "udp")
+                        || !accept_datagram(&buf[..n], &from, &mut malformed)
+                    {
                         continue;
                     }
                     if pending.len() + n > MAX_TS_CHUNK {
@@ -240,6 +242,50 @@ mod tests {
         let port = registry.local_addr("udpmc", "a").unwrap().port();
         let url = format!("udp://{group}:{port}?pkt_size=1316&localaddr=127.0.0.1&ttl=1");
         publish_and_check(&registry, "udpmc", &url).await;
+    }
+
+    #[tokio::test]
+    async fn datagrams_from_outside_the_allowed_networks_start_nothing() {
+        install_recorder();
+        let registry = InputRegistry::new();
+        let spec = InputSpec::Udp {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            multicast: None,
+            interface: None,
+        };
+        let only = vec!["127.0.0.2/32".parse().unwrap()];
+        let port = registry.add_allowing("udpallow", "a", spec, only).unwrap();
+        let addr = registry.local_addr("udpallow", "a").unwrap();
+        let mut rx = port.subscribe();
+        // Whole TS packets (sync byte, null PID): what a real sender's datagrams look like.
+        let mut packet = [0xffu8; TS_PACKET];
+        packet[..4].copy_from_slice(&[0x47, 0x1f, 0xff, 0x10]);
+        let datagram = packet.repeat(7);
+        let send_from = |local: [u8; 4]| {
+            let datagram = datagram.clone();
+            async move {
+                let socket = tokio::net::UdpSocket::bind((Ipv4Addr::from(local), 0))
+                    .await
+                    .unwrap();
+                for _ in 0..20 {
+                    socket.send_to(&datagram, addr).await.unwrap();
+                }
+            }
+        };
+        send_from([127, 0, 0, 1]).await;
+        let outsider = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+        assert!(outsider.is_err(), "a refused source started a session");
+        assert!(port.live().is_none());
+        assert_eq!(
+            counter("steadycast_input_sources_refused_total", "udpallow", "a"),
+            20
+        );
+        send_from([127, 0, 0, 2]).await;
+        let started = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert!(
+            matches!(started, Ok(Ok(InputEvent::Started { .. }))),
+            "{started:?}"
+        );
     }
 
     #[tokio::test]

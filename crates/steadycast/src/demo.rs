@@ -41,6 +41,7 @@ pub fn channel() -> ChannelSpec {
         failover: Default::default(),
         ingest_credential: None,
         playback: Default::default(),
+        allowed_sources: Default::default(),
     }
 }
 

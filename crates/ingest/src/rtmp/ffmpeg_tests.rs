@@ -113,6 +113,45 @@ async fn wrong_key_is_refused_and_starts_no_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_outside_the_allowed_networks_is_refused_with_the_right_key() {
+    let registry = Arc::new(InputRegistry::new());
+    let rtmp = |key: &str| InputSpec::Rtmp {
+        stream_key: key.into(),
+    };
+    let elsewhere = vec!["192.0.2.0/24".parse().unwrap()];
+    let guarded = registry
+        .add_allowing("demo", "guarded", rtmp("guarded-key"), elsewhere)
+        .unwrap();
+    let loopback = vec!["127.0.0.0/8".parse().unwrap()];
+    let open = registry
+        .add_allowing("demo", "open", rtmp("open-key"), loopback)
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = CancellationToken::new();
+    tokio::spawn(serve(listener, registry.clone(), cancel.clone()));
+
+    let mut refused = guarded.subscribe();
+    let child = ffmpeg("flv", &format!("rtmp://{addr}/live/guarded-key"));
+    let (ok, log) = finish(child, Duration::from_secs(30)).await;
+    assert!(!ok, "a source outside the list published: {log}");
+    assert!(matches!(
+        refused.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+    ));
+    let mut rx = open.subscribe();
+    let child = ffmpeg("flv", &format!("rtmp://{addr}/live/open-key"));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let (session, (ok, log)) = tokio::join!(
+        collect(&mut rx, deadline),
+        finish(child, Duration::from_secs(40))
+    );
+    assert!(ok, "{log}");
+    assert!(session.started.is_some(), "an allowed source was refused");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_publisher_is_refused_while_the_first_keeps_going() {
     let (_registry, port, addr, cancel) = start("busy-key").await;
     let mut rx = port.subscribe();

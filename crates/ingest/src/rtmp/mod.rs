@@ -14,7 +14,7 @@
 mod guard;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,6 +139,7 @@ fn is_prologue_tag(tag_type: u8, body: &[u8]) -> bool {
 struct Conn {
     stream: TcpStream,
     peer: String,
+    peer_ip: IpAddr,
     registry: Arc<InputRegistry>,
     session: ServerSession,
     guard: ChunkGuard,
@@ -155,6 +156,7 @@ async fn connection(
     registry: Arc<InputRegistry>,
     cancel: CancellationToken,
 ) {
+    let peer_ip = peer.ip();
     let peer = peer.to_string();
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let remaining = match timeout_at(deadline, handshake(&mut stream)).await {
@@ -179,6 +181,7 @@ async fn connection(
     let mut conn = Conn {
         stream,
         peer,
+        peer_ip,
         registry,
         session,
         guard: ChunkGuard::new(),
@@ -458,6 +461,13 @@ impl Conn {
             tracing::warn!(peer = %self.peer, key = %redact(stream_key), "RTMP publish refused: wrong stream key");
             return self.reject(request_id, "NetStream.Publish.BadName", "wrong stream key");
         };
+        if !lookup.port.admits(self.peer_ip, "rtmp") {
+            return self.reject(
+                request_id,
+                "NetStream.Publish.BadName",
+                "source not allowed",
+            );
+        }
         let input = lookup.port.id().clone();
         let publisher = match lookup.port.publish(&self.peer, Container::Flv) {
             Ok(p) => p,

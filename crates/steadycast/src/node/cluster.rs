@@ -120,7 +120,9 @@ impl Node {
             for (name, input) in &spec.inputs {
                 let generated = matches!(input, InputSpec::TestPattern { .. });
                 if !generated && self.inputs.port(&spec.id, name).is_none() {
-                    self.inputs.add(&spec.id, name, input.clone())?;
+                    let allowed = spec.allowed_sources_of(name);
+                    self.inputs
+                        .add_allowing(&spec.id, name, input.clone(), allowed)?;
                 }
             }
         }
@@ -211,7 +213,7 @@ impl Node {
                     let input = spec.inputs.get(name).cloned();
                     let input = input.ok_or_else(|| format!("no input `{name}`"))?;
                     self.inputs
-                        .add(id, name, input)
+                        .add_allowing(id, name, input, spec.allowed_sources_of(name))
                         .map_err(|e| e.to_string())?
                 }
             };

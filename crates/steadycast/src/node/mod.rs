@@ -291,7 +291,11 @@ impl Node {
         let credential = spec.ingest_credential.clone().unwrap_or_default();
         let mut ports = HashMap::new();
         for (name, input) in &spec.inputs {
-            match self.inputs.add(&spec.id, name, input.clone()) {
+            let allowed = spec.allowed_sources_of(name);
+            match self
+                .inputs
+                .add_allowing(&spec.id, name, input.clone(), allowed)
+            {
                 Ok(port) => {
                     ports.insert(name.clone(), port);
                 }

@@ -1,0 +1,131 @@
+//! Source networks: which addresses may send a contribution feed, as the managed encoders'
+//! input security groups say it (`203.0.113.0/24`, `2001:db8::/32`, or one address).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A network: an address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `addr` lies in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, addr) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether `addr` may send, by `allow`: an empty list allows everyone.
+pub fn allowed(allow: &[Cidr], addr: IpAddr) -> bool {
+    allow.is_empty() || allow.iter().any(|c| c.contains(addr))
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}`: expected a network such as 203.0.113.0/24 or an address");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let network: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Cidr {
+        s.parse().unwrap_or(Cidr {
+            network: IpAddr::from([255, 255, 255, 255]),
+            prefix: 32,
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+
+    #[test]
+    fn networks_contain_their_addresses() {
+        let net = cidr("203.0.113.0/24");
+        assert!(net.contains(ip("203.0.113.77")));
+        assert!(!net.contains(ip("203.0.114.1")));
+        assert!(net.contains(ip("::ffff:203.0.113.9")), "IPv4-mapped");
+        assert!(cidr("0.0.0.0/0").contains(ip("198.51.100.1")));
+        assert!(cidr("127.0.0.2").contains(ip("127.0.0.2")));
+        assert!(!cidr("127.0.0.2").contains(ip("127.0.0.1")));
+        let v6 = cidr("2001:db8::/32");
+        assert!(v6.contains(ip("2001:db8:1::5")));
+        assert!(!v6.contains(ip("2001:db9::5")));
+        assert!(!v6.contains(ip("203.0.113.1")));
+        assert!(allowed(&[], ip("192.0.2.1")), "no list: everyone");
+        assert!(!allowed(&[net], ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn malformed_networks_are_refused() {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "2001:db8::/129",
+            "x/8",
+            "10.0.0.0/-1",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        assert_eq!(cidr("10.1.2.3/8").to_string(), "10.1.2.3/8");
+    }
+}
