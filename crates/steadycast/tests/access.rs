@@ -88,6 +88,31 @@ async fn the_api_is_locked_and_tokens_have_scopes() {
     .await;
     assert_eq!(status, 401, "{body}");
     assert!(!body.to_string().contains("admin"), "{body}");
+    // The API describes itself (openly), and every operation it describes is locked.
+    let (status, body) = get(&node.url("/api/v1/openapi.json")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let document: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    let mut described = 0;
+    for (path, methods) in document["paths"].as_object().unwrap() {
+        let concrete = path.replace("{id}", "x").replace("{name}", "x");
+        for (method, operation) in methods.as_object().unwrap() {
+            let scope = operation["x-steadycast-scope"].as_str().unwrap();
+            assert!(
+                ["read", "operator", "admin"].contains(&scope),
+                "{operation}"
+            );
+            let method = method.to_uppercase();
+            let (status, challenge, _) = call(&method, &node.url(&concrete), None, None).await;
+            assert_eq!(
+                (status, challenge.is_empty()),
+                (401, false),
+                "{method} {path}"
+            );
+            described += 1;
+        }
+    }
+    assert!(described >= 18, "{described} operations described");
     // Health, metrics and the dashboard's page stay open.
     for open in ["/healthz", "/readyz", "/metrics", "/"] {
         assert_eq!(get(&node.url(open)).await.unwrap().0, 200, "{open}");

@@ -3,6 +3,7 @@
 //! status. Every route is behind [`crate::auth::require_token`]; every change is an event
 //! naming the token that made it.
 
+mod openapi;
 mod tokens;
 
 use std::sync::Arc;
@@ -21,32 +22,12 @@ use crate::auth::{ApiAuth, Caller, require_token};
 use crate::node::{Node, NodeError};
 
 pub fn router(node: Arc<Node>, auth: Arc<ApiAuth>) -> Router {
-    Router::new()
-        .route("/api/v1/channels", get(list).post(create))
-        .route("/api/v1/channels/{id}", get(show).delete(delete))
-        .route("/api/v1/channels/{id}/alignment", get(alignment))
-        .route("/api/v1/channels/{id}/events", get(events))
-        .route(
-            "/api/v1/channels/{id}/harvests",
-            get(harvests).post(create_harvest),
-        )
-        .route("/api/v1/channels/{id}/harvests/{name}", get(harvest))
-        .route(
-            "/api/v1/channels/{id}/faults",
-            axum::routing::post(inject_fault).delete(clear_faults),
-        )
-        .route("/api/v1/nodes", get(nodes))
-        .route(
-            "/api/v1/nodes/{id}/drain",
-            axum::routing::post(drain).delete(undrain),
-        )
-        .route("/api/v1/events", get(cluster_events))
-        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
-        .route(
-            "/api/v1/tokens/{name}",
-            axum::routing::delete(tokens::revoke),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(auth, require_token))
+    let locked = openapi::operations()
+        .into_iter()
+        .fold(Router::new(), |router, o| router.route(o.path, o.route))
+        .route_layer(axum::middleware::from_fn_with_state(auth, require_token));
+    locked
+        .route("/api/v1/openapi.json", get(openapi::document))
         .with_state(node)
 }
 
