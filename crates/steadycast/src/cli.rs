@@ -131,6 +131,9 @@ pub struct NodeArgs {
     /// Added to the config's.
     #[command(flatten)]
     pub playback_keys: PlaybackKeysArg,
+    /// The token Prometheus presents to read /metrics [default: /metrics is open].
+    #[arg(long, env = "STEADYCAST_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -200,6 +203,9 @@ impl NodeArgs {
             server
                 .playback_keys
                 .insert(id.to_string(), channel::Secret::new(secret));
+        }
+        if let Some(v) = &self.metrics_token {
+            server.metrics_token = Some(channel::Secret::new(v.clone()));
         }
         if let Some(v) = &self.admin_token {
             server.admin_token = Some(channel::Secret::new(v.clone()));

@@ -82,6 +82,9 @@ pub struct ServerConfig {
     /// The keys signed playback URLs are made and checked with, by id (`{ k1 = "…" }`, each
     /// at least 32 characters): the same on every origin node; several at once while one is
     /// rotated. `STEADYCAST_PLAYBACK_KEYS=k1=…,k2=…` keeps them out of the file.
+    /// When set, `/metrics` answers only a scraper presenting it as a bearer token (16+
+    /// characters). `STEADYCAST_METRICS_TOKEN` keeps it out of the file.
+    pub metrics_token: Option<channel::Secret>,
     #[serde(default)]
     pub playback_keys: std::collections::BTreeMap<String, channel::Secret>,
 }
@@ -106,6 +109,7 @@ impl Default for ServerConfig {
             cluster_secret: None,
             admin_token: None,
             playback_keys: Default::default(),
+            metrics_token: None,
         }
     }
 }
@@ -178,6 +182,15 @@ impl ServerConfig {
                 secret.len()
             )),
             _ => {}
+        }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_CLUSTER_SECRET)
+        {
+            problems.push(format!(
+                "the metrics token needs at least {MIN_CLUSTER_SECRET} characters"
+            ));
         }
         problems.extend(self.leases.problems());
         problems

@@ -47,11 +47,23 @@ pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
         .with_state(Ops { node, metrics })
 }
 
-async fn render_metrics(State(ops): State<Ops>) -> impl IntoResponse {
+/// The metrics, to anyone, or with `metrics_token` set to a scraper that presents it.
+async fn render_metrics(State(ops): State<Ops>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &ops.node.server.metrics_token {
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(access::bearer);
+        if !presented.is_some_and(|p| token.matches(p)) {
+            let why = "this node's metrics need its metrics token (`Authorization: Bearer`)\n";
+            return (StatusCode::UNAUTHORIZED, why).into_response();
+        }
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         ops.metrics.render(),
     )
+        .into_response()
 }
 
 async fn ready(State(ops): State<Ops>) -> Response {

@@ -274,6 +274,7 @@ async fn the_api_is_locked_and_tokens_have_scopes() {
 
 const K1: &str = "playback-key-one-0123456789abcdefghij";
 const K2: &str = "playback-key-two-0123456789abcdefghij";
+const METRICS_TOKEN: &str = "metrics-token-0123456789";
 const CDN_VALUES: [&str; 2] = ["cdn-value-one-0123456", "cdn-value-two-0123456"];
 
 /// GET `url` from `local` (a loopback address), with `headers`: status and body.
@@ -304,7 +305,9 @@ async fn signed_playback_urls_and_the_cdn_header() {
         CDN_VALUES[0],
         CDN_VALUES[1]
     );
-    let server = format!("playback_keys = {{ k1 = \"{K1}\", k2 = \"{K2}\" }}");
+    let server = format!(
+        "playback_keys = {{ k1 = \"{K1}\", k2 = \"{K2}\" }}\nmetrics_token = \"{METRICS_TOKEN}\""
+    );
     let node = TestNode::serve_with(dir.path(), &server, &format!("{signed}\n{cdn}")).await;
     let keys = access::PlaybackKeys::parse([("k1", K1), ("k2", K2)]).unwrap();
     let in_an_hour = std::time::SystemTime::now()
@@ -442,7 +445,16 @@ async fn signed_playback_urls_and_the_cdn_header() {
     // Signing is off there, and on nowhere else: the API does not show the CDN values.
     let (_, described) = get(&node.url("/api/v1/channels/shielded")).await.unwrap();
     assert!(!described.contains(CDN_VALUES[0]), "{described}");
-    let (_, metrics) = get(&node.url("/metrics")).await.unwrap();
+    // This node's metrics are for its scraper only.
+    assert_eq!(get(&node.url("/metrics")).await.unwrap().0, 401);
+    let metrics = reqwest::Client::new()
+        .get(node.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let metrics = metrics.text().await.unwrap();
     for reason in [
         "missing",
         "expired",
