@@ -66,6 +66,19 @@ pub struct ChannelSpec {
     /// as a managed encoder's input security group; an input not named here takes any source.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub allowed_sources: BTreeMap<String, Vec<access::Cidr>>,
+    /// Stream keys replaced by a rotation that still open their input for a while.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring_keys: Vec<RetiringKey>,
+}
+
+/// A stream key replaced by a rotation: it opens `input` until `until_ms` (Unix ms), so the
+/// publisher moves to the new key without a drop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiringKey {
+    pub input: String,
+    pub stream_key: String,
+    pub until_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +160,9 @@ impl ChannelSpec {
         let mut shown = self.clone();
         shown.ingest_credential = None;
         shown.playback.redact();
+        for retiring in &mut shown.retiring_keys {
+            retiring.stream_key = REDACTED.into();
+        }
         for input in shown.inputs.values_mut() {
             match input {
                 InputSpec::Rtmp { stream_key } => *stream_key = REDACTED.into(),
@@ -157,6 +173,15 @@ impl ChannelSpec {
             }
         }
         shown
+    }
+
+    /// The keys of `input` still open after a rotation at `now_ms`, with their ends.
+    pub fn retiring_keys_of(&self, input: &str, now_ms: u64) -> Vec<(String, u64)> {
+        self.retiring_keys
+            .iter()
+            .filter(|r| r.input == input && r.until_ms > now_ms)
+            .map(|r| (r.stream_key.clone(), r.until_ms))
+            .collect()
     }
 
     /// The networks that may publish to `input` (empty: any).

@@ -38,6 +38,8 @@ pub enum RegistryError {
     InvalidSpec { input: InputId, reason: String },
     #[error("inputs with listeners must be added from inside a tokio runtime")]
     NoRuntime,
+    #[error("no input {0}")]
+    UnknownInput(InputId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,6 +72,9 @@ struct Entry {
 struct Inner {
     inputs: HashMap<InputId, Entry>,
     stream_keys: HashMap<String, InputId>,
+    /// Stream keys replaced by a rotation, each still opening its input until a Unix time in
+    /// milliseconds: a publisher moves to the new key without a drop.
+    retiring: HashMap<String, (InputId, u64)>,
     binds: HashMap<(Proto, SocketAddr), InputId>,
 }
 
@@ -93,6 +98,29 @@ pub(crate) struct Lookup {
     pub(crate) port: Arc<InputPort>,
     pub(crate) removed: CancellationToken,
     pub(crate) passphrase: Option<String>,
+}
+
+impl Inner {
+    /// The input a stream key opens now or until its rotation's grace ends.
+    fn key_owner(&self, key: &str) -> Option<&InputId> {
+        self.stream_keys
+            .get(key)
+            .or_else(|| self.retiring.get(key).map(|(id, _)| id))
+    }
+}
+
+fn check_stream_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() || key.len() > 256 || key.bytes().any(|b| b.is_ascii_control() || b == b'/') {
+        return Err("the RTMP stream key must be 1-256 characters without '/'");
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 fn valid_name(name: &str) -> bool {
@@ -178,17 +206,8 @@ impl InputRegistry {
             }
             match &spec {
                 InputSpec::Rtmp { stream_key } => {
-                    if stream_key.is_empty()
-                        || stream_key.len() > 256
-                        || stream_key
-                            .bytes()
-                            .any(|b| b.is_ascii_control() || b == b'/')
-                    {
-                        return Err(invalid(
-                            "the RTMP stream key must be 1-256 characters without '/'",
-                        ));
-                    }
-                    if let Some(existing) = inner.stream_keys.get(stream_key) {
+                    check_stream_key(stream_key).map_err(invalid)?;
+                    if let Some(existing) = inner.key_owner(stream_key) {
                         return Err(RegistryError::DuplicateStreamKey {
                             existing: existing.clone(),
                         });
@@ -288,7 +307,7 @@ impl InputRegistry {
         let conflict = if inner.inputs.contains_key(&id) {
             Some(RegistryError::DuplicateInput(id.clone()))
         } else if let InputSpec::Rtmp { stream_key } = &spec
-            && let Some(existing) = inner.stream_keys.get(stream_key)
+            && let Some(existing) = inner.key_owner(stream_key)
         {
             Some(RegistryError::DuplicateStreamKey {
                 existing: existing.clone(),
@@ -380,6 +399,9 @@ impl InputRegistry {
                 .stream_keys
                 .retain(|_, id| !out.iter().any(|(gone, _)| gone == id));
             inner
+                .retiring
+                .retain(|_, (id, _)| !out.iter().any(|(gone, _)| gone == id));
+            inner
                 .binds
                 .retain(|_, id| !out.iter().any(|(gone, _)| gone == id));
             out
@@ -447,9 +469,65 @@ impl InputRegistry {
         ids
     }
 
+    /// Gives RTMP input `input` of `channel` the stream key `current`; each of `retiring`
+    /// (a key and a Unix time in ms) still opens it until then. Replaces the keys it had.
+    pub fn set_stream_keys(
+        &self,
+        channel: &str,
+        input: &str,
+        current: &str,
+        retiring: &[(String, u64)],
+    ) -> Result<(), RegistryError> {
+        let id = InputId {
+            channel: channel.to_string(),
+            input: input.to_string(),
+        };
+        check_stream_key(current).map_err(|reason| RegistryError::InvalidSpec {
+            input: id.clone(),
+            reason: reason.into(),
+        })?;
+        let mut inner = self.lock();
+        let theirs = std::iter::once(current).chain(retiring.iter().map(|(k, _)| k.as_str()));
+        for key in theirs {
+            if let Some(existing) = inner.key_owner(key).filter(|owner| **owner != id) {
+                return Err(RegistryError::DuplicateStreamKey {
+                    existing: existing.clone(),
+                });
+            }
+        }
+        let Some(entry) = inner.inputs.get_mut(&id) else {
+            return Err(RegistryError::UnknownInput(id));
+        };
+        let InputSpec::Rtmp { stream_key } = &mut entry.spec else {
+            return Err(RegistryError::InvalidSpec {
+                input: id,
+                reason: "only an RTMP input has a stream key".into(),
+            });
+        };
+        *stream_key = current.to_string();
+        inner.stream_keys.retain(|_, owner| *owner != id);
+        inner.retiring.retain(|_, (owner, _)| *owner != id);
+        inner.stream_keys.insert(current.to_string(), id.clone());
+        for (key, until_ms) in retiring {
+            inner.retiring.insert(key.clone(), (id.clone(), *until_ms));
+        }
+        Ok(())
+    }
+
     pub(crate) fn lookup_stream_key(&self, key: &str) -> Option<Lookup> {
-        let inner = self.lock();
-        let id = inner.stream_keys.get(key)?;
+        let mut inner = self.lock();
+        let id = match inner.stream_keys.get(key) {
+            Some(id) => id.clone(),
+            None => {
+                let (id, until_ms) = inner.retiring.get(key)?.clone();
+                if now_ms() >= until_ms {
+                    inner.retiring.remove(key);
+                    return None;
+                }
+                id
+            }
+        };
+        let id = &id;
         let entry = inner.inputs.get(id)?;
         Some(Lookup {
             port: entry.port.clone(),
@@ -499,196 +577,5 @@ fn spec_kind(spec: &InputSpec) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn udp(bind: &str) -> InputSpec {
-        InputSpec::Udp {
-            bind: bind.parse().unwrap(),
-            multicast: None,
-            interface: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn duplicates_are_refused() {
-        let reg = InputRegistry::new();
-        reg.add(
-            "demo",
-            "a",
-            InputSpec::Rtmp {
-                stream_key: "k1".into(),
-            },
-        )
-        .unwrap();
-        assert!(matches!(
-            reg.add("demo", "a", InputSpec::Srt { passphrase: None }),
-            Err(RegistryError::DuplicateInput(_))
-        ));
-        let err = reg
-            .add(
-                "other",
-                "a",
-                InputSpec::Rtmp {
-                    stream_key: "k1".into(),
-                },
-            )
-            .err()
-            .unwrap();
-        assert!(
-            matches!(err, RegistryError::DuplicateStreamKey { .. }),
-            "{err}"
-        );
-        assert!(err.to_string().contains("demo/a"));
-
-        reg.add("demo", "u", udp("127.0.0.1:0")).unwrap();
-        let bound = reg.local_addr("demo", "u").unwrap();
-        assert_ne!(bound.port(), 0);
-        let err = reg
-            .add("demo", "u2", udp(&bound.to_string()))
-            .err()
-            .unwrap();
-        assert!(matches!(err, RegistryError::DuplicateBind { .. }), "{err}");
-
-        reg.add(
-            "demo",
-            "t",
-            InputSpec::Tcp {
-                bind: "127.0.0.1:0".parse().unwrap(),
-            },
-        )
-        .unwrap();
-        let bound = reg.local_addr("demo", "t").unwrap();
-        // Same address, other protocol: fine.
-        reg.add("demo", "u3", udp(&bound.to_string())).unwrap();
-
-        assert!(reg.by_stream_key("k1").is_some());
-        assert!(reg.by_stream_key("nope").is_none());
-        assert!(reg.srt_input("demo", "a").is_none(), "demo/a is RTMP");
-    }
-
-    #[tokio::test]
-    async fn address_in_use_is_reported_synchronously() {
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = taken.local_addr().unwrap();
-        let reg = InputRegistry::new();
-        let err = reg
-            .add("demo", "t", InputSpec::Tcp { bind: addr })
-            .err()
-            .unwrap();
-        assert!(matches!(err, RegistryError::Bind { .. }), "{err}");
-        assert!(reg.port("demo", "t").is_none());
-    }
-
-    #[tokio::test]
-    async fn invalid_names_and_specs() {
-        let reg = InputRegistry::new();
-        assert!(
-            reg.add("de/mo", "a", InputSpec::Srt { passphrase: None })
-                .is_err()
-        );
-        assert!(
-            reg.add("demo", "", InputSpec::Srt { passphrase: None })
-                .is_err()
-        );
-        assert!(
-            reg.add(
-                "demo",
-                "a",
-                InputSpec::Srt {
-                    passphrase: Some("short".into())
-                }
-            )
-            .is_err()
-        );
-        assert!(
-            reg.add(
-                "demo",
-                "a",
-                InputSpec::Rtmp {
-                    stream_key: "a/b".into()
-                }
-            )
-            .is_err()
-        );
-        let (port, pass) = {
-            reg.add(
-                "demo",
-                "a",
-                InputSpec::Srt {
-                    passphrase: Some("0123456789".into()),
-                },
-            )
-            .unwrap();
-            reg.srt_input("demo", "a").unwrap()
-        };
-        assert_eq!(port.id().to_string(), "demo/a");
-        assert_eq!(pass.as_deref(), Some("0123456789"));
-    }
-
-    #[test]
-    fn listener_inputs_need_a_runtime_but_shared_ones_do_not() {
-        let reg = InputRegistry::new();
-        assert!(matches!(
-            reg.add("demo", "u", udp("127.0.0.1:0")),
-            Err(RegistryError::NoRuntime)
-        ));
-        reg.add(
-            "demo",
-            "r",
-            InputSpec::Rtmp {
-                stream_key: "k".into(),
-            },
-        )
-        .unwrap();
-    }
-
-    #[tokio::test]
-    async fn remove_channel_frees_keys_addresses_and_ends_sessions() {
-        let reg = InputRegistry::new();
-        reg.add(
-            "demo",
-            "a",
-            InputSpec::Rtmp {
-                stream_key: "k".into(),
-            },
-        )
-        .unwrap();
-        reg.add(
-            "demo",
-            "t",
-            InputSpec::Tcp {
-                bind: "127.0.0.1:0".parse().unwrap(),
-            },
-        )
-        .unwrap();
-        reg.add("keep", "a", InputSpec::Srt { passphrase: None })
-            .unwrap();
-        let addr = reg.local_addr("demo", "t").unwrap();
-        let token = reg.lookup_stream_key("k").unwrap().removed;
-        assert_eq!(reg.remove_channel("demo"), 2);
-        assert!(token.is_cancelled());
-        assert!(reg.port("demo", "a").is_none());
-        assert!(reg.by_stream_key("k").is_none());
-        assert!(reg.port("keep", "a").is_some());
-        // The key and (once the aborted task released it) the address can be used again.
-        reg.add(
-            "demo2",
-            "a",
-            InputSpec::Rtmp {
-                stream_key: "k".into(),
-            },
-        )
-        .unwrap();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match reg.add("demo2", "t", InputSpec::Tcp { bind: addr }) {
-                Ok(_) => break,
-                Err(RegistryError::Bind { .. }) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    }
-}
+#[path = "registry_tests.rs"]
+mod tests;

@@ -247,6 +247,19 @@ pub enum ChannelCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Give an RTMP input a new stream key (printed once); the old one keeps working for the
+    /// grace time, so the publisher moves over without a drop.
+    RotateKey {
+        id: String,
+        /// The RTMP input.
+        #[arg(long)]
+        input: String,
+        /// How long the old key keeps working.
+        #[arg(long, default_value_t = 600)]
+        grace_seconds: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Delete a channel (stored segments stay until retention removes them).
     Delete {
         id: String,

@@ -42,6 +42,16 @@ pub async fn channel_command(command: ChannelCommand) -> anyhow::Result<()> {
             let body = serde_json::json!({ "name": name, "start": start, "end": end });
             (api.token.client()?.post(&url).json(&body).send().await, api)
         }
+        ChannelCommand::RotateKey {
+            id,
+            input,
+            grace_seconds,
+            api,
+        } => {
+            let url = format!("{}/api/v1/channels/{id}/inputs/{input}/rotate", api.api);
+            let body = serde_json::json!({ "grace_seconds": grace_seconds });
+            (api.token.client()?.post(&url).json(&body).send().await, api)
+        }
         ChannelCommand::Delete { id, api } => (
             api.token
                 .client()?

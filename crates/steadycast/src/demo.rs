@@ -42,6 +42,7 @@ pub fn channel() -> ChannelSpec {
         ingest_credential: None,
         playback: Default::default(),
         allowed_sources: Default::default(),
+        retiring_keys: Vec::new(),
     }
 }
 

@@ -95,7 +95,11 @@ async fn the_api_is_locked_and_tokens_have_scopes() {
     assert_eq!(document["openapi"], "3.1.0");
     let mut described = 0;
     for (path, methods) in document["paths"].as_object().unwrap() {
-        let concrete = path.replace("{id}", "x").replace("{name}", "x");
+        let concrete = path
+            .split('/')
+            .map(|part| if part.starts_with('{') { "x" } else { part })
+            .collect::<Vec<_>>()
+            .join("/");
         for (method, operation) in methods.as_object().unwrap() {
             let scope = operation["x-steadycast-scope"].as_str().unwrap();
             assert!(
@@ -468,4 +472,142 @@ async fn signed_playback_urls_and_the_cdn_header() {
             "{reason}: {metrics}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_stream_key_moves_the_publisher_without_a_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::serve_with(dir.path(), "", "").await;
+    let spec = json!({
+        "id": "rotating",
+        "inputs": { "main": { "type": "rtmp", "stream_key": "first-key-0123456789" } },
+        "frame_rate": "15",
+        "preset": "ultrafast",
+        "ladder": [{ "name": "90p", "width": 160, "height": 90, "bitrate_kbps": 80 }],
+    });
+    let channels = node.url("/api/v1/channels");
+    let (status, _, body) = call("POST", &channels, Some(ADMIN_TOKEN), Some(spec)).await;
+    assert_eq!(status, 201, "{body}");
+    let rtmp = |key: &str| format!("rtmp://{}/live/{key}", node.rtmp);
+    let sessions = |kind: &'static str| {
+        let node = &node;
+        async move { events_of(node, "rotating", kind).await.len() }
+    };
+    let wait_sessions = |count: usize| async move {
+        wait_for("a publisher session", Duration::from_secs(30), || async {
+            (sessions("input_started").await >= count).then_some(())
+        })
+        .await
+    };
+
+    let mut first = publish("flv", &rtmp("first-key-0123456789"));
+    wait_sessions(1).await;
+    let base = node.url("");
+    let (ok, out, err) = cli_as(
+        ADMIN_TOKEN,
+        &[
+            "channel",
+            "rotate-key",
+            "rotating",
+            "--input",
+            "main",
+            "--grace-seconds",
+            "30",
+            "--api",
+            &base,
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let rotated: Value = serde_json::from_str(&out).unwrap();
+    let new_key = rotated["stream_key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, "first-key-0123456789");
+    assert!(
+        rotated["input_url"].as_str().unwrap().ends_with(&new_key),
+        "{rotated}"
+    );
+    // The session on the old key goes on: segments keep coming, it does not end.
+    let playlist = node.url("/live/rotating/90p.m3u8");
+    let listed = |body: &str| body.matches(".m4s").count();
+    let (_, before) = get(&playlist).await.unwrap();
+    let newest = |body: &str| {
+        body.lines()
+            .rev()
+            .find(|l| l.ends_with(".m4s"))
+            .map(str::to_string)
+    };
+    let at_rotation = newest(&before);
+    wait_for(
+        "segments after the rotation",
+        Duration::from_secs(30),
+        || async {
+            let (_, now) = get(&playlist).await?;
+            (listed(&now) > 0 && newest(&now) != at_rotation).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        sessions("input_ended").await,
+        0,
+        "the rotation cut the publisher"
+    );
+    // Neither key is in what the API shows now.
+    let (_, shown) = get(&node.url("/api/v1/channels/rotating")).await.unwrap();
+    assert!(
+        !shown.contains(&new_key) && !shown.contains("first-key-0123456789"),
+        "{shown}"
+    );
+
+    // Within the grace both keys open the input; after it, only the new one.
+    first.kill().await.unwrap();
+    wait_for(
+        "the first session's end",
+        Duration::from_secs(30),
+        || async { (sessions("input_ended").await >= 1).then_some(()) },
+    )
+    .await;
+    let mut again = publish("flv", &rtmp("first-key-0123456789"));
+    wait_sessions(2).await;
+    again.kill().await.unwrap();
+    wait_for(
+        "the second session's end",
+        Duration::from_secs(30),
+        || async { (sessions("input_ended").await >= 2).then_some(()) },
+    )
+    .await;
+    let mut moved = publish("flv", &rtmp(&new_key));
+    wait_sessions(3).await;
+    moved.kill().await.unwrap();
+
+    let (ok, out, err) = cli_as(
+        ADMIN_TOKEN,
+        &[
+            "channel",
+            "rotate-key",
+            "rotating",
+            "--input",
+            "main",
+            "--grace-seconds",
+            "0",
+            "--api",
+            &base,
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let newest_key: Value = serde_json::from_str(&out).unwrap();
+    let mut stale = publish("flv", &rtmp(&new_key));
+    let refused = tokio::time::timeout(Duration::from_secs(20), stale.wait()).await;
+    assert!(
+        refused.is_ok_and(|status| !status.unwrap().success()),
+        "a key past its grace opened the input"
+    );
+    let audit = events_of(&node, "rotating", "api_change").await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.contains("rotated the stream key of input `main`")),
+        "{audit:?}"
+    );
+    assert!(newest_key["stream_key"].as_str().is_some());
 }

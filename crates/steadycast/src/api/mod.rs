@@ -58,6 +58,7 @@ impl From<NodeError> for ApiError {
                 ApiError(StatusCode::BAD_REQUEST, "invalid channel".into(), details)
             }
             NodeError::Exists(_) => ApiError(StatusCode::CONFLICT, e.to_string(), vec![]),
+            NodeError::Unknown(_) => ApiError(StatusCode::NOT_FOUND, e.to_string(), vec![]),
             NodeError::Input(_) | NodeError::Origin(_) => {
                 ApiError(StatusCode::BAD_REQUEST, e.to_string(), vec![])
             }
@@ -204,6 +205,48 @@ async fn events(
     let limit = query.limit.unwrap_or(100).min(1000);
     let events = node.catalog.events(&id, limit).await.map_err(store_error)?;
     Ok(Json(json!({ "channel": id, "events": events })))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    /// How long the old key keeps working (default 10 minutes, at most a day).
+    grace_seconds: Option<u64>,
+}
+
+/// Gives an RTMP input a new stream key, shown in this answer only; the old one keeps
+/// opening the input for the grace time.
+async fn rotate_stream_key(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, input)): Path<(String, String)>,
+    body: Option<Json<RotateRequest>>,
+) -> Result<Json<Value>, ApiError> {
+    let request = body.map(|Json(r)| r).unwrap_or_default();
+    let grace = std::time::Duration::from_secs(request.grace_seconds.unwrap_or(600));
+    let (spec, key) = node.rotate_stream_key(&id, &input, grace).await?;
+    let until = spec
+        .retiring_keys
+        .last()
+        .map(|r| manifest::iso8601(r.until_ms))
+        .unwrap_or_default();
+    let url = node
+        .input_urls(&spec)
+        .into_iter()
+        .find_map(|(name, url)| (name == input).then_some(url));
+    audit(
+        &node,
+        &caller,
+        &id,
+        format!("rotated the stream key of input `{input}`; the old one works until {until}"),
+    );
+    Ok(Json(json!({
+        "input": input,
+        "stream_key": key,
+        "input_url": url,
+        "previous_key_valid_until": until,
+        "note": "shown once: give it to the publisher now",
+    })))
 }
 
 #[derive(serde::Deserialize)]

@@ -93,6 +93,12 @@ pub(super) fn operations() -> Vec<Operation> {
         ),
         op(
             Method::POST,
+            "/api/v1/channels/{id}/inputs/{input}/rotate",
+            "Give an RTMP input a new stream key (`grace_seconds` for the old one)",
+            post(rotate_stream_key),
+        ),
+        op(
+            Method::POST,
             "/api/v1/channels/{id}/faults",
             "Inject a fault into a pipeline (nodes started with --allow-faults)",
             post(inject_fault),

@@ -1,6 +1,7 @@
 //! A node as one of a cluster's: its identity in the catalog, its heartbeat, the pipelines its
 //! leases place on it, and the channels its packager and origin follow.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -125,6 +126,7 @@ impl Node {
                         .add_allowing(&spec.id, name, input.clone(), allowed)?;
                 }
             }
+            self.apply_stream_keys(spec)?;
         }
         let serves = self.server.has_role(ROLE_PACKAGER) || self.server.has_role(ROLE_ORIGIN);
         if serves && self.origin.channel(&spec.id).is_none() {
@@ -283,6 +285,7 @@ impl PipelineHost for Host {
 async fn follow_channels(node: Arc<Node>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut applied: HashMap<String, String> = HashMap::new();
     loop {
         tokio::select! {
             _ = node.cancel.cancelled() => return,
@@ -295,9 +298,23 @@ async fn follow_channels(node: Arc<Node>, every: Duration) {
                 continue;
             }
         };
+        applied.retain(|id, _| rows.iter().any(|r| &r.id == id));
         let inputs_here = node.inputs.inputs();
         for row in &rows {
             if node.follows(&row.id, &inputs_here) {
+                // A definition changed elsewhere (a rotated stream key) applies here too.
+                if applied.get(&row.id) != Some(&row.spec) {
+                    let keys = serde_json::from_str::<ChannelSpec>(&row.spec)
+                        .map_err(|e| e.to_string())
+                        .and_then(|spec| node.apply_stream_keys(&spec).map_err(|e| e.to_string()));
+                    match keys {
+                        Ok(()) => {
+                            applied.insert(row.id.clone(), row.spec.clone());
+                        }
+                        Err(e) => tracing::warn!(channel = %row.id, error = %e,
+                            "cannot apply the channel's stream keys; retrying"),
+                    }
+                }
                 continue;
             }
             let added = match serde_json::from_str::<ChannelSpec>(&row.spec) {

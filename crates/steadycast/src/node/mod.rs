@@ -4,6 +4,7 @@
 //! runs, and pipelines go wherever the leases place them.
 
 mod cluster;
+mod keys;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub enum NodeError {
     Invalid(Vec<String>),
     #[error("channel `{0}` already exists")]
     Exists(String),
+    #[error("{0}")]
+    Unknown(String),
     #[error("{0}")]
     Input(#[from] ingest::RegistryError),
     #[error("{0}")]
@@ -304,6 +307,10 @@ impl Node {
                     return Err(e.into());
                 }
             }
+        }
+        if let Err(e) = self.apply_stream_keys(spec) {
+            self.inputs.remove_channel(&spec.id);
+            return Err(e);
         }
         if let Err(e) = self
             .origin
