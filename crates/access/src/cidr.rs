@@ -59,6 +59,18 @@ impl FromStr for Cidr {
             Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
             None => max,
         };
+        // Sources are compared as IPv4 when they are IPv4-mapped: so is such a network.
+        if let IpAddr::V6(v6) = network
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            let prefix = prefix.checked_sub(96).ok_or_else(|| {
+                format!("`{s}`: an IPv4-mapped network needs a prefix of 96 or more")
+            })?;
+            return Ok(Self {
+                network: IpAddr::V4(v4),
+                prefix,
+            });
+        }
         Ok(Self { network, prefix })
     }
 }
@@ -103,6 +115,10 @@ mod tests {
         assert!(net.contains(ip("203.0.113.77")));
         assert!(!net.contains(ip("203.0.114.1")));
         assert!(net.contains(ip("::ffff:203.0.113.9")), "IPv4-mapped");
+        let mapped = cidr("::ffff:203.0.113.0/120");
+        assert_eq!(mapped, net, "a mapped network is its IPv4 one");
+        assert!(mapped.contains(ip("203.0.113.200")));
+        assert!("::ffff:203.0.113.0/64".parse::<Cidr>().is_err());
         assert!(cidr("0.0.0.0/0").contains(ip("198.51.100.1")));
         assert!(cidr("127.0.0.2").contains(ip("127.0.0.2")));
         assert!(!cidr("127.0.0.2").contains(ip("127.0.0.1")));
@@ -127,5 +143,19 @@ mod tests {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
         assert_eq!(cidr("10.1.2.3/8").to_string(), "10.1.2.3/8");
+    }
+
+    /// Any text in an allow-list parses or is refused, never a panic; a parsed network prints
+    /// as something that parses back to it, and contains its own address.
+    #[test]
+    fn fuzz_cidr() {
+        let words = &["/", ".", ":", "::", "ffff", "0", "255", "32", "128", "%"];
+        fuzzing::Target::new("cidr").words(words).run(|data| {
+            let text = String::from_utf8_lossy(data);
+            if let Ok(net) = text.parse::<Cidr>() {
+                assert_eq!(net.to_string().parse::<Cidr>(), Ok(net));
+                assert!(net.contains(net.network), "{net}");
+            }
+        });
     }
 }

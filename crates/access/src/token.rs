@@ -161,6 +161,19 @@ mod tests {
         assert_eq!(bearer(&format!("Bearer {}", "a".repeat(300))), None);
     }
 
+    /// Any `Authorization` header yields a bounded token taken from it, or nothing.
+    #[test]
+    fn fuzz_bearer() {
+        let words = &["Bearer", "bearer", "BEARER", "Basic", " ", "\t", "\u{a0}"];
+        fuzzing::Target::new("bearer").words(words).run(|data| {
+            let header = String::from_utf8_lossy(data);
+            if let Some(token) = bearer(&header) {
+                assert!(!token.is_empty() && token.len() <= 256 && header.contains(token));
+                assert_eq!(token_hash(token).len(), 64);
+            }
+        });
+    }
+
     #[test]
     fn token_names() {
         assert!(valid_token_name("ci-deploy.2").is_ok());

@@ -214,4 +214,27 @@ mod tests {
         let body = vec![0u8; MAX_TAG_BODY + 1];
         assert!(tag(TAG_VIDEO, 0, &body).is_err());
     }
+
+    /// Any stream or chunk: the tags read lie end to end inside it, from where its header says
+    /// they start, each as long as its header and `PreviousTagSize` say.
+    #[test]
+    fn fuzz_flv() {
+        fuzzing::Target::new("flv").run(|data| {
+            let file: Vec<_> = tags(data).collect();
+            let chunk: Vec<_> = chunk_tags(data).collect();
+            for (seen, start) in [(file, header_end(data)), (chunk, Some(0))] {
+                let Some(mut pos) = start else {
+                    assert!(seen.is_empty());
+                    continue;
+                };
+                for t in seen {
+                    let body_at = t.body.as_ptr() as usize - data.as_ptr() as usize;
+                    assert_eq!(body_at, pos + TAG_HEADER_LEN);
+                    pos += tag_len(t.body.len());
+                    assert!(pos <= data.len());
+                }
+            }
+            let _ = first_timestamp(data);
+        });
+    }
 }

@@ -414,6 +414,25 @@ mod tests {
         assert!(decide(&reg, Some("demo/guarded"), inside).is_ok());
     }
 
+    /// Any stream id a caller sends is decoded and parsed or refused, never a panic; decoding
+    /// never lengthens it, and an accepted one names a channel and one input.
+    #[test]
+    fn fuzz_srt_stream_id() {
+        let words = &[
+            "#!::", "%23", "r=", "m=", "publish", "u=", ",", "/", "%2F", "%2C", "%",
+        ];
+        fuzzing::Target::new("srt_stream_id")
+            .words(words)
+            .run(|data| {
+                let raw = String::from_utf8_lossy(data);
+                let sid = percent_decode(&raw);
+                assert!(sid.len() <= raw.len());
+                if let Ok((channel, input)) = parse_stream_id(&sid) {
+                    assert!(!channel.is_empty() && !input.is_empty() && !input.contains('/'));
+                }
+            });
+    }
+
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 }
 

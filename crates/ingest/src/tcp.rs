@@ -490,6 +490,29 @@ mod tests {
         assert!(!is_whole_ts(&bad));
     }
 
+    /// Any byte stream, in pieces of any size: out come only whole packets in bounded chunks,
+    /// at most a partial packet is held, and every byte is either passed on, dropped (and
+    /// counted) or still held.
+    #[test]
+    fn fuzz_ts_aligner() {
+        fuzzing::Target::new("ts_aligner").run(|data| {
+            // Reads of the socket: sizes from the data itself, so they vary with the input.
+            let piece = 1 + usize::from(data.first().copied().unwrap_or(0)) * 7;
+            let mut a = TsAligner::new();
+            let (mut passed, mut dropped) = (0, 0);
+            for chunk in data.chunks(piece) {
+                a.push(chunk);
+                while let Some(c) = a.next_chunk() {
+                    assert!(is_whole_ts(&c) && c.len() <= MAX_TS_CHUNK);
+                    passed += c.len() as u64;
+                }
+                assert!(a.buf.len() < TS_PACKET);
+                dropped += a.take_losses().1;
+            }
+            assert_eq!(passed + dropped + a.buf.len() as u64, data.len() as u64);
+        });
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ffmpeg_over_tcp_and_a_second_connection_is_refused() {
         install_recorder();

@@ -288,6 +288,25 @@ mod tests {
         );
     }
 
+    /// Any datagram is taken or dropped, never a panic; one taken goes on as it came, as the
+    /// aligner would pass it.
+    #[test]
+    fn fuzz_udp_datagram() {
+        let from = SocketAddr::from(([192, 0, 2, 1], 5000));
+        let mut malformed = Malformed::new(crate::InputId {
+            channel: "fuzz".into(),
+            input: "a".into(),
+        });
+        fuzzing::Target::new("udp_datagram").run(|data| {
+            if accept_datagram(data, &from, &mut malformed) {
+                let mut aligner = crate::tcp::TsAligner::new();
+                aligner.push(data);
+                assert_eq!(aligner.next_chunk().as_deref(), Some(data));
+                assert_eq!(aligner.next_chunk(), None);
+            }
+        });
+    }
+
     #[tokio::test]
     async fn a_non_multicast_group_is_refused() {
         let registry = InputRegistry::new();

@@ -244,4 +244,26 @@ mod tests {
         short[181..188].copy_from_slice(&[0, 0, 1, 0xE0, 0, 0, 0x80]);
         assert_eq!(first_pts(&short).unwrap(), None);
     }
+
+    /// Whatever a publisher sends is split or refused, never a panic; what is split is what
+    /// was given, and a PTS has 33 bits.
+    #[test]
+    fn fuzz_ts() {
+        fuzzing::Target::new("ts").run(|data| {
+            let split = split_packets(data);
+            if let Ok(packets) = &split {
+                assert_eq!(packets.len() * PACKET_LEN, data.len());
+                for (p, raw) in packets.iter().zip(data.chunks_exact(PACKET_LEN)) {
+                    assert!(raw.ends_with(p.payload) && p.payload.len() <= PACKET_LEN - 4);
+                }
+            }
+            let pts = first_pts(data);
+            assert_eq!(pts.is_ok(), split.is_ok());
+            assert!(pts.is_ok_and(|p| p.is_none_or(|p| p < 1 << 33)) || split.is_err());
+            match (pes_starts(data), &split) {
+                (Ok((video, _)), Ok(packets)) => assert!(video <= packets.len()),
+                (starts, _) => assert!(starts.is_err() && split.is_err()),
+            }
+        });
+    }
 }

@@ -389,6 +389,49 @@ mod tests {
         }
     }
 
+    /// Any query a viewer sends is planned or refused, never a panic; a plan stays within a
+    /// day of segments.
+    #[test]
+    fn fuzz_timeshift() {
+        let words = &[
+            "start=",
+            "end=",
+            "time_delay=",
+            "manifest_window_seconds=",
+            "&",
+            "%3A",
+            "%2B",
+            "T",
+            "Z",
+            ":",
+            "-",
+            "+",
+            ".",
+            "e",
+            "1795612548",
+            "2026-11-25T",
+        ];
+        let most = (MAX_SPAN.as_secs_f64() / grid().duration_secs()).ceil() as u64 + 1;
+        fuzzing::Target::new("timeshift").words(words).run(|data| {
+            let query = String::from_utf8_lossy(data);
+            for value in query.split(['&', '=']) {
+                let _ = parse_time(value);
+            }
+            let Ok(shift) = TimeShift::parse(&query) else {
+                return;
+            };
+            assert!(shift.delay.is_none_or(|d| d <= MAX_SPAN));
+            assert!(shift.window.is_none_or(|w| w <= MAX_SPAN));
+            match plan(&query) {
+                Ok(Plan::Range { first_n, last_n }) => {
+                    assert!(first_n <= last_n && last_n - first_n <= most);
+                }
+                Ok(Plan::Live { behind, count }) => assert!(behind <= most && count <= most),
+                Ok(Plan::From { .. }) | Err(_) => {}
+            }
+        });
+    }
+
     #[test]
     fn refusals_say_why() {
         let s = NOW.as_secs();

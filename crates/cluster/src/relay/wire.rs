@@ -177,4 +177,40 @@ mod tests {
         let mut reader = FrameReader::default();
         assert!(reader.push(&vec![0; MAX_FRAME * 2]).is_err());
     }
+
+    /// Every frame read, and the error that ends the relay, if any.
+    fn read_all(data: &[u8], piece: usize) -> (Vec<Frame>, Option<WireError>) {
+        let mut reader = FrameReader::default();
+        let mut frames = Vec::new();
+        for chunk in data.chunks(piece) {
+            if let Err(e) = reader.push(chunk) {
+                return (frames, Some(e));
+            }
+            loop {
+                match reader.next_frame() {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(e) => return (frames, Some(e)),
+                }
+            }
+        }
+        (frames, None)
+    }
+
+    /// Whatever an ingest node (or anyone holding the cluster credential) sends is read as the
+    /// same frames however it arrives, and each frame read encodes to one that reads back the
+    /// same.
+    #[test]
+    fn fuzz_relay_wire() {
+        fuzzing::Target::new("relay_wire").run(|data| {
+            let whole = read_all(data, data.len().max(1));
+            assert_eq!(read_all(data, 1 + data.len() % 13), whole);
+            for frame in whole.0 {
+                let mut reader = FrameReader::default();
+                reader.push(&frame.encode()).unwrap();
+                assert_eq!(reader.next_frame(), Ok(Some(frame)));
+                assert_eq!(reader.next_frame(), Ok(None));
+            }
+        });
+    }
 }

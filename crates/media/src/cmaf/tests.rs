@@ -414,3 +414,27 @@ fn zero_timescale_is_an_error_not_a_division_by_zero() {
         Err(SegmentError::ZeroTimescale)
     );
 }
+
+/// Any header a pipeline (or anyone holding its credential) uploads is inspected or refused,
+/// never a panic; an accepted one has what the packager divides and looks up by.
+#[test]
+fn fuzz_cmaf_init() {
+    fuzzing::Target::new("cmaf_init").run(|data| {
+        if let Ok(track) = inspect_init(data) {
+            assert!(track.track_id != 0 && track.timescale != 0);
+        }
+    });
+}
+
+/// Any media segment uploaded is inspected or refused, never a panic; an accepted one has a
+/// sample and says how long it is.
+#[test]
+fn fuzz_cmaf_segment() {
+    fuzzing::Target::new("cmaf_segment").run(|data| {
+        if let Ok(info) = inspect_segment(data) {
+            assert_eq!(info.byte_len, data.len());
+            assert!(info.sample_count >= 1);
+            assert!(info.duration <= u64::from(info.sample_count) * u64::from(u32::MAX));
+        }
+    });
+}

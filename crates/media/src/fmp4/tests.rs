@@ -328,3 +328,61 @@ fn movie_rejects_broken_moovs() {
     v[at..at + 4].copy_from_slice(&0u32.to_be_bytes());
     assert!(Movie::parse(&v).is_err());
 }
+
+/// The box readers on any bytes: top-level boxes lie end to end inside the buffer, the
+/// splitter cuts the same boxes (or fails on the same one) however the bytes arrive, and the
+/// fragment reader hands out samples that are slices of what it was given.
+#[test]
+fn fuzz_fmp4() {
+    use crate::mp4::Boxes;
+
+    fn split(data: &[u8], piece: usize) -> (Vec<Mp4Box>, Option<Error>) {
+        let mut splitter = crate::mp4::BoxSplitter::new(1 << 20);
+        let mut boxes = Vec::new();
+        for chunk in data.chunks(piece) {
+            splitter.push(chunk);
+            loop {
+                match splitter.next_box() {
+                    Ok(Some(b)) => boxes.push(b),
+                    Ok(None) => break,
+                    Err(e) => return (boxes, Some(e)),
+                }
+            }
+        }
+        (boxes, None)
+    }
+
+    fuzzing::Target::new("fmp4").run(|data| {
+        let mut end = 0;
+        for b in Boxes::file(data) {
+            let Ok(b) = b else { break };
+            assert_eq!(b.offset, end);
+            assert!(b.header_len <= b.data.len());
+            end += b.data.len();
+        }
+        assert!(end <= data.len());
+
+        let whole = split(data, data.len().max(1));
+        assert_eq!(split(data, 1 + data.len() % 97), whole);
+        let cut: Vec<u8> = whole
+            .0
+            .iter()
+            .flat_map(|b| b.bytes.iter().copied())
+            .collect();
+        assert!(data.starts_with(&cut));
+
+        let mut reader = FragmentReader::new(1 << 20);
+        reader.push(data);
+        // A framing error repeats forever; every other outcome consumes a box or an event.
+        for _ in 0..data.len() / 4 + 4 {
+            match reader.next_event() {
+                Ok(Some(FragmentEvent::Samples { samples, .. })) => {
+                    assert!(samples.iter().all(|s| s.data.len() <= data.len()));
+                }
+                Ok(Some(FragmentEvent::Init(movie))) => assert!(movie.tracks.len() <= MAX_TRACKS),
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+    });
+}
