@@ -3,7 +3,7 @@
 #   scripts/setup.sh             ffmpeg (libx264, AAC, libsrt) and the font of the test pattern
 #   scripts/setup.sh --browser   also headless Chromium and chromedriver, for the browser test
 #   scripts/setup.sh --services  also the servers the backend tests start on loopback:
-#                                PostgreSQL, HAProxy and nginx (Debian's) and Garage, the
+#                                PostgreSQL, HAProxy, nginx and curl (Debian's) and Garage, the
 #                                S3-compatible store
 #                                (built once with cargo into ~/.cache/steadycast/garage:
 #                                about 11 minutes on 2 cores)
@@ -32,6 +32,8 @@ if $services; then
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
     [ -x /usr/sbin/haproxy ] || need+=(haproxy)
     [ -x /usr/sbin/nginx ] || need+=(nginx)
+    # The HTTPS test asks curl for HTTP/2.
+    command -v curl >/dev/null 2>&1 || need+=(curl)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -79,6 +79,7 @@ async fn a_session_crosses_nodes_and_the_relay_lets_go_when_unread() {
         there.clone(),
         nodes,
         Secret::new(SECRET),
+        reqwest::Client::new(),
     ));
 
     let publisher = here.publish("10.0.0.1:5000", Container::Flv).unwrap();
@@ -173,6 +174,7 @@ async fn the_relay_needs_the_cluster_credential_and_yields_to_a_local_publisher(
         there.clone(),
         nodes,
         Secret::new("not-the-cluster-secret"),
+        reqwest::Client::new(),
     ));
     // Until the ingest node has refused two of the relay's looks for a publisher.
     let before = answered.load(Ordering::Relaxed);
@@ -188,6 +190,7 @@ async fn the_relay_needs_the_cluster_credential_and_yields_to_a_local_publisher(
         there.clone(),
         nodes,
         Secret::new(SECRET),
+        reqwest::Client::new(),
     ));
     assert!(matches!(
         next_event(&mut decoder).await,

@@ -15,6 +15,8 @@ use crate::fault::{Fault, Faults, damage};
 /// Uploads waiting per packager; about a minute of a 4-rendition ladder at 2 s segments.
 const QUEUE: usize = 128;
 const ATTEMPTS: u32 = 3;
+/// An upload not answered in this long is retried (a packager that fails waits no longer).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a pipeline delivers: the packager's base URL (`http://host:port`) and the channel's
 /// ingest credential.
@@ -86,12 +88,8 @@ impl Delivery {
         feed: Feed,
         faults: Arc<Faults>,
         lease_epoch: Option<u64>,
+        client: reqwest::Client,
     ) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(4)
-            .build()
-            .unwrap_or_default();
         let delivery = Self {
             queues: Arc::default(),
             channel: channel.to_string(),
@@ -216,6 +214,7 @@ impl Worker {
                 .shared
                 .client
                 .put(&url)
+                .timeout(UPLOAD_TIMEOUT)
                 .bearer_auth(&self.target.credential)
                 .header("content-type", "video/mp4")
                 .header("content-digest", &digest);

@@ -57,6 +57,9 @@ pub struct PipelineConfig {
     pub faults: Arc<Faults>,
     /// In a cluster, the epoch of the lease this pipeline runs under, sent with every upload.
     pub lease_epoch: Option<u64>,
+    /// The client uploads go out with: the node's, which trusts the CA of its cluster's
+    /// certificates.
+    pub client: reqwest::Client,
 }
 
 pub(crate) struct PipelineCtx {
@@ -112,6 +115,7 @@ pub async fn run(config: PipelineConfig) -> Result<(), String> {
             config.feed,
             config.faults.clone(),
             config.lease_epoch,
+            config.client.clone(),
         ),
         canvas: Canvas::of(&config.spec),
         spec: config.spec,

@@ -131,6 +131,15 @@ pub struct NodeArgs {
     /// Added to the config's.
     #[command(flatten)]
     pub playback_keys: PlaybackKeysArg,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded when it changes.
+    #[arg(long, env = "STEADYCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, env = "STEADYCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A PEM CA certificate this node's deliveries and relays trust (a cluster's own CA).
+    #[arg(long, env = "STEADYCAST_TRUST_CA")]
+    pub trust_ca: Option<PathBuf>,
     /// The token Prometheus presents to read /metrics [default: /metrics is open].
     #[arg(long, env = "STEADYCAST_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
@@ -203,6 +212,15 @@ impl NodeArgs {
             server
                 .playback_keys
                 .insert(id.to_string(), channel::Secret::new(secret));
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            server.tls = Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        if let Some(v) = &self.trust_ca {
+            server.trust_ca = Some(v.clone());
         }
         if let Some(v) = &self.metrics_token {
             server.metrics_token = Some(channel::Secret::new(v.clone()));
@@ -495,7 +513,13 @@ async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask
             .merge(crate::web::router(node.clone()));
     }
     let app = app.layer(axum::middleware::from_fn(ops::track_requests));
-    let task = tokio::spawn(crate::http::serve(listener, app));
+    let tls = node
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptor)
+        .transpose()?;
+    let task = tokio::spawn(crate::http::serve(listener, app, tls));
     tracing::info!(%http, "HTTP up");
     Ok((node, task))
 }

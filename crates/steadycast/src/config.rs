@@ -82,6 +82,12 @@ pub struct ServerConfig {
     /// The keys signed playback URLs are made and checked with, by id (`{ k1 = "…" }`, each
     /// at least 32 characters): the same on every origin node; several at once while one is
     /// rotated. `STEADYCAST_PLAYBACK_KEYS=k1=…,k2=…` keeps them out of the file.
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on `listen` with this PEM certificate chain
+    /// and key, reloaded when the files change: `{ cert = "…", key = "…" }`.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// A PEM CA certificate this node's own requests trust besides the public roots: the CA
+    /// of the cluster's certificates, when the nodes serve HTTPS.
+    pub trust_ca: Option<PathBuf>,
     /// When set, `/metrics` answers only a scraper presenting it as a bearer token (16+
     /// characters). `STEADYCAST_METRICS_TOKEN` keeps it out of the file.
     pub metrics_token: Option<channel::Secret>,
@@ -110,6 +116,8 @@ impl Default for ServerConfig {
             admin_token: None,
             playback_keys: Default::default(),
             metrics_token: None,
+            tls: None,
+            trust_ca: None,
         }
     }
 }

@@ -15,6 +15,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 const HEADER_READ: Duration = Duration::from_secs(10);
@@ -24,8 +26,9 @@ const MAX_CONNECTIONS: usize = 8192;
 /// How long to wait after `accept` fails (out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Serves `app` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, app: Router) {
+/// Serves `app` on `listener` until the task is dropped; over TLS when given an acceptor (the
+/// handshake, too, must finish within `HEADER_READ`).
+pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -64,10 +67,32 @@ pub async fn serve(listener: TcpListener, app: Router) {
                 request
             });
         let (builder, service) = (builder.clone(), TowerToHyperService::new(with_peer));
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let served = builder
-                .serve_connection_with_upgrades(TokioIo::new(socket), service)
-                .await;
+            let served = match tls {
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(socket), service)
+                        .await
+                }
+                Some(acceptor) => match timeout(HEADER_READ, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => {
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await
+                    }
+                    failed => {
+                        let why = if failed.is_err() {
+                            "tls_timeout"
+                        } else {
+                            "tls"
+                        };
+                        metrics::counter!("steadycast_http_connections_refused_total", "why" => why)
+                            .increment(1);
+                        return;
+                    }
+                },
+            };
             if let Err(e) = served {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }

@@ -11,6 +11,7 @@ mod demo;
 mod http;
 mod node;
 mod ops;
+mod tls;
 mod web;
 
 use std::process::ExitCode;

@@ -34,6 +34,9 @@ pub struct VerifyArgs {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Trust this PEM CA certificate for https:// (besides the public roots).
+    #[arg(long, env = "STEADYCAST_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -143,14 +146,18 @@ impl Shell {
 /// Watches `args.url` for `args.seconds` and returns the report.
 pub async fn run(args: &VerifyArgs) -> anyhow::Result<Report> {
     let url = Url::parse(&args.url).with_context(|| format!("{:?} is not a URL", args.url))?;
-    if url.scheme() != "http" {
-        // The workspace's reqwest is built without TLS.
-        anyhow::bail!("{url}: only http:// URLs can be verified (this build has no TLS)");
+    if !matches!(url.scheme(), "http" | "https") {
+        anyhow::bail!("{url}: only http:// and https:// URLs can be verified");
     }
-    let client = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .context("building the HTTP client")?;
+    let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+    if let Some(path) = &args.ca_file {
+        let pem =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .with_context(|| format!("{}: not a PEM certificate", path.display()))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    let client = builder.build().context("building the HTTP client")?;
     let checker = Checker::new(Options {
         buffer_segments: usize::from(args.buffer_segments),
         renditions: args.renditions.clone(),

@@ -25,17 +25,14 @@ pub type IngestNodes = watch::Receiver<Vec<String>>;
 
 /// Relays sessions into `port` for as long as the task runs (the registry aborts it with the
 /// input): only while some pipeline here subscribes and no publisher here feeds the port.
-pub async fn pull(port: Arc<InputPort>, nodes: IngestNodes, credential: Secret) {
-    let client = match reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-    {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(input = %port.id(), error = %e, "cannot make the relay's client");
-            return;
-        }
-    };
+/// `client` is the node's (trusting its cluster's CA), with a short connect timeout: a dead
+/// ingest node must not hold the relay up.
+pub async fn pull(
+    port: Arc<InputPort>,
+    nodes: IngestNodes,
+    credential: Secret,
+    client: reqwest::Client,
+) {
     let relay = Relay {
         port,
         client,

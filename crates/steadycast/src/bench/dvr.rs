@@ -101,7 +101,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = restarted.playback_router();
-    tokio::spawn(crate::http::serve(listener, app));
+    tokio::spawn(crate::http::serve(listener, app, None));
 
     let client = reqwest::Client::new();
     // Ranges at the live end of the index, and a day from the far end of a long one.

@@ -114,7 +114,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app = origin.playback_router().merge(origin.ingest_router());
-    tokio::spawn(crate::http::serve(listener, app));
+    tokio::spawn(crate::http::serve(listener, app, None));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;

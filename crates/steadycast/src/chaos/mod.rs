@@ -177,6 +177,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         renditions: Vec::new(),
         buffer_segments: 3,
         json: false,
+        ca_file: None,
     };
     let viewer = tokio::spawn(async move { verify::run(&watch).await });
     let started = Instant::now();

@@ -34,7 +34,12 @@ pub(super) fn node_info(server: &ServerConfig, http: SocketAddr) -> anyhow::Resu
         } else {
             http
         };
-        format!("http://{host}")
+        let scheme = if server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{host}")
     });
     Ok(NodeInfo {
         id,
@@ -414,6 +419,13 @@ fn urls_with(nodes: &[NodeRow], role: &str) -> Vec<String> {
 }
 
 /// Relays an input into this node from the ingest nodes `nodes` names.
-pub(super) fn relay_from(nodes: watch::Receiver<Vec<String>>, secret: Secret) -> ingest::Relay {
-    Arc::new(move |port| Box::pin(::cluster::relay::pull(port, nodes.clone(), secret.clone())))
+pub(super) fn relay_from(
+    nodes: watch::Receiver<Vec<String>>,
+    secret: Secret,
+    client: reqwest::Client,
+) -> ingest::Relay {
+    Arc::new(move |port| {
+        let (nodes, secret, client) = (nodes.clone(), secret.clone(), client.clone());
+        Box::pin(::cluster::relay::pull(port, nodes, secret, client))
+    })
 }

@@ -76,6 +76,8 @@ pub struct Node {
     /// The lease keeper (a cluster's pipeline node), awaited at shutdown: it gives the leases
     /// up, so that other nodes take the pipelines over at once rather than at expiry.
     keeper: Mutex<Option<JoinHandle<()>>>,
+    /// What this node's own requests (deliveries, relays) go out with.
+    client: reqwest::Client,
     /// The ingest nodes this node's inputs are relayed from (a cluster's pipeline node).
     ingest_nodes: tokio::sync::watch::Sender<Vec<String>>,
 }
@@ -126,11 +128,13 @@ impl Node {
             playback_keys,
         );
         let ingest = server.has_role(::cluster::ROLE_INGEST);
+        let client = crate::tls::internal_client(server.trust_ca.as_deref())?;
         let (ingest_nodes, relay_from) = tokio::sync::watch::channel(Vec::new());
         let inputs = InputRegistry::with_events(events.clone());
         let inputs = match server.cluster_secret.clone() {
             Some(secret) if clustered && server.has_role(::cluster::ROLE_PIPELINE) => {
-                inputs.relaying(cluster::relay_from(relay_from, secret), !ingest)
+                let relay = cluster::relay_from(relay_from, secret, client.clone());
+                inputs.relaying(relay, !ingest)
             }
             _ => inputs,
         };
@@ -190,6 +194,7 @@ impl Node {
             started: AtomicBool::new(false),
             keeper: Mutex::new(None),
             ingest_nodes,
+            client,
         });
         node.spawn_cluster_tasks();
         Ok(node)
@@ -360,6 +365,7 @@ impl Node {
             events: self.events.clone(),
             faults: Arc::default(),
             lease_epoch,
+            client: self.client.clone(),
         };
         let (status, faults) = (config.status.clone(), config.faults.clone());
         let id = spec.id.clone();

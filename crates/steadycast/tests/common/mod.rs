@@ -85,6 +85,14 @@ impl TestNode {
 
     /// As [`TestNode::serve_with`], with no admin token given: the node makes one.
     pub async fn serve_bare(dir: &Path, server_toml: &str, channels_toml: &str) -> TestNode {
+        let node = Self::spawn(dir, server_toml, channels_toml);
+        node.wait_until_ready().await;
+        node
+    }
+
+    /// Starts the node and returns at once (for a node [`TestNode::url`] cannot reach: one
+    /// serving HTTPS).
+    pub fn spawn(dir: &Path, server_toml: &str, channels_toml: &str) -> TestNode {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let rtmp = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let srt = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
@@ -94,16 +102,14 @@ impl TestNode {
             dir.join("data").display()
         );
         std::fs::write(dir.join("steadycast.toml"), config).expect("write config");
-        let node = TestNode {
+        TestNode {
             child: spawn_node(dir),
             http,
             rtmp,
             srt,
             dir: dir.to_path_buf(),
             _tmp: None,
-        };
-        node.wait_until_ready().await;
-        node
+        }
     }
 
     /// Starts the node again (after it was killed) with the same config, ports and data.
