@@ -101,20 +101,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => Catalog::open_sqlite(&dir.path().join("catalog.db")).await?,
     };
     let blobs = BlobStore::from(DirStore::open(dir.path().join("segments")).await?);
-    let origin = Origin::new(
-        catalog.clone(),
-        blobs.clone(),
-        channel::Events::default(),
-        None,
-        Default::default(),
-    );
-    origin
-        .add_channel(spec.clone(), "bench".to_string())
-        .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let app = origin.playback_router().merge(origin.ingest_router());
-    tokio::spawn(crate::http::serve(listener, app, None));
+    let base = serve_origin(&catalog, &blobs, &spec, Default::default()).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
@@ -129,6 +116,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         uploads.len() as f64 / secs,
         uploads.len()
     );
+    // The same channel with signed URLs, on a second origin over the same store and catalog:
+    // every request checks an HMAC token.
+    let key = "bench-playback-key-0123456789abcdef";
+    let keys = access::PlaybackKeys::parse([("k1", key)]).map_err(anyhow::Error::msg)?;
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 3600;
+    let token = keys
+        .sign("k1", "/live/demo/", expires, None)
+        .map_err(anyhow::Error::msg)?;
+    let mut signed_spec = spec.clone();
+    signed_spec.playback.signed_urls = true;
+    let signed_base = serve_origin(&catalog, &blobs, &signed_spec, keys).await?;
 
     let segment = uploads
         .iter()
@@ -152,8 +153,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             p99 * 1e3,
             args.concurrency
         );
+        let signed = format!("{signed_base}{path}?st={token}");
+        let (rate, p50, p99) = load(&client, &signed, &args).await?;
+        println!(
+            "origin, signed URLs: {what}: {rate:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
+            p50 * 1e3,
+            p99 * 1e3
+        );
     }
     dvr::run(&catalog, &blobs, &spec, args.dvr_days).await
+}
+
+/// An origin for `spec` over `catalog` and `blobs`, with its packager, on a loopback port;
+/// returns its base URL.
+async fn serve_origin(
+    catalog: &Catalog,
+    blobs: &BlobStore,
+    spec: &channel::ChannelSpec,
+    keys: access::PlaybackKeys,
+) -> anyhow::Result<String> {
+    let origin = Origin::new(
+        catalog.clone(),
+        blobs.clone(),
+        channel::Events::default(),
+        None,
+        keys,
+    );
+    origin
+        .add_channel(spec.clone(), "bench".to_string())
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = origin.playback_router().merge(origin.ingest_router());
+    tokio::spawn(crate::http::serve(listener, app, None));
+    Ok(base)
 }
 
 fn ladder(spec: &channel::ChannelSpec) -> Vec<String> {
