@@ -131,6 +131,9 @@ pub struct NodeArgs {
     /// Added to the config's.
     #[command(flatten)]
     pub playback_keys: PlaybackKeysArg,
+    /// RTMPS listener address (needs --tls-cert) [default: none].
+    #[arg(long, env = "STEADYCAST_RTMPS_LISTEN")]
+    pub rtmps_listen: Option<SocketAddr>,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key); reloaded when it changes.
     #[arg(long, env = "STEADYCAST_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -218,6 +221,9 @@ impl NodeArgs {
                 cert: cert.clone(),
                 key: key.clone(),
             });
+        }
+        if let Some(v) = self.rtmps_listen {
+            server.rtmps_listen = Some(v);
         }
         if let Some(v) = &self.trust_ca {
             server.trust_ca = Some(v.clone());
@@ -513,13 +519,7 @@ async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask
             .merge(crate::web::router(node.clone()));
     }
     let app = app.layer(axum::middleware::from_fn(ops::track_requests));
-    let tls = node
-        .server
-        .tls
-        .as_ref()
-        .map(crate::tls::acceptor)
-        .transpose()?;
-    let task = tokio::spawn(crate::http::serve(listener, app, tls));
+    let task = tokio::spawn(crate::http::serve(listener, app, node.tls.clone()));
     tracing::info!(%http, "HTTP up");
     Ok((node, task))
 }

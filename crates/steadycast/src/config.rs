@@ -35,6 +35,9 @@ pub struct ServerConfig {
     /// `{ type = "s3", bucket = "…", endpoint = "http://…", … }`.
     #[serde(default)]
     pub blobs: BlobsConfig,
+    /// The RTMPS listener (RTMP over TLS, the same stream keys), with `tls`'s certificate;
+    /// none when absent.
+    pub rtmps_listen: Option<SocketAddr>,
     /// The RTMP listener; none when absent.
     #[serde(default = "default_rtmp")]
     pub rtmp_listen: Option<SocketAddr>,
@@ -117,6 +120,7 @@ impl Default for ServerConfig {
             playback_keys: Default::default(),
             metrics_token: None,
             tls: None,
+            rtmps_listen: None,
             trust_ca: None,
         }
     }

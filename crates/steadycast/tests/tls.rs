@@ -1,4 +1,4 @@
-//! HTTPS on the node's listener, with a test CA: curl negotiates HTTP/2 by ALPN (and speaks
+//! HTTPS on the node's listener, with a test CA, fed by an ffmpeg publisher over RTMPS: curl negotiates HTTP/2 by ALPN (and speaks
 //! HTTP/1.1 when asked), ffprobe and `steadycast verify` play the channel over HTTPS trusting
 //! only that CA, and a renewed certificate written over the files is served to new
 //! connections while an open one goes on. The node's pipelines deliver to its packager over
@@ -105,13 +105,32 @@ async fn https_with_http2_plays_and_renews_its_certificate() {
     let ca_pem = ca.pem();
     std::fs::write(&ca_file, &ca_pem).unwrap();
     let first = ca.issue(dir.path());
+    let rtmps = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let server = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}\ntrust_ca = \"{}\"\nadmin_token = \"{ADMIN_TOKEN}\"",
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\ntrust_ca = \"{}\"\nrtmps_listen = \"{rtmps}\"\n\
+         admin_token = \"{ADMIN_TOKEN}\"",
         dir.path().join("cert.pem").display(),
         dir.path().join("key.pem").display(),
         ca_file.display()
     );
-    let node = TestNode::spawn(dir.path(), &server, &light_channel_toml("secure", "15"));
+    let input = "[channels.inputs.main]\ntype = \"rtmp\"\nstream_key = \"secure-key\"";
+    let channel = light_channel_with("secure", "15", input);
+    let node = TestNode::spawn(dir.path(), &server, &channel);
+    // The contribution comes over RTMPS, checked against the same CA.
+    let url = format!("rtmps://{rtmps}/live/secure-key");
+    let ca_arg = ca_file.to_str().unwrap();
+    let extra = ["-tls_verify", "1", "-ca_file", ca_arg];
+    let _publisher = wait_for("the RTMPS listener", Duration::from_secs(20), || async {
+        std::net::TcpStream::connect(rtmps).ok()?;
+        Some(publish_source(
+            "flv",
+            &url,
+            true,
+            "testsrc2=size=160x90:rate=15",
+            &extra,
+        ))
+    })
+    .await;
     let base = format!("https://127.0.0.1:{}", node.http.port());
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
@@ -127,7 +146,6 @@ async fn https_with_http2_plays_and_renews_its_certificate() {
     .await;
 
     // ALPN: HTTP/2 unless the client asks for HTTP/1.1; the CA alone is trusted.
-    let ca_arg = ca_file.to_str().unwrap();
     let healthz = format!("{base}/healthz");
     let version = [
         "-o",

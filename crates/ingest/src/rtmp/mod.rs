@@ -25,10 +25,11 @@ use rml_rtmp::rml_amf0::{self, Amf0Value};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use self::guard::ChunkGuard;
@@ -55,9 +56,33 @@ const MAX_AMF_DEPTH: usize = 32;
 /// The largest chunk size a peer may announce.
 const MAX_CHUNK_SIZE: u32 = 1024 * 1024;
 
+/// A connection's bytes: a TCP stream, or TLS over one (RTMPS).
+trait Link: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Link for T {}
+
 /// Serves RTMP publishers on `listener` until `cancel` is cancelled; then every connection is
 /// closed (their sessions end).
 pub async fn serve(listener: TcpListener, registry: Arc<InputRegistry>, cancel: CancellationToken) {
+    serve_with(listener, registry, cancel, None).await
+}
+
+/// [`serve`] for RTMPS: each connection is TLS (with the certificate `tls` holds), then RTMP
+/// with the same stream keys.
+pub async fn serve_tls(
+    listener: TcpListener,
+    registry: Arc<InputRegistry>,
+    cancel: CancellationToken,
+    tls: TlsAcceptor,
+) {
+    serve_with(listener, registry, cancel, Some(tls)).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    registry: Arc<InputRegistry>,
+    cancel: CancellationToken,
+    tls: Option<TlsAcceptor>,
+) {
     let mut connections = JoinSet::new();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "RTMP listener started");
@@ -72,7 +97,8 @@ pub async fn serve(listener: TcpListener, registry: Arc<InputRegistry>, cancel: 
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(connection(stream, peer, registry.clone(), cancel.clone()));
+                    let (registry, cancel, tls) = (registry.clone(), cancel.clone(), tls.clone());
+                    connections.spawn(connection(stream, peer, registry, cancel, tls));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "RTMP accept failed");
@@ -137,7 +163,7 @@ fn is_prologue_tag(tag_type: u8, body: &[u8]) -> bool {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Link>,
     peer: String,
     peer_ip: IpAddr,
     registry: Arc<InputRegistry>,
@@ -151,14 +177,30 @@ struct Conn {
 }
 
 async fn connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     registry: Arc<InputRegistry>,
     cancel: CancellationToken,
+    tls: Option<TlsAcceptor>,
 ) {
     let peer_ip = peer.ip();
     let peer = peer.to_string();
+    // The TLS handshake and the RTMP one share the handshake's time.
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut stream: Box<dyn Link> = match tls {
+        None => Box::new(stream),
+        Some(tls) => match timeout_at(deadline, tls.accept(stream)).await {
+            Ok(Ok(stream)) => Box::new(stream),
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "RTMPS TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "RTMPS TLS handshake timed out");
+                return;
+            }
+        },
+    };
     let remaining = match timeout_at(deadline, handshake(&mut stream)).await {
         Ok(Ok(remaining)) => remaining,
         Ok(Err(reason)) => {
@@ -200,7 +242,7 @@ async fn connection(
     tracing::debug!(peer = %conn.peer, reason, "RTMP connection closed");
 }
 
-async fn handshake(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
+async fn handshake(stream: &mut Box<dyn Link>) -> Result<Vec<u8>, String> {
     let mut handshake = Handshake::new(PeerType::Server);
     let mut buf = vec![0u8; 4096];
     loop {

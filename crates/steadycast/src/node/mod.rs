@@ -78,6 +78,8 @@ pub struct Node {
     keeper: Mutex<Option<JoinHandle<()>>>,
     /// What this node's own requests (deliveries, relays) go out with.
     client: reqwest::Client,
+    /// The TLS certificate HTTPS and RTMPS serve (reloaded when its files change).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The ingest nodes this node's inputs are relayed from (a cluster's pipeline node).
     ingest_nodes: tokio::sync::watch::Sender<Vec<String>>,
 }
@@ -167,6 +169,22 @@ impl Node {
                 cancel.clone(),
             ));
         }
+        let tls = server.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        if let Some(addr) = server.rtmps_listen.filter(|_| ingest) {
+            let acceptor = tls
+                .clone()
+                .context("rtmps_listen needs the certificate of `tls`")?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the RTMPS listener on {addr}"))?;
+            tracing::info!(%addr, "RTMPS listener up");
+            tokio::spawn(ingest::rtmp::serve_tls(
+                listener,
+                inputs.clone(),
+                cancel.clone(),
+                acceptor,
+            ));
+        }
         if let Some(addr) = server.srt_listen.filter(|_| ingest) {
             let srt = ingest::srt::serve(addr, inputs.clone(), cancel.clone());
             tokio::spawn(async move {
@@ -195,6 +213,7 @@ impl Node {
             keeper: Mutex::new(None),
             ingest_nodes,
             client,
+            tls,
         });
         node.spawn_cluster_tasks();
         Ok(node)
