@@ -44,6 +44,41 @@ pub fn allowed(allow: &[Cidr], addr: IpAddr) -> bool {
     allow.is_empty() || allow.iter().any(|c| c.contains(addr))
 }
 
+/// The address of the client behind `peer`: the peer itself, or, when the peer is one of the
+/// `trusted` proxies, the nearest address of `X-Forwarded-For` (read from the right) that is
+/// not one. Only trusted proxies are believed: a client that writes the header itself to a
+/// node it reaches directly gains nothing.
+pub fn client_address<'a>(
+    peer: IpAddr,
+    forwarded_for: impl IntoIterator<Item = &'a str>,
+    trusted: &[Cidr],
+) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let values: Vec<&str> = forwarded_for.into_iter().collect();
+    let hops = values
+        .iter()
+        .rev()
+        .flat_map(|v| v.rsplit(','))
+        .map(str::trim);
+    let mut client = peer;
+    for hop in hops.take(MAX_HOPS) {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// The most `X-Forwarded-For` hops read: no real chain of proxies is longer.
+const MAX_HOPS: usize = 16;
+
 impl FromStr for Cidr {
     type Err = String;
 
@@ -128,6 +163,30 @@ mod tests {
         assert!(!v6.contains(ip("203.0.113.1")));
         assert!(allowed(&[], ip("192.0.2.1")), "no list: everyone");
         assert!(!allowed(&[net], ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies() {
+        let proxies = [cidr("10.0.0.0/8")];
+        let (balancer, viewer) = (ip("10.0.0.5"), ip("198.51.100.7"));
+        // Direct: the header is the client's own words, and ignored.
+        assert_eq!(client_address(viewer, ["203.0.113.1"], &proxies), viewer);
+        // Through the balancer, and through a shield behind it.
+        assert_eq!(client_address(balancer, ["198.51.100.7"], &proxies), viewer);
+        let chain = ["203.0.113.1, 198.51.100.7", "10.0.0.9"];
+        assert_eq!(
+            client_address(balancer, chain, &proxies),
+            viewer,
+            "rightmost untrusted"
+        );
+        // Garbage stops the walk at the last good hop; no header leaves the peer.
+        assert_eq!(client_address(balancer, ["nonsense"], &proxies), balancer);
+        assert_eq!(client_address(balancer, [], &proxies), balancer);
+        assert_eq!(
+            client_address(balancer, ["198.51.100.7"], &[]),
+            balancer,
+            "no proxy trusted"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod limiter;
 pub mod signed;
 pub mod token;
 
-pub use cidr::Cidr;
+pub use cidr::{Cidr, client_address};
 pub use limiter::FailureLimiter;
 pub use signed::{Denied, PlaybackKeys, TOKEN_PARAM};
 pub use token::{Scope, TokenSecret, bearer, token_hash, valid_token_name};

@@ -37,12 +37,18 @@ pub(crate) fn admit(
         .split('&')
         .find_map(|pair| pair.strip_prefix(TOKEN_PARAM)?.strip_prefix('='))
         .ok_or_else(|| refuse(channel, Denied::Missing.as_str()))?;
-    let client = peer.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let client = access::client_address(peer, forwarded, &origin.viewers.trusted_proxies);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
     origin
+        .viewers
         .playback_keys
         .verify(token, path, client, now)
         .map_err(|denied| refuse(channel, denied.as_str()))?;

@@ -41,6 +41,14 @@ pub struct InCluster {
     pub credential: Secret,
 }
 
+/// What the origin checks viewers' requests with: the keys of signed URLs, and which peers
+/// are proxies whose `X-Forwarded-For` names the client (for client-bound tokens).
+#[derive(Debug, Clone, Default)]
+pub struct ViewerAccess {
+    pub playback_keys: access::PlaybackKeys,
+    pub trusted_proxies: Vec<access::Cidr>,
+}
+
 /// The origin's state: the durable store and each channel's live window.
 pub struct Origin {
     catalog: Catalog,
@@ -57,8 +65,8 @@ pub struct Origin {
     /// Whether the last write to each [`StorePart`] failed: failures and recoveries are
     /// reported once each, not once per segment.
     store_failing: [AtomicBool; 2],
-    /// The keys signed playback URLs are checked with (channels that ask for them).
-    playback_keys: access::PlaybackKeys,
+    /// How signed playback URLs are checked (channels that ask for them).
+    viewers: ViewerAccess,
 }
 
 /// The two halves of the store, which fail apart (a full disk, a database down).
@@ -85,13 +93,13 @@ impl Origin {
         blobs: BlobStore,
         events: Events,
         cluster: Option<InCluster>,
-        playback_keys: access::PlaybackKeys,
+        viewers: ViewerAccess,
     ) -> Arc<Self> {
         Arc::new(Self {
             catalog,
             blobs,
             events,
-            playback_keys,
+            viewers,
             fenced: cluster.is_some(),
             settle_ms: cluster.as_ref().map_or(0, |c| c.settle.as_millis() as u64),
             cluster_credential: cluster.map(|c| c.credential),

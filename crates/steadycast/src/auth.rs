@@ -37,12 +37,15 @@ pub struct Caller {
 pub struct ApiAuth {
     catalog: Catalog,
     limiter: Mutex<FailureLimiter>,
+    /// Proxies whose `X-Forwarded-For` names the client the limiter counts.
+    trusted_proxies: Vec<access::Cidr>,
 }
 
 impl ApiAuth {
-    pub fn new(catalog: Catalog) -> Arc<Self> {
+    pub fn new(catalog: Catalog, trusted_proxies: Vec<access::Cidr>) -> Arc<Self> {
         Arc::new(Self {
             catalog,
+            trusted_proxies,
             limiter: Mutex::new(FailureLimiter::new(
                 MAX_FAILURES,
                 FAILURE_WINDOW_MS,
@@ -83,6 +86,12 @@ pub async fn require_token(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let forwarded = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let peer = access::client_address(peer, forwarded, &auth.trusted_proxies);
     match authenticate(&auth, request.headers(), peer, needed).await {
         Ok(caller) => {
             request.extensions_mut().insert(caller);

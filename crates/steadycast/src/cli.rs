@@ -514,7 +514,7 @@ async fn start_node(server: ServerConfig) -> anyhow::Result<(Arc<Node>, HttpTask
         app = app
             .merge(api::router(
                 node.clone(),
-                crate::auth::ApiAuth::new(node.catalog.clone()),
+                crate::auth::ApiAuth::new(node.catalog.clone(), roles.trusted_proxies.clone()),
             ))
             .merge(crate::web::router(node.clone()));
     }

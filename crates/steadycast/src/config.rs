@@ -91,6 +91,11 @@ pub struct ServerConfig {
     /// A PEM CA certificate this node's own requests trust besides the public roots: the CA
     /// of the cluster's certificates, when the nodes serve HTTPS.
     pub trust_ca: Option<PathBuf>,
+    /// The load balancers and shields in front of this node (`["10.0.0.0/8"]`): a request
+    /// from one of them is taken to come from the client its `X-Forwarded-For` names (for
+    /// client-bound playback tokens and the API's limiter). Nobody else's header is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<access::Cidr>,
     /// When set, `/metrics` answers only a scraper presenting it as a bearer token (16+
     /// characters). `STEADYCAST_METRICS_TOKEN` keeps it out of the file.
     pub metrics_token: Option<channel::Secret>,
@@ -122,6 +127,7 @@ impl Default for ServerConfig {
             tls: None,
             rtmps_listen: None,
             trust_ca: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -310,7 +310,8 @@ async fn signed_playback_urls_and_the_cdn_header() {
         CDN_VALUES[1]
     );
     let server = format!(
-        "playback_keys = {{ k1 = \"{K1}\", k2 = \"{K2}\" }}\nmetrics_token = \"{METRICS_TOKEN}\""
+        "playback_keys = {{ k1 = \"{K1}\", k2 = \"{K2}\" }}\nmetrics_token = \"{METRICS_TOKEN}\"\n\
+         trusted_proxies = [\"127.0.0.3/32\"]"
     );
     let node = TestNode::serve_with(dir.path(), &server, &format!("{signed}\n{cdn}")).await;
     let keys = access::PlaybackKeys::parse([("k1", K1), ("k2", K2)]).unwrap();
@@ -393,6 +394,16 @@ async fn signed_playback_urls_and_the_cdn_header() {
     let mine = sign("k2", "/live/locked/", in_an_hour, Some([127, 0, 0, 2]));
     let (status, _) = fetch_from([127, 0, 0, 2], &format!("{main}?st={mine}"), &[]).await;
     assert_eq!(status, 200);
+    // Behind a trusted proxy the client is the one its X-Forwarded-For names; anyone else's
+    // header is not believed.
+    let forwarded = [("x-forwarded-for", "127.0.0.2")];
+    let via_proxy = fetch_from([127, 0, 0, 3], &format!("{main}?st={mine}"), &forwarded).await;
+    assert_eq!(via_proxy.0, 200);
+    let claimed = fetch_from([127, 0, 0, 1], &format!("{main}?st={mine}"), &forwarded).await;
+    assert_eq!(
+        claimed.0, 403,
+        "a client's own X-Forwarded-For was believed"
+    );
 
     // A player follows the signed URLs.
     let (ok, report, _) = verify(&format!("{main}?st={token}"), &["--seconds", "6"]).await;

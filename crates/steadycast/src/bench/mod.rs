@@ -177,7 +177,10 @@ async fn serve_origin(
         blobs.clone(),
         channel::Events::default(),
         None,
-        keys,
+        origin::ViewerAccess {
+            playback_keys: keys,
+            ..Default::default()
+        },
     );
     origin
         .add_channel(spec.clone(), "bench".to_string())

@@ -122,13 +122,11 @@ impl Node {
                 .map(|(id, secret)| (id.as_str(), secret.expose())),
         )
         .map_err(anyhow::Error::msg)?;
-        let origin = Origin::new(
-            catalog.clone(),
-            blobs,
-            events.clone(),
-            in_cluster,
+        let viewers = origin::ViewerAccess {
             playback_keys,
-        );
+            trusted_proxies: server.trusted_proxies.clone(),
+        };
+        let origin = Origin::new(catalog.clone(), blobs, events.clone(), in_cluster, viewers);
         let ingest = server.has_role(::cluster::ROLE_INGEST);
         let client = crate::tls::internal_client(server.trust_ca.as_deref())?;
         let (ingest_nodes, relay_from) = tokio::sync::watch::channel(Vec::new());
