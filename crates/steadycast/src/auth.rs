@@ -8,7 +8,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use access::{FailureLimiter, Scope, TokenSecret, bearer, token_hash};
 use axum::Json;
@@ -18,6 +17,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use store::Catalog;
+
+use crate::node::now_ms;
 
 /// Wrong tokens an address may present per window before it is refused.
 const MAX_FAILURES: u32 = 10;
@@ -238,13 +239,6 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .open(path)?;
     writeln!(file, "{text}")?;
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 #[cfg(test)]

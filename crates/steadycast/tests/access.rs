@@ -504,33 +504,28 @@ async fn a_rotated_stream_key_moves_the_publisher_without_a_drop() {
         let node = &node;
         async move { events_of(node, "rotating", kind).await.len() }
     };
-    let wait_sessions = |count: usize| async move {
-        wait_for("a publisher session", Duration::from_secs(30), || async {
-            (sessions("input_started").await >= count).then_some(())
+    // Waits until `count` sessions have had an event of `kind` (started, ended).
+    let wait_sessions = |kind: &'static str, count: usize| async move {
+        wait_for(kind, Duration::from_secs(30), || async {
+            (sessions(kind).await >= count).then_some(())
         })
         .await
     };
+    let base = node.url("");
+    let rotate = |grace: &'static str| {
+        let base = base.clone();
+        async move {
+            let args = ["channel", "rotate-key", "rotating", "--input", "main"];
+            let grace = ["--grace-seconds", grace, "--api", &base];
+            let (ok, out, err) = cli_as(ADMIN_TOKEN, &[&args[..], &grace[..]].concat()).await;
+            assert!(ok, "{err}");
+            serde_json::from_str::<Value>(&out).unwrap()
+        }
+    };
 
     let mut first = publish("flv", &rtmp("first-key-0123456789"));
-    wait_sessions(1).await;
-    let base = node.url("");
-    let (ok, out, err) = cli_as(
-        ADMIN_TOKEN,
-        &[
-            "channel",
-            "rotate-key",
-            "rotating",
-            "--input",
-            "main",
-            "--grace-seconds",
-            "30",
-            "--api",
-            &base,
-        ],
-    )
-    .await;
-    assert!(ok, "{err}");
-    let rotated: Value = serde_json::from_str(&out).unwrap();
+    wait_sessions("input_started", 1).await;
+    let rotated = rotate("30").await;
     let new_key = rotated["stream_key"].as_str().unwrap().to_string();
     assert_ne!(new_key, "first-key-0123456789");
     assert!(
@@ -571,42 +566,18 @@ async fn a_rotated_stream_key_moves_the_publisher_without_a_drop() {
 
     // Within the grace both keys open the input; after it, only the new one.
     first.kill().await.unwrap();
-    wait_for(
-        "the first session's end",
-        Duration::from_secs(30),
-        || async { (sessions("input_ended").await >= 1).then_some(()) },
-    )
-    .await;
+    wait_sessions("input_ended", 1).await;
     let mut again = publish("flv", &rtmp("first-key-0123456789"));
-    wait_sessions(2).await;
+    wait_sessions("input_started", 2).await;
     again.kill().await.unwrap();
-    wait_for(
-        "the second session's end",
-        Duration::from_secs(30),
-        || async { (sessions("input_ended").await >= 2).then_some(()) },
-    )
-    .await;
+    wait_sessions("input_ended", 2).await;
     let mut moved = publish("flv", &rtmp(&new_key));
-    wait_sessions(3).await;
+    wait_sessions("input_started", 3).await;
     moved.kill().await.unwrap();
+    // The input is free again: a refusal below is the key's, not a busy input's.
+    wait_sessions("input_ended", 3).await;
 
-    let (ok, out, err) = cli_as(
-        ADMIN_TOKEN,
-        &[
-            "channel",
-            "rotate-key",
-            "rotating",
-            "--input",
-            "main",
-            "--grace-seconds",
-            "0",
-            "--api",
-            &base,
-        ],
-    )
-    .await;
-    assert!(ok, "{err}");
-    let newest_key: Value = serde_json::from_str(&out).unwrap();
+    let newest_key = rotate("0").await;
     let mut stale = publish("flv", &rtmp(&new_key));
     let refused = tokio::time::timeout(Duration::from_secs(20), stale.wait()).await;
     assert!(

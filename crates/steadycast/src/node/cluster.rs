@@ -47,10 +47,7 @@ pub(super) fn node_info(server: &ServerConfig, http: SocketAddr) -> anyhow::Resu
         url: url.trim_end_matches('/').to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
-        started_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64,
+        started_ms: super::now_ms(),
     })
 }
 

@@ -2,11 +2,11 @@
 //! keeps opening it for a grace time, on every ingest node, so the publisher moves over
 //! without a drop. A session already publishing is never cut by a rotation.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use channel::{ChannelSpec, InputSpec, RetiringKey};
 
-use super::{Node, NodeError, new_secret};
+use super::{Node, NodeError, new_secret, now_ms};
 
 /// The longest an old key may keep working.
 pub const MAX_GRACE: Duration = Duration::from_secs(86_400);
@@ -63,11 +63,4 @@ impl Node {
         }
         Ok(())
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }

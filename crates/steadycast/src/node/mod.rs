@@ -529,6 +529,14 @@ fn event_log(catalog: Catalog) -> Events {
     })
 }
 
+/// This machine's clock, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
 /// A random 128-bit secret, hex.
 pub fn new_secret() -> String {
     let bytes: [u8; 16] = rand::thread_rng().r#gen();
